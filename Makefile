@@ -1,0 +1,44 @@
+# Switchboard: every set-up step lives here so that a fresh machine needs only `make run` / `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CONFIG ?= config.json
+NODE_DIR := tests/sdk/node
+
+.PHONY: run test lint fmt bench test-scale install clean sdk-deps
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+$(CONFIG): | $(STAMP)
+	$(BIN)/switchboard genconfig -c $(CONFIG)
+
+run: $(STAMP) $(CONFIG)
+	$(BIN)/switchboard -c $(CONFIG)
+
+lint: $(STAMP)
+	$(BIN)/ruff check broker router shards tests bench
+	$(BIN)/ruff format --check broker router shards tests bench
+	$(BIN)/mypy broker router shards
+
+fmt: $(STAMP)
+	$(BIN)/ruff format broker router shards tests bench
+	$(BIN)/ruff check --fix broker router shards tests bench
+
+test: lint
+	$(BIN)/pytest -q
+
+test-scale: $(STAMP)
+	$(BIN)/pytest -q -m slow
+
+bench: $(STAMP)
+	$(BIN)/pytest -q bench --benchmark-only -m 'slow or not slow'
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

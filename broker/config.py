@@ -1,0 +1,393 @@
+"""Configuration: Centrifugo v4/v5 flat keys, defaults, and the file < env < flags order.
+
+A JSON file holds flat keys (``token_hmac_secret_key``, ``uni_http_stream``, ...). Environment variables
+``SWITCHBOARD_<KEY>`` override the file; ``CENTRIFUGO_<KEY>`` is accepted as an alias so that existing
+deployments keep working (``SWITCHBOARD_`` wins when both are set). Command-line flags override both.
+Values from the environment are strings: booleans follow Go's ParseBool, lists are space separated (or
+JSON), durations are Go duration strings or seconds. Unknown keys are reported, never fatal.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import orjson
+
+ENV_PREFIX = "SWITCHBOARD_"
+ENV_ALIAS_PREFIX = "CENTRIFUGO_"
+
+
+class ConfigError(ValueError):
+    """A configuration value or file that cannot be used."""
+
+
+class Duration(float):
+    """Seconds, parsed from Go duration strings ("25s", "1m30s", "720h") or plain numbers."""
+
+
+# Per-channel options (top level or per namespace); accepted now so that configs written for
+# Centrifugo load without warnings.
+CHANNEL_OPTION_KEYS = frozenset(
+    {
+        "presence",
+        "join_leave",
+        "force_push_join_leave",
+        "history_size",
+        "history_ttl",
+        "history_meta_ttl",
+        "force_positioning",
+        "allow_positioning",
+        "force_recovery",
+        "allow_recovery",
+        "force_recovery_mode",
+        "allowed_delta_types",
+        "delta_publish",
+        "allow_subscribe_for_anonymous",
+        "allow_subscribe_for_client",
+        "allow_publish_for_anonymous",
+        "allow_publish_for_subscriber",
+        "allow_publish_for_client",
+        "allow_presence_for_anonymous",
+        "allow_presence_for_subscriber",
+        "allow_presence_for_client",
+        "allow_history_for_anonymous",
+        "allow_history_for_subscriber",
+        "allow_history_for_client",
+        "allow_user_limited_channels",
+        "channel_regex",
+        "proxy_subscribe",
+        "proxy_publish",
+        "proxy_sub_refresh",
+        "subscribe_proxy_name",
+        "publish_proxy_name",
+        "sub_refresh_proxy_name",
+    }
+)
+
+
+@dataclass(slots=True)
+class Config:
+    # Tokens.
+    token_hmac_secret_key: str = ""
+    token_rsa_public_key: str = ""
+    token_ecdsa_public_key: str = ""
+    token_audience: str = ""
+    token_issuer: str = ""
+    token_audience_regex: str = ""
+    token_issuer_regex: str = ""
+    token_user_id_claim: str = ""
+    separate_subscription_token_config: bool = False
+    subscription_token_hmac_secret_key: str = ""
+    subscription_token_rsa_public_key: str = ""
+    subscription_token_ecdsa_public_key: str = ""
+    subscription_token_audience: str = ""
+    subscription_token_issuer: str = ""
+    subscription_token_audience_regex: str = ""
+    subscription_token_issuer_regex: str = ""
+    subscription_token_user_id_claim: str = ""
+
+    # Server API.
+    api_key: str = ""
+    api_insecure: bool = False
+    api_handler_prefix: str = "/api"
+    api_error_mode: str = ""
+
+    # Admin (accepted for compatibility with genconfig output; the admin UI is not served).
+    admin: bool = False
+    admin_password: str = ""
+    admin_secret: str = ""
+    admin_insecure: bool = False
+
+    # Clients.
+    allowed_origins: list[str] = field(default_factory=list)
+    client_insecure: bool = False
+    allow_anonymous_connect_without_token: bool = False
+    disallow_anonymous_connection_tokens: bool = False
+    client_user_connection_limit: int = 0
+    client_channel_limit: int = 128
+    client_queue_max_size: int = 1048576
+    client_stale_close_delay: Duration = Duration(10)
+    client_expired_close_delay: Duration = Duration(25)
+    client_expired_sub_close_delay: Duration = Duration(25)
+    client_presence_update_interval: Duration = Duration(27)
+    client_history_max_publication_limit: int = 300
+    client_recovery_max_publication_limit: int = 300
+    client_connect_include_server_time: bool = False
+    ping_interval: Duration = Duration(25)
+    pong_timeout: Duration = Duration(8)
+    user_subscribe_to_personal: bool = False
+    user_personal_channel_namespace: str = ""
+    user_personal_single_connection: bool = False
+
+    # Channels.
+    channel_max_length: int = 255
+    channel_private_prefix: str = "$"
+    channel_namespace_boundary: str = ":"
+    channel_user_boundary: str = "#"
+    channel_user_separator: str = ","
+    namespaces: list[dict[str, Any]] = field(default_factory=list)
+    global_history_meta_ttl: Duration = Duration(720 * 3600)
+
+    # Transports.
+    websocket_disable: bool = False
+    websocket_message_size_limit: int = 65536
+    websocket_compression: bool = False
+    uni_websocket: bool = False
+    uni_sse: bool = False
+    uni_http_stream: bool = False
+    http_stream: bool = False
+    sse: bool = False
+    uni_http_stream_max_request_body_size: int = 65536
+    uni_sse_max_request_body_size: int = 65536
+    websocket_handler_prefix: str = "/connection/websocket"
+    uni_websocket_handler_prefix: str = "/connection/uni_websocket"
+    uni_sse_handler_prefix: str = "/connection/uni_sse"
+    uni_http_stream_handler_prefix: str = "/connection/uni_http_stream"
+
+    # Server.
+    port: int = 8000
+    address: str = ""
+    name: str = ""
+    engine: str = "memory"
+    log_level: str = "info"
+    health: bool = True
+    shutdown_timeout: Duration = Duration(30)
+
+    # Switchboard's own keys.
+    shards: int = 0  # 0 = number of CPUs
+    runtime_dir: str = ""  # default: <tmp>/switchboard-<port>
+    api_shard_timeout: Duration = Duration(5)
+    heartbeat_timeout: Duration = Duration(30)
+    connections_expression_max_length: int = 4096
+
+    # Top-level channel options (the "without namespace" channel options).
+    channel_options: dict[str, Any] = field(default_factory=dict)
+
+    # Keys seen in the file or environment that Switchboard does not know.
+    unknown_keys: list[str] = field(default_factory=list)
+
+    @property
+    def num_shards(self) -> int:
+        return self.shards if self.shards > 0 else (os.cpu_count() or 1)
+
+    @property
+    def runtime_path(self) -> Path:
+        if self.runtime_dir:
+            return Path(self.runtime_dir)
+        base = os.environ.get("XDG_RUNTIME_DIR") or "/tmp"
+        return Path(base) / f"switchboard-{self.port}"
+
+    @property
+    def node_name(self) -> str:
+        if self.name:
+            return self.name
+        return f"{os.uname().nodename}_{self.port}"
+
+    def to_payload(self) -> dict[str, Any]:
+        """A JSON-safe dict that :func:`from_payload` turns back into the same config (for child processes)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+_FIELD_TYPES: dict[str, Any] = get_type_hints(Config)
+_FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(Config)) - {"channel_options", "unknown_keys"}
+
+_GO_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_TRUE = {"1", "t", "T", "TRUE", "true", "True"}
+_FALSE = {"0", "f", "F", "FALSE", "false", "False"}
+
+
+def parse_duration(value: Any) -> Duration:
+    if isinstance(value, bool):
+        raise ConfigError(f"not a duration: {value!r}")
+    if isinstance(value, int | float):
+        return Duration(value)
+    if not isinstance(value, str):
+        raise ConfigError(f"not a duration: {value!r}")
+    text = value.strip()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return Duration(float(text))
+    if text == "0":
+        return Duration(0)
+    pos = 0
+    total = 0.0
+    for match in _GO_DURATION.finditer(text):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        pos = match.end()
+    if pos != len(text) or not text:
+        raise ConfigError(f"not a duration: {value!r}")
+    return Duration(total)
+
+
+def format_duration(seconds: float) -> str:
+    """Go's time.Duration String() for whole seconds: 604800 → "168h0m0s"."""
+    whole = int(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes}m{secs}s"
+    if minutes:
+        return f"{minutes}m{secs}s"
+    return f"{secs}s"
+
+
+def _coerce(key: str, value: Any, from_env: bool) -> Any:
+    kind = _FIELD_TYPES[key]
+    try:
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            if from_env and isinstance(value, str) and value in _TRUE | _FALSE:
+                return value in _TRUE
+            raise ConfigError(f"{key}: expected a boolean, got {value!r}")
+        if kind is int:
+            if isinstance(value, bool):
+                raise ConfigError(f"{key}: expected an integer, got {value!r}")
+            if isinstance(value, int):
+                return value
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            if from_env and isinstance(value, str):
+                return int(value.strip())
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        if kind is Duration:
+            return parse_duration(value)
+        if kind is str:
+            if isinstance(value, str):
+                return value
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        if kind == list[str]:
+            if from_env and isinstance(value, str):
+                text = value.strip()
+                if text.startswith("["):
+                    value = orjson.loads(text)
+                else:
+                    value = text.split()
+            if isinstance(value, list) and all(isinstance(v, str) for v in value):
+                return list(value)
+            raise ConfigError(f"{key}: expected a list of strings, got {value!r}")
+        if kind == list[dict[str, Any]]:
+            if from_env and isinstance(value, str):
+                value = orjson.loads(value)
+            if isinstance(value, list) and all(isinstance(v, dict) for v in value):
+                return list(value)
+            raise ConfigError(f"{key}: expected a list of objects, got {value!r}")
+    except (ValueError, orjson.JSONDecodeError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"{key}: cannot parse {value!r}") from exc
+    raise ConfigError(f"{key}: unsupported type")  # pragma: no cover - every field type is handled above
+
+
+def read_file(path: str | Path) -> dict[str, Any]:
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    try:
+        data = orjson.loads(raw) if raw.strip() else {}
+    except orjson.JSONDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a JSON object")
+    return data
+
+
+def env_values(environ: Mapping[str, str]) -> dict[str, str]:
+    """Values for known keys from the environment; SWITCHBOARD_ wins over the CENTRIFUGO_ alias."""
+    out: dict[str, str] = {}
+    for prefix in (ENV_ALIAS_PREFIX, ENV_PREFIX):
+        for name, value in environ.items():
+            if not name.startswith(prefix) or value == "":
+                continue
+            key = name[len(prefix) :].lower()
+            if key in _FIELD_NAMES or key in CHANNEL_OPTION_KEYS:
+                out[key] = value
+    return out
+
+
+def build(
+    file_values: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    flags: Mapping[str, Any] | None = None,
+) -> Config:
+    """Merge file < env < flags into a Config. Flags are already typed (None = not given)."""
+    cfg = Config()
+    unknown: list[str] = []
+    for key, value in (file_values or {}).items():
+        if key in CHANNEL_OPTION_KEYS:
+            cfg.channel_options[key] = value
+        elif key in _FIELD_NAMES:
+            setattr(cfg, key, _coerce(key, value, from_env=False))
+        else:
+            unknown.append(key)
+    for key, value in env_values(environ if environ is not None else os.environ).items():
+        if key in CHANNEL_OPTION_KEYS:
+            cfg.channel_options[key] = _parse_env_scalar(value)
+        else:
+            setattr(cfg, key, _coerce(key, value, from_env=True))
+    for key, value in (flags or {}).items():
+        if value is None:
+            continue
+        if key not in _FIELD_NAMES:
+            raise ConfigError(f"unknown flag {key}")
+        setattr(cfg, key, _coerce(key, value, from_env=isinstance(value, str)))
+    cfg.unknown_keys = sorted(unknown)
+    validate(cfg)
+    return cfg
+
+
+def _parse_env_scalar(value: str) -> Any:
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    try:
+        return orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return value
+
+
+def load(path: str | Path | None, environ: Mapping[str, str] | None = None, flags: Mapping[str, Any] | None = None) -> Config:
+    file_values = read_file(path) if path else {}
+    return build(file_values, environ, flags)
+
+
+def from_payload(payload: Mapping[str, Any]) -> Config:
+    """Rebuild a Config sent to a child process (values are already typed)."""
+    cfg = Config()
+    for key, value in payload.items():
+        if key in _FIELD_TYPES:
+            if _FIELD_TYPES[key] is Duration:
+                value = Duration(value)
+            setattr(cfg, key, value)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    if not 0 < cfg.port < 65536:
+        raise ConfigError(f"port must be within 1..65535, got {cfg.port}")
+    if cfg.shards < 0:
+        raise ConfigError("shards must be 0 (number of CPUs) or more")
+    if cfg.log_level.lower() not in {"trace", "debug", "info", "warn", "warning", "error", "none"}:
+        raise ConfigError(f"unknown log_level {cfg.log_level!r}")
+    if cfg.ping_interval <= 0:
+        raise ConfigError("ping_interval must be positive")
+    if cfg.api_error_mode not in {"", "transport"}:
+        raise ConfigError(f"unknown api_error_mode {cfg.api_error_mode!r}")
+    names: set[str] = set()
+    for ns in cfg.namespaces:
+        name = ns.get("name")
+        if not isinstance(name, str) or not re.fullmatch(r"[-a-zA-Z0-9_.]{2,}", name):
+            raise ConfigError(f"invalid namespace name {name!r}")
+        if name in names:
+            raise ConfigError(f"namespace name must be unique: {name!r}")
+        names.add(name)
