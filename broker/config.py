@@ -7,6 +7,9 @@ Values from the environment are strings: booleans follow Go's ParseBool, lists a
 JSON), durations are Go duration strings or seconds. Unknown keys are reported, never fatal.
 """
 
+# Duration is an immutable float subclass, so calling it in dataclass defaults is safe.
+# ruff: noqa: RUF009
+
 from __future__ import annotations
 
 import dataclasses
@@ -190,8 +193,13 @@ class Config:
         return f"{os.uname().nodename}_{self.port}"
 
     def to_payload(self) -> dict[str, Any]:
-        """A JSON-safe dict that :func:`from_payload` turns back into the same config (for child processes)."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        """A JSON-safe dict that :func:`from_payload` turns back into the same config (child processes)."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            # orjson refuses float subclasses, and child processes receive the config as JSON.
+            out[f.name] = float(value) if isinstance(value, Duration) else value
+        return out
 
 
 _FIELD_TYPES: dict[str, Any] = get_type_hints(Config)
@@ -267,10 +275,7 @@ def _coerce(key: str, value: Any, from_env: bool) -> Any:
         if kind == list[str]:
             if from_env and isinstance(value, str):
                 text = value.strip()
-                if text.startswith("["):
-                    value = orjson.loads(text)
-                else:
-                    value = text.split()
+                value = orjson.loads(text) if text.startswith("[") else text.split()
             if isinstance(value, list) and all(isinstance(v, str) for v in value):
                 return list(value)
             raise ConfigError(f"{key}: expected a list of strings, got {value!r}")
@@ -356,7 +361,9 @@ def _parse_env_scalar(value: str) -> Any:
         return value
 
 
-def load(path: str | Path | None, environ: Mapping[str, str] | None = None, flags: Mapping[str, Any] | None = None) -> Config:
+def load(
+    path: str | Path | None, environ: Mapping[str, str] | None = None, flags: Mapping[str, Any] | None = None
+) -> Config:
     file_values = read_file(path) if path else {}
     return build(file_values, environ, flags)
 

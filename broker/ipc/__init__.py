@@ -1,0 +1,1 @@
+"""Router ↔ shard communication: fd handoff over Unix sockets and a ZeroMQ control plane."""

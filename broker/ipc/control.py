@@ -1,0 +1,202 @@
+"""The ZeroMQ control plane between the router and its shards.
+
+Theory of operation
+-------------------
+The router binds one ROUTER socket at ``ipc://<runtime_dir>/control.ipc``; each shard connects a DEALER
+whose routing id is ``shard-K``. A request is two frames, an 8-byte request id and an orjson body
+``{"m": method, "p": params}``; the shard answers with the same id and ``{"r": result}`` or
+``{"e": {"code", "message"}}``. ``ROUTER_MANDATORY`` makes a send to a shard that is not connected fail at
+once (so a dead shard is reported, not waited for) and ``ROUTER_HANDOVER`` lets a restarted shard take its
+routing id back.
+
+Both sides use plain (non-asyncio) pyzmq sockets watched with ``loop.add_reader`` on ``ZMQ_FD``. That
+descriptor is edge-triggered, so every wake-up drains until ``ZMQ_EVENTS`` shows no more input, and every
+send is followed by a drain scheduled on the loop (a send can consume the edge of a pending read).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import struct
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+import zmq
+
+from broker.errors import ClientError
+
+log = logging.getLogger("switchboard.control")
+
+_REQUEST_ID = struct.Struct("!Q")
+
+
+class ShardUnavailable(Exception):
+    """The shard is not connected or did not answer in time."""
+
+
+class RemoteError(Exception):
+    """The shard answered with an error (a ClientError on its side)."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    def to_client_error(self) -> ClientError:
+        return ClientError(self.code, self.message)
+
+
+class _Drainer:
+    """Watches a pyzmq socket's FD on the loop and drains it completely on every wake-up."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, sock: zmq.Socket[bytes]) -> None:
+        self._loop = loop
+        self._sock = sock
+        self._fd: int = int(sock.getsockopt(zmq.FD))
+        self._scheduled = False
+        loop.add_reader(self._fd, self._drain)
+
+    def _on_frames(self, frames: list[bytes]) -> None:
+        raise NotImplementedError
+
+    def _drain(self) -> None:
+        self._scheduled = False
+        sock = self._sock
+        if sock.closed:
+            return
+        while int(sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            try:
+                self._on_frames(frames)
+            except Exception:
+                log.exception("control message handling failed")
+
+    def _kick(self) -> None:
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._drain)
+
+    def _close_socket(self) -> None:
+        if not self._sock.closed:
+            self._loop.remove_reader(self._fd)
+            self._sock.close(linger=0)
+
+
+class ControlServer(_Drainer):
+    """The router's end: sends requests to shards and matches replies to waiting futures."""
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, context: zmq.Context[zmq.Socket[bytes]], endpoint: str
+    ) -> None:
+        sock = context.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.bind(endpoint)
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._ids = itertools.count(1)
+        super().__init__(loop, sock)
+
+    def _on_frames(self, frames: list[bytes]) -> None:
+        if len(frames) != 3 or len(frames[1]) != _REQUEST_ID.size:
+            log.warning("ignoring a malformed control reply (%d frames)", len(frames))
+            return
+        (request_id,) = _REQUEST_ID.unpack(frames[1])
+        future = self._pending.pop(request_id, None)
+        if future is None or future.done():
+            return  # answered after its deadline
+        try:
+            body = orjson.loads(frames[2])
+        except orjson.JSONDecodeError:
+            future.set_exception(RemoteError(100, "internal server error"))
+            return
+        if "e" in body:
+            err = body["e"]
+            future.set_exception(RemoteError(int(err.get("code", 100)), str(err.get("message", ""))))
+        else:
+            future.set_result(body.get("r"))
+
+    async def request(self, identity: bytes, method: str, params: Any, timeout: float) -> Any:
+        request_id = next(self._ids)
+        future: asyncio.Future[Any] = self._loop.create_future()
+        try:
+            self._sock.send_multipart(
+                [identity, _REQUEST_ID.pack(request_id), orjson.dumps({"m": method, "p": params})],
+                zmq.NOBLOCK,
+            )
+        except zmq.ZMQError as exc:
+            raise ShardUnavailable(f"{identity.decode()} is not connected") from exc
+        finally:
+            self._kick()
+        self._pending[request_id] = future
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError as exc:
+            raise ShardUnavailable(f"{identity.decode()} did not answer within {timeout:g}s") from exc
+        finally:
+            self._pending.pop(request_id, None)
+
+    def close(self) -> None:
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(ShardUnavailable("router is shutting down"))
+        self._pending.clear()
+        self._close_socket()
+
+
+Handler = Callable[[str, Any], Awaitable[Any]]
+
+
+class ControlClient(_Drainer):
+    """A shard's end: receives requests, runs the handler, sends the answer back."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        context: zmq.Context[zmq.Socket[bytes]],
+        endpoint: str,
+        identity: bytes,
+        handler: Handler,
+    ) -> None:
+        sock = context.socket(zmq.DEALER)
+        sock.setsockopt(zmq.ROUTING_ID, identity)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(endpoint)
+        self._handler = handler
+        self._tasks: set[asyncio.Task[None]] = set()
+        super().__init__(loop, sock)
+
+    def _on_frames(self, frames: list[bytes]) -> None:
+        if len(frames) != 2:
+            log.warning("ignoring a malformed control request (%d frames)", len(frames))
+            return
+        request_id, body = frames
+        task = self._loop.create_task(self._serve(request_id, body))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, request_id: bytes, body: bytes) -> None:
+        try:
+            request = orjson.loads(body)
+            answer: dict[str, Any] = {"r": await self._handler(request["m"], request.get("p"))}
+        except ClientError as err:
+            answer = {"e": {"code": err.code, "message": err.message}}
+        except Exception:
+            log.exception("control request failed")
+            answer = {"e": {"code": 100, "message": "internal server error"}}
+        try:
+            self._sock.send_multipart([request_id, orjson.dumps(answer)], zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            log.warning("cannot answer the router: %s", exc)
+        self._kick()
+
+    def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        self._close_socket()

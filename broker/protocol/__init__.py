@@ -1,0 +1,1 @@
+"""Sans-I/O client protocol: connection state, connect handling and message encoding."""

@@ -1,0 +1,165 @@
+"""Connect handling shared by every transport: credentials from a token, the connect result.
+
+``authenticate`` turns a ConnectRequest's token into ``Credentials`` following Centrifugo's rules:
+an invalid token is disconnect 3500, an expired one is error 109, no token is 3501 unless anonymous
+connections are allowed, and ``client_insecure`` accepts anything (reading the token's claims without
+checking them). ``apply_credentials`` copies them onto the connection state.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+
+from broker import __version__, errors
+from broker.config import Config
+from broker.protocol.state import SOURCE_CONNECTION_TOKEN, ConnectionState
+
+
+@dataclass(slots=True)
+class Credentials:
+    user: str = ""
+    expire_at: float = 0.0  # 0 = the connection does not expire
+    info: bytes | None = None
+    meta: dict[str, Any] | None = None
+    token_uid: str = ""
+    token_issued_at: int = 0
+    channels: list[str] = field(default_factory=list)
+
+
+class ConnectClaims(Protocol):
+    user: str
+    exp: int | None
+    iat: int | None
+    jti: str | None
+    info: bytes | None
+    meta: dict[str, Any] | None
+    expire_at: int | None
+    channels: list[str]
+
+
+class ConnectVerifier(Protocol):
+    def verify_connect_token(self, token: str, now: float) -> Any: ...
+
+
+def authenticate(token: str, verifier: ConnectVerifier, cfg: Config, now: float) -> Credentials:
+    from broker.auth import TokenExpired, TokenInvalid
+
+    if not token:
+        if cfg.client_insecure or cfg.allow_anonymous_connect_without_token:
+            return Credentials()
+        raise errors.DISCONNECT_BAD_REQUEST
+    claims: ConnectClaims
+    if cfg.client_insecure:
+        claims = _unchecked_claims(token)
+    else:
+        try:
+            claims = verifier.verify_connect_token(token, now)
+        except TokenExpired:
+            raise errors.TOKEN_EXPIRED from None
+        except TokenInvalid:
+            raise errors.INVALID_TOKEN from None
+    if not claims.user and cfg.disallow_anonymous_connection_tokens and not cfg.client_insecure:
+        raise errors.DISCONNECT_PERMISSION_DENIED
+    # expire_at overrides exp for the connection's lifetime; expire_at 0 means it never expires.
+    expire_at = float(claims.expire_at) if claims.expire_at is not None else float(claims.exp or 0)
+    if expire_at and expire_at <= now and not cfg.client_insecure:
+        raise errors.EXPIRED
+    return Credentials(
+        user=claims.user,
+        expire_at=0.0 if cfg.client_insecure else expire_at,
+        info=claims.info,
+        meta=claims.meta,
+        token_uid=claims.jti or "",
+        token_issued_at=int(claims.iat or 0),
+        channels=list(claims.channels),
+    )
+
+
+@dataclass(slots=True)
+class _UncheckedClaims:
+    user: str = ""
+    exp: int | None = None
+    iat: int | None = None
+    jti: str | None = None
+    info: bytes | None = None
+    meta: dict[str, Any] | None = None
+    expire_at: int | None = None
+    channels: list[str] = field(default_factory=list)
+
+
+def _unchecked_claims(token: str) -> _UncheckedClaims:
+    """Claims read without any check, for ``client_insecure`` (a development mode)."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return _UncheckedClaims()
+    try:
+        payload = orjson.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (ValueError, orjson.JSONDecodeError):
+        return _UncheckedClaims()
+    if not isinstance(payload, dict):
+        return _UncheckedClaims()
+    sub = payload.get("sub")
+    meta = payload.get("meta")
+    info = payload.get("info")
+    channels = payload.get("channels")
+    return _UncheckedClaims(
+        user=sub if isinstance(sub, str) else "",
+        meta=meta if isinstance(meta, dict) else None,
+        info=orjson.dumps(info) if info is not None else None,
+        jti=payload.get("jti") if isinstance(payload.get("jti"), str) else None,
+        iat=payload.get("iat") if isinstance(payload.get("iat"), int) else None,
+        channels=[c for c in channels if isinstance(c, str)] if isinstance(channels, list) else [],
+    )
+
+
+def namespace_exists(channel: str, cfg: Config) -> bool:
+    """Whether the channel's namespace is configured (channels without a namespace always are)."""
+    name = channel
+    if cfg.channel_private_prefix and name.startswith(cfg.channel_private_prefix):
+        name = name[len(cfg.channel_private_prefix) :]
+    boundary = cfg.channel_namespace_boundary
+    if not boundary or boundary not in name:
+        return True
+    ns = name.split(boundary, 1)[0]
+    return any(item.get("name") == ns for item in cfg.namespaces)
+
+
+def validate_channel(channel: str, cfg: Config) -> None:
+    if not channel or len(channel) > cfg.channel_max_length or not channel.isascii():
+        raise errors.BAD_REQUEST
+    if not namespace_exists(channel, cfg):
+        raise errors.UNKNOWN_CHANNEL
+
+
+def apply_credentials(state: ConnectionState, creds: Credentials, cfg: Config) -> None:
+    state.user = creds.user
+    state.expire_at = creds.expire_at
+    state.info = creds.info
+    state.meta = creds.meta
+    state.token_uid = creds.token_uid
+    state.token_issued_at = creds.token_issued_at
+    for channel in creds.channels:
+        validate_channel(channel, cfg)
+        state.channels[channel] = SOURCE_CONNECTION_TOKEN
+
+
+def connect_result(state: ConnectionState, cfg: Config, now: float, *, uni: bool) -> dict[str, Any]:
+    """ConnectResult (bidirectional) or the connect push body (unidirectional)."""
+    result: dict[str, Any] = {"client": state.client, "version": __version__}
+    if state.channels:
+        result["subs"] = {ch: {} for ch in state.channels}
+    if state.expire_at:
+        result["expires"] = True
+        result["ttl"] = max(0, int(state.expire_at - now))
+    result["ping"] = int(cfg.ping_interval)
+    if uni:
+        result["session"] = state.session
+    else:
+        result["pong"] = True
+    if cfg.client_connect_include_server_time:
+        result["time"] = int(now * 1000)
+    return result

@@ -1,0 +1,127 @@
+"""What the server knows about one live client connection.
+
+One ``ConnectionState`` per connection, slotted because a shard holds hundreds of thousands of them.
+It is the source for the ``connections`` API (``connection_info``) and for CEL filters (``CEL_GETTERS``);
+``meta`` lives here and nowhere in what is written to the client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+# Subscription sources as reported by the connections API (reference §7).
+SOURCE_UNKNOWN = 0
+SOURCE_CONNECTION_TOKEN = 1
+SOURCE_CONNECT_PROXY = 2
+SOURCE_SUBSCRIPTION_TOKEN = 3
+SOURCE_SUBSCRIBE_PROXY = 4
+SOURCE_USER_LIMITED = 5
+SOURCE_CLIENT_ALLOWED = 6
+SOURCE_CLIENT_INSECURE = 7
+SOURCE_UNI_CONNECT_SUBS = 8
+SOURCE_USER_PERSONAL = 9
+SOURCE_SERVER_API = 10
+
+
+class ConnectionState:
+    __slots__ = (
+        "app_name",
+        "app_version",
+        "channels",
+        "client",
+        "connected_at",
+        "expire_at",
+        "info",
+        "meta",
+        "protocol",
+        "session",
+        "sub_tokens",
+        "token_issued_at",
+        "token_uid",
+        "transport",
+        "user",
+    )
+
+    def __init__(self, client: str, session: str, transport: str, protocol: str, connected_at: float) -> None:
+        self.client = client
+        self.session = session
+        self.transport = transport
+        self.protocol = protocol
+        self.connected_at = connected_at
+        self.user = ""
+        self.app_name = ""
+        self.app_version = ""
+        self.channels: dict[str, int] = {}
+        self.meta: dict[str, Any] | None = None
+        self.info: bytes | None = None
+        self.token_uid = ""
+        self.token_issued_at = 0
+        self.sub_tokens: dict[str, tuple[str, int]] | None = None
+        self.expire_at = 0.0  # unix seconds; 0 = never
+
+    def connection_info(self) -> dict[str, Any]:
+        """The ConnectionInfo object of the connections API; empty fields are left out."""
+        out: dict[str, Any] = {}
+        if self.app_name:
+            out["app_name"] = self.app_name
+        if self.app_version:
+            out["app_version"] = self.app_version
+        out["transport"] = self.transport
+        out["protocol"] = self.protocol
+        if self.user:
+            out["user"] = self.user
+        state: dict[str, Any] = {}
+        if self.channels:
+            state["channels"] = {ch: ({"source": src} if src else {}) for ch, src in self.channels.items()}
+        if self.token_uid or self.token_issued_at:
+            token: dict[str, Any] = {}
+            if self.token_uid:
+                token["uid"] = self.token_uid
+            if self.token_issued_at:
+                token["issued_at"] = self.token_issued_at
+            state["connection_token"] = token
+        if self.sub_tokens:
+            state["subscription_tokens"] = {
+                ch: _token_info(uid, iat) for ch, (uid, iat) in self.sub_tokens.items()
+            }
+        if self.meta:
+            state["meta"] = self.meta
+        if state:
+            out["state"] = state
+        return out
+
+
+def _token_info(uid: str, issued_at: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if uid:
+        out["uid"] = uid
+    if issued_at:
+        out["issued_at"] = issued_at
+    return out
+
+
+def _info_map(state: ConnectionState) -> Any:
+    if not state.info:
+        return {}
+    try:
+        return orjson.loads(state.info)
+    except orjson.JSONDecodeError:
+        return {}
+
+
+# Getters for the CEL variables of the connections API; see README "Filtering connections with CEL".
+CEL_GETTERS: dict[str, Callable[[ConnectionState], Any]] = {
+    "user": lambda s: s.user,
+    "client": lambda s: s.client,
+    "session": lambda s: s.session,
+    "app_name": lambda s: s.app_name,
+    "app_version": lambda s: s.app_version,
+    "transport": lambda s: s.transport,
+    "protocol": lambda s: s.protocol,
+    "channels": lambda s: list(s.channels),
+    "meta": lambda s: s.meta if s.meta is not None else {},
+    "info": _info_map,
+}

@@ -1,0 +1,156 @@
+"""Sans-I/O core of the unidirectional HTTP transports (uni_http_stream, uni_sse).
+
+The client sends one ConnectRequest (a JSON body or the ``cf_connect`` query) and then only reads.
+``UniSession`` takes that request and the current time, and produces bytes: the HTTP response head,
+the connect push, pings, pushes and finally a disconnect push and the end of the stream. No socket,
+loop or clock lives here; the shard's transport adapter writes ``data_to_send()`` to its socket.
+
+Pushes on unidirectional transports are not wrapped in ``{"push": ...}`` (reference §3).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from broker import errors
+from broker.config import Config
+from broker.errors import ClientError, Disconnect
+from broker.protocol.connect import ConnectVerifier, apply_credentials, authenticate, connect_result
+from broker.protocol.state import ConnectionState
+
+_STREAM_HEADERS = (
+    b"Cache-Control: private, no-cache, no-store, must-revalidate, max-age=0\r\n"
+    b"Pragma: no-cache\r\n"
+    b"Expire: 0\r\n"
+    b"X-Accel-Buffering: no\r\n"
+    b"Connection: keep-alive\r\n"
+    b"Transfer-Encoding: chunked\r\n"
+)
+
+PING_MESSAGE = b"{}"
+
+
+def _chunk(payload: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(payload), payload)
+
+
+class HttpStreamFraming:
+    """uni_http_stream: newline-delimited JSON in HTTP/1.1 chunks, one chunk per message."""
+
+    __slots__ = ()
+    name = "uni_http_stream"
+    content_type = b"application/json"
+
+    def head(self) -> bytes:
+        return b"HTTP/1.1 200 OK\r\nContent-Type: " + self.content_type + b"\r\n" + _STREAM_HEADERS + b"\r\n"
+
+    def prelude(self) -> bytes:
+        return b""
+
+    def frame(self, message: bytes) -> bytes:
+        return b"%x\r\n%s\n\r\n" % (len(message) + 1, message)
+
+    def end(self) -> bytes:
+        return b"0\r\n\r\n"
+
+
+class SseFraming(HttpStreamFraming):
+    """uni_sse: ``data: <json>`` events; the stream starts with a bare CRLF as Centrifugo's does."""
+
+    __slots__ = ()
+    name = "uni_sse"
+    content_type = b"text/event-stream; charset=utf-8"
+
+    def prelude(self) -> bytes:
+        return _chunk(b"\r\n")
+
+    def frame(self, message: bytes) -> bytes:
+        event = b"data: %s\n\n" % message
+        return b"%x\r\n%s\r\n" % (len(event), event)
+
+
+HTTP_STREAM = HttpStreamFraming()
+SSE = SseFraming()
+
+
+def parse_connect_request(body: bytes) -> dict[str, Any]:
+    """The ConnectRequest object; an empty body is an empty request; anything not an object is 3501."""
+    if not body.strip():
+        return {}
+    try:
+        request = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise errors.DISCONNECT_BAD_REQUEST from None
+    if not isinstance(request, dict):
+        raise errors.DISCONNECT_BAD_REQUEST
+    return request
+
+
+def _string_field(request: dict[str, Any], key: str) -> str:
+    value = request.get(key, "")
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise errors.DISCONNECT_BAD_REQUEST
+    return value
+
+
+class UniSession:
+    __slots__ = ("_out", "closed", "framing", "state")
+
+    def __init__(self, state: ConnectionState, framing: HttpStreamFraming) -> None:
+        self.state = state
+        self.framing = framing
+        self._out: list[bytes] = []
+        self.closed = False
+
+    def start(
+        self, request: dict[str, Any], verifier: ConnectVerifier, cfg: Config, now: float
+    ) -> Disconnect | None:
+        """Authenticate and write the connect push; on failure write a disconnect and close.
+
+        Returns the disconnect that ended the session, or None when the session is live.
+        """
+        self._out.append(self.framing.head())
+        self._out.append(self.framing.prelude())
+        try:
+            token = _string_field(request, "token")
+            self.state.app_name = _string_field(request, "name")
+            self.state.app_version = _string_field(request, "version")
+            creds = authenticate(token, verifier, cfg, now)
+            apply_credentials(self.state, creds, cfg)
+        except Disconnect as exc:
+            ended = exc
+        except ClientError as err:
+            ended = errors.uni_disconnect_for(err)
+        else:
+            self.push({"connect": connect_result(self.state, cfg, now, uni=True)})
+            return None
+        self.disconnect(ended)
+        return ended
+
+    def push(self, message: dict[str, Any]) -> None:
+        self.push_encoded(orjson.dumps(message))
+
+    def push_encoded(self, message: bytes) -> None:
+        if not self.closed:
+            self._out.append(self.framing.frame(message))
+
+    def ping(self) -> None:
+        self.push_encoded(PING_MESSAGE)
+
+    def disconnect(self, disconnect: Disconnect) -> None:
+        if self.closed:
+            return
+        self.push({"disconnect": disconnect.to_dict()})
+        self._out.append(self.framing.end())
+        self.closed = True
+
+    def data_to_send(self) -> bytes:
+        if not self._out:
+            return b""
+        data = b"".join(self._out)
+        self._out.clear()
+        return data

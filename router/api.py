@@ -1,0 +1,270 @@
+"""The server HTTP API as the router serves it: authentication, decoding, routing to shards, merging.
+
+Two styles share one set of methods (reference §6): ``POST /api/<method>`` with the params as the body,
+and the legacy ``POST /api`` with ``{"method": ..., "params": ...}`` commands, several of them
+newline-delimited. A method that concerns one user goes to that user's shard only; the others are
+gathered from every shard and merged here.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from http import HTTPStatus
+from typing import Any
+
+import orjson
+
+from broker import __version__, errors
+from broker.cel import CelError, compile_filter
+from broker.config import Config
+from broker.errors import ClientError
+from broker.hashing import shard_for_user
+from broker.ipc.control import RemoteError, ShardUnavailable
+from broker.protocol.state import CEL_GETTERS
+from router.cluster import Cluster
+from router.http import Request
+
+log = logging.getLogger("switchboard.api")
+
+# Method enum of the legacy API; names are matched case-insensitively.
+METHOD_NUMBERS = {
+    "publish": 0,
+    "broadcast": 1,
+    "unsubscribe": 2,
+    "disconnect": 3,
+    "presence": 4,
+    "presence_stats": 5,
+    "history": 6,
+    "history_remove": 7,
+    "channels": 8,
+    "info": 9,
+    "rpc": 10,
+    "subscribe": 11,
+    "refresh": 12,
+    "connections": 14,
+}
+_METHOD_BY_NUMBER = {number: name for name, number in METHOD_NUMBERS.items()}
+
+# Errors as HTTP statuses when the client asks for transport error mode.
+_TRANSPORT_STATUS = {100: 500, 102: 404, 104: 404, 107: 400, 108: 400, 112: 416, 113: 409}
+
+Params = dict[str, Any]
+
+
+def _string(params: Params, key: str, required: bool = False) -> str:
+    value = params.get(key)
+    if value is None:
+        value = ""
+    if not isinstance(value, str):
+        raise errors.BAD_REQUEST.with_message(f"{key} must be a string")
+    if required and not value:
+        raise errors.BAD_REQUEST.with_message(f"{key} required")
+    return value
+
+
+class Api:
+    def __init__(self, cfg: Config, cluster: Cluster) -> None:
+        self.cfg = cfg
+        self.cluster = cluster
+        self.uid = str(uuid.uuid4())
+        self.started_at = time.monotonic()
+        self._methods: dict[str, Callable[[Params], Awaitable[Params]]] = {
+            "connections": self.connections,
+            "disconnect": self.disconnect,
+            "info": self.info,
+        }
+
+    # -- HTTP entry points -----------------------------------------------------------------------
+
+    def authorized(self, request: Request) -> bool:
+        if self.cfg.api_insecure:
+            return True
+        key = self.cfg.api_key
+        if not key:
+            return False
+        given = request.header("x-api-key")
+        if not given:
+            scheme, _, value = request.header("authorization").partition(" ")
+            if scheme.lower() == "apikey":
+                given = value.strip()
+        if not given:
+            given = request.query_arg("api_key") or ""
+        return bool(given) and hmac.compare_digest(given.encode(), key.encode())
+
+    async def serve_method(self, method: str, request: Request) -> tuple[int, bytes]:
+        """``POST /api/<method>``: the body is the params object."""
+        handler = self._methods.get(method)
+        if handler is None:
+            return HTTPStatus.NOT_FOUND, b"404 page not found"
+        body = request.body.strip()
+        try:
+            params = orjson.loads(body) if body else {}
+        except orjson.JSONDecodeError:
+            return HTTPStatus.BAD_REQUEST, b"Bad Request"
+        transport_mode = (
+            self.cfg.api_error_mode == "transport" or request.header("x-centrifugo-error-mode") == "transport"
+        )
+        try:
+            if not isinstance(params, dict):
+                raise errors.BAD_REQUEST
+            result = await handler(params)
+        except ClientError as err:
+            if transport_mode:
+                status = _TRANSPORT_STATUS.get(err.code, 500)
+                return status, orjson.dumps({"code": err.code, "message": err.message})
+            return HTTPStatus.OK, orjson.dumps({"error": {"code": err.code, "message": err.message}})
+        return HTTPStatus.OK, orjson.dumps({"result": result})
+
+    async def serve_legacy(self, request: Request) -> tuple[int, bytes]:
+        """``POST /api``: one or more newline-delimited ``{"method", "params"}`` commands."""
+        commands: list[tuple[Any, str, Params]] = []
+        lines = [line for line in request.body.split(b"\n") if line.strip()]
+        if not lines:
+            return HTTPStatus.BAD_REQUEST, b"Bad Request"
+        for line in lines:
+            try:
+                command = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                return HTTPStatus.BAD_REQUEST, b"Bad Request"
+            if not isinstance(command, dict):
+                return HTTPStatus.BAD_REQUEST, b"Bad Request"
+            method = command.get("method", 0)
+            if isinstance(method, str):
+                name = method.lower()
+                if name not in METHOD_NUMBERS:
+                    return HTTPStatus.BAD_REQUEST, b"Bad Request"
+            elif isinstance(method, int) and not isinstance(method, bool) and method in _METHOD_BY_NUMBER:
+                name = ""  # numeric methods are known but not served by number
+            else:
+                return HTTPStatus.BAD_REQUEST, b"Bad Request"
+            params = command.get("params")
+            commands.append((command.get("id"), name, params if params is not None else {}))
+        replies = []
+        for command_id, name, params in commands:
+            reply: dict[str, Any] = {}
+            if command_id is not None:
+                reply["id"] = command_id
+            try:
+                handler = self._methods.get(name)
+                if handler is None:
+                    raise errors.METHOD_NOT_FOUND
+                if not isinstance(params, dict):
+                    raise errors.BAD_REQUEST
+                reply["result"] = await handler(params)
+            except ClientError as err:
+                reply["error"] = {"code": err.code, "message": err.message}
+            replies.append(orjson.dumps(reply))
+        return HTTPStatus.OK, b"\n".join(replies)
+
+    # -- methods ---------------------------------------------------------------------------------
+
+    async def connections(self, params: Params) -> Params:
+        user = _string(params, "user")
+        expression = _string(params, "expression")
+        if not user and not expression:
+            raise errors.BAD_REQUEST.with_message("user or expression required")
+        if expression:
+            try:
+                compile_filter(expression, CEL_GETTERS, max_length=self.cfg.connections_expression_max_length)
+            except CelError as exc:
+                raise errors.BAD_REQUEST.with_message(f"bad expression: {exc}") from None
+        shard_params = {"user": user, "expression": expression}
+        index = shard_for_user(user, self.cluster.size)
+        if index is not None:
+            # Every connection of a named user lives on that user's shard.
+            return await self._ask_one(index, "connections", shard_params)
+        gathered = await self.cluster.gather("connections", shard_params)
+        self._raise_first_error(gathered.errors)
+        merged: Params = {}
+        for result in gathered.results.values():
+            merged.update(result.get("connections", {}))
+        out: Params = {"connections": merged}
+        if gathered.missing:
+            out["unavailable_shards"] = gathered.missing
+        return out
+
+    async def disconnect(self, params: Params) -> Params:
+        user = _string(params, "user", required=True)
+        _string(params, "client")
+        _string(params, "session")
+        whitelist = params.get("whitelist") or []
+        if not isinstance(whitelist, list) or not all(isinstance(c, str) for c in whitelist):
+            raise errors.BAD_REQUEST.with_message("whitelist must be a list of client ids")
+        spec = params.get("disconnect")
+        if spec is not None:
+            if not isinstance(spec, dict):
+                raise errors.BAD_REQUEST.with_message("disconnect must be an object")
+            code = spec.get("code", 0)
+            reason = spec.get("reason", "")
+            if not isinstance(code, int) or isinstance(code, bool) or not 3000 <= code <= 4999:
+                raise errors.BAD_REQUEST.with_message("disconnect code must be within 3000..4999")
+            if not isinstance(reason, str) or len(reason.encode()) > 123:
+                raise errors.BAD_REQUEST.with_message(
+                    "disconnect reason must be a string of at most 123 bytes"
+                )
+        index = shard_for_user(user, self.cluster.size)
+        assert index is not None
+        await self._ask_one(index, "disconnect", params)
+        return {}
+
+    async def info(self, params: Params) -> Params:
+        gathered = await self.cluster.gather("info", {"channel_names": True})
+        shards = []
+        clients = users = subs = 0
+        anonymous = False
+        channels: set[str] = set()
+        for index in sorted(gathered.results):
+            stats = gathered.results[index]
+            clients += stats["num_clients"]
+            users += stats["num_users"]
+            subs += stats["num_subs"]
+            anonymous = anonymous or stats["num_anonymous"] > 0
+            channels.update(stats.get("channels", ()))
+            shards.append(
+                {
+                    "index": index,
+                    "pid": stats["pid"],
+                    "num_clients": stats["num_clients"],
+                    "num_users": stats["num_users"],
+                    "num_channels": stats["num_channels"],
+                    "num_subs": stats["num_subs"],
+                    "uptime": stats["uptime"],
+                    "rss": stats["rss"],
+                }
+            )
+        for index in gathered.missing:
+            shards.append({"index": index, "unavailable": True})
+        shards.sort(key=lambda item: item["index"])
+        node = {
+            "uid": self.uid,
+            "name": self.cfg.node_name,
+            "version": __version__,
+            "num_clients": clients,
+            "num_users": users + (1 if anonymous else 0),
+            "num_channels": len(channels),
+            "num_subs": subs,
+            "uptime": int(time.monotonic() - self.started_at),
+            "shards": shards,
+        }
+        return {"nodes": [node]}
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    async def _ask_one(self, index: int, method: str, params: Params) -> Params:
+        try:
+            result: Params = await self.cluster.ask(index, method, params)
+        except ShardUnavailable as exc:
+            log.warning("%s: %s", method, exc)
+            raise errors.INTERNAL.with_message("shard unavailable") from None
+        except RemoteError as exc:
+            raise exc.to_client_error() from None
+        return result
+
+    @staticmethod
+    def _raise_first_error(found: dict[int, RemoteError]) -> None:
+        for index in sorted(found):
+            raise found[index].to_client_error()

@@ -1,0 +1,74 @@
+"""The router's view of its shards: a handoff channel and a control channel to each.
+
+``ask`` sends a control request to one shard; ``gather`` sends it to every shard at once and waits for
+all of them up to one deadline, reporting the shards that did not answer instead of waiting forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import zmq
+
+from broker.config import Config
+from broker.ipc import paths
+from broker.ipc.control import ControlServer, RemoteError, ShardUnavailable
+from broker.ipc.handoff import Done, HandoffSender
+
+log = logging.getLogger("switchboard.router")
+
+
+@dataclass(slots=True)
+class Gathered:
+    results: dict[int, Any]
+    missing: list[int]
+    errors: dict[int, RemoteError]
+
+
+class Cluster:
+    def __init__(self, cfg: Config, loop: asyncio.AbstractEventLoop) -> None:
+        self.cfg = cfg
+        self.size = cfg.num_shards
+        self._zmq = zmq.Context()
+        self.control = ControlServer(loop, self._zmq, paths.control_endpoint(cfg.runtime_path))
+        self._senders = [
+            HandoffSender(loop, paths.handoff_path(cfg.runtime_path, i)) for i in range(self.size)
+        ]
+
+    def hand_off(self, index: int, message: bytes, fd: int, done: Done) -> None:
+        self._senders[index].send(message, fd, done)
+
+    async def ask(self, index: int, method: str, params: Any, timeout: float | None = None) -> Any:
+        return await self.control.request(
+            paths.shard_identity(index),
+            method,
+            params,
+            timeout if timeout is not None else self.cfg.api_shard_timeout,
+        )
+
+    async def gather(self, method: str, params: Any, timeout: float | None = None) -> Gathered:
+        indexes = list(range(self.size))
+        outcomes = await asyncio.gather(
+            *(self.ask(i, method, params, timeout) for i in indexes), return_exceptions=True
+        )
+        gathered = Gathered({}, [], {})
+        for index, outcome in zip(indexes, outcomes, strict=True):
+            if isinstance(outcome, ShardUnavailable):
+                log.warning("shard %d did not answer %s: %s", index, method, outcome)
+                gathered.missing.append(index)
+            elif isinstance(outcome, RemoteError):
+                gathered.errors[index] = outcome
+            elif isinstance(outcome, BaseException):
+                raise outcome
+            else:
+                gathered.results[index] = outcome
+        return gathered
+
+    def close(self) -> None:
+        for sender in self._senders:
+            sender.close()
+        self.control.close()
+        self._zmq.term()

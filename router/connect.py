@@ -1,0 +1,134 @@
+"""Connection endpoints: read the connect request, pick the user's shard, hand the socket over.
+
+Theory of operation
+-------------------
+For ``/connection/uni_http_stream`` and ``/connection/uni_sse`` the router reads the whole HTTP request
+(the ConnectRequest is the POST body, or the ``cf_connect`` query of a GET), checks the method, the
+Origin and the size, and reads the user id from the token *without verifying it*: the user only decides
+which shard receives the socket, and a forged token merely picks which shard rejects it. The shard
+verifies the token and writes every byte of the response, so after a successful handoff the router
+holds nothing of the connection. Anonymous connections are placed by their client id.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import socket
+import uuid
+from dataclasses import dataclass
+from http import HTTPStatus
+
+import orjson
+
+from broker.auth import unverified_user
+from broker.config import Config
+from broker.hashing import shard_for
+from broker.ipc.handoff import HandoffError, encode
+from router.cluster import Cluster
+from router.http import HttpConnection, Request
+
+log = logging.getLogger("switchboard.router")
+
+_CORS_METHODS = "POST, GET, OPTIONS"
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    transport: str
+    methods: frozenset[str]
+    body_limit: int
+
+
+def endpoints(cfg: Config) -> dict[str, Endpoint]:
+    found: dict[str, Endpoint] = {}
+    if cfg.uni_http_stream:
+        found[cfg.uni_http_stream_handler_prefix] = Endpoint(
+            "uni_http_stream", frozenset({"POST"}), cfg.uni_http_stream_max_request_body_size
+        )
+    if cfg.uni_sse:
+        found[cfg.uni_sse_handler_prefix] = Endpoint(
+            "uni_sse", frozenset({"GET", "POST"}), cfg.uni_sse_max_request_body_size
+        )
+    return found
+
+
+def origin_allowed(origin: str, allowed: list[str]) -> bool:
+    """No Origin header: allowed (not a browser); otherwise it must match one of the glob patterns."""
+    if not origin:
+        return True
+    origin = origin.lower()
+    return any(pattern == "*" or fnmatch.fnmatchcase(origin, pattern.lower()) for pattern in allowed)
+
+
+class ConnectHandler:
+    def __init__(self, cfg: Config, cluster: Cluster) -> None:
+        self.cfg = cfg
+        self.cluster = cluster
+        self.endpoints = endpoints(cfg)
+
+    def handle(self, endpoint: Endpoint, request: Request, conn: HttpConnection) -> None:
+        if request.method == "OPTIONS":
+            conn.respond(HTTPStatus.OK, headers={"Access-Control-Allow-Methods": _CORS_METHODS})
+            return
+        if request.method not in endpoint.methods:
+            conn.respond(HTTPStatus.METHOD_NOT_ALLOWED, b"Method Not Allowed", "text/plain")
+            return
+        if not origin_allowed(request.header("origin"), self.cfg.allowed_origins):
+            log.info("%s: origin %r not allowed", endpoint.transport, request.header("origin"))
+            conn.respond(HTTPStatus.FORBIDDEN, b"Invalid origin", "text/plain", keep_alive=False)
+            return
+        body = request.body
+        if request.method == "GET":
+            body = (request.query_arg("cf_connect") or "").encode()
+        if request.too_large or len(body) > endpoint.body_limit:
+            conn.respond(
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                b"Request Entity Too Large",
+                "text/plain",
+                keep_alive=False,
+            )
+            return
+        token = ""
+        if body.strip():
+            try:
+                connect_request = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                connect_request = None
+            if not isinstance(connect_request, dict):
+                log.info("%s: malformed connect request", endpoint.transport)
+                conn.respond(HTTPStatus.BAD_REQUEST, b"Bad Request", "text/plain", keep_alive=False)
+                return
+            raw_token = connect_request.get("token")
+            token = raw_token if isinstance(raw_token, str) else ""
+        user = unverified_user(token, self.cfg.token_user_id_claim) if token else ""
+        client = str(uuid.uuid4())
+        index = shard_for(user, client, self.cluster.size)
+        try:
+            message = encode({"t": endpoint.transport, "c": client}, body)
+        except HandoffError:
+            conn.respond(
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                b"Request Entity Too Large",
+                "text/plain",
+                keep_alive=False,
+            )
+            return
+        transport = conn.detach()
+        sock = transport.get_extra_info("socket")
+        fd = sock.fileno() if isinstance(sock, socket.socket) or hasattr(sock, "fileno") else -1
+        if fd < 0:
+            transport.abort()
+            return
+
+        def done(ok: bool) -> None:
+            if ok:
+                # The shard holds its own descriptor now; this closes only the router's copy.
+                transport.abort()
+                return
+            transport.write(
+                b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )
+            transport.close()
+
+        self.cluster.hand_off(index, message, fd, done)

@@ -1,0 +1,226 @@
+"""HTTP/1.1 on the router's accepted sockets, parsed with httptools.
+
+One ``HttpConnection`` per accepted socket. It collects a request (method, path, query, headers, body
+within the route's size limit) and passes it to the application, which either answers it (keep-alive
+continues with the next request) or takes the socket over (``detach``) to hand it to a shard. Reading is
+paused while a request is being served, so pipelined requests are answered in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any, Protocol
+from urllib.parse import parse_qs
+
+import httptools
+
+log = logging.getLogger("switchboard.router")
+
+MAX_HEADERS = 100
+MAX_HEADER_BYTES = 64 * 1024
+
+
+@dataclass(slots=True)
+class Request:
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]
+    body: bytes
+    keep_alive: bool
+    too_large: bool = False
+    _query_args: dict[str, list[str]] | None = field(default=None, repr=False)
+
+    def header(self, name: str) -> str:
+        return self.headers.get(name, "")
+
+    def query_arg(self, name: str) -> str | None:
+        if self._query_args is None:
+            self._query_args = parse_qs(self.query, keep_blank_values=True)
+        values = self._query_args.get(name)
+        return values[0] if values else None
+
+
+class Application(Protocol):
+    def body_limit(self, path: str) -> int: ...
+
+    def handle(self, request: Request, conn: HttpConnection) -> Coroutine[Any, Any, None] | None: ...
+
+
+def render_response(
+    status: int,
+    body: bytes = b"",
+    content_type: str = "application/json",
+    headers: dict[str, str] | None = None,
+    keep_alive: bool = True,
+) -> bytes:
+    reason = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Status"
+    lines = [f"HTTP/1.1 {status} {reason}"]
+    if body or status not in (204, 304):
+        lines.append(f"Content-Length: {len(body)}")
+        if body:
+            lines.append(f"Content-Type: {content_type}")
+    for name, value in (headers or {}).items():
+        lines.append(f"{name}: {value}")
+    if not keep_alive:
+        lines.append("Connection: close")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+class HttpConnection(asyncio.Protocol):
+    def __init__(self, app: Application, on_close: Callable[[HttpConnection], None] | None = None) -> None:
+        self.app = app
+        self.transport: asyncio.Transport | None = None
+        self._parser = httptools.HttpRequestParser(self)
+        self._on_close = on_close
+        self._url = b""
+        self._headers: dict[str, str] = {}
+        self._header_bytes = 0
+        self._body: list[bytes] = []
+        self._body_size = 0
+        self._limit = 0
+        self._too_large = False
+        self._queue: list[Request] = []
+        self._busy = False
+        self._detached = False
+        self._closing = False
+
+    @property
+    def busy(self) -> bool:
+        """A request is being served (an API call waiting for shards)."""
+        return self._busy
+
+    # -- asyncio.Protocol ------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        if self._detached or self._closing:
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(HTTPStatus.NOT_IMPLEMENTED, b"upgrade is not supported on this path")
+        except httptools.HttpParserError as exc:
+            log.info("malformed HTTP request from %s: %s", self._peer(), exc)
+            self._fail(HTTPStatus.BAD_REQUEST, b"Bad Request")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        if self._on_close is not None:
+            self._on_close(self)
+
+    # -- httptools callbacks ---------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = {}
+        self._header_bytes = 0
+        self._body = []
+        self._body_size = 0
+        self._too_large = False
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        if len(self._url) > MAX_HEADER_BYTES:
+            raise httptools.HttpParserError("URL too long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_bytes += len(name) + len(value)
+        if len(self._headers) >= MAX_HEADERS or self._header_bytes > MAX_HEADER_BYTES:
+            raise httptools.HttpParserError("too many header bytes")
+        self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+
+    def on_headers_complete(self) -> None:
+        parsed = httptools.parse_url(self._url)
+        self._limit = self.app.body_limit(parsed.path.decode("latin-1"))
+
+    def on_body(self, body: bytes) -> None:
+        self._body_size += len(body)
+        if self._body_size > self._limit:
+            self._too_large = True
+            self._body = []
+        elif not self._too_large:
+            self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        parsed = httptools.parse_url(self._url)
+        request = Request(
+            method=self._parser.get_method().decode("latin-1"),
+            path=parsed.path.decode("latin-1"),
+            query=(parsed.query or b"").decode("latin-1"),
+            headers=self._headers,
+            body=b"".join(self._body),
+            keep_alive=self._parser.should_keep_alive(),
+            too_large=self._too_large,
+        )
+        self._queue.append(request)
+        if not self._busy:
+            self._next()
+
+    # -- serving ---------------------------------------------------------------------------------
+
+    def _next(self) -> None:
+        while self._queue and not self._detached and not self._closing and self.transport is not None:
+            request = self._queue.pop(0)
+            outcome = self.app.handle(request, self)
+            if outcome is not None:
+                self._busy = True
+                self.transport.pause_reading()
+                task = asyncio.get_running_loop().create_task(outcome)
+                task.add_done_callback(self._served)
+                return
+        self._busy = False
+
+    def _served(self, task: asyncio.Task[None]) -> None:
+        self._busy = False
+        if not task.cancelled() and task.exception() is not None:
+            log.error("request handler failed", exc_info=task.exception())
+            self.respond(
+                HTTPStatus.INTERNAL_SERVER_ERROR, b"Internal Server Error", "text/plain", keep_alive=False
+            )
+        if self.transport is not None and not self._detached and not self._closing:
+            self.transport.resume_reading()
+            self._next()
+
+    def respond(
+        self,
+        status: int,
+        body: bytes = b"",
+        content_type: str = "application/json",
+        headers: dict[str, str] | None = None,
+        keep_alive: bool = True,
+    ) -> None:
+        transport = self.transport
+        if transport is None or self._detached or transport.is_closing():
+            return
+        keep_alive = keep_alive and self._parser.should_keep_alive()
+        transport.write(render_response(status, body, content_type, headers, keep_alive))
+        if not keep_alive:
+            self._closing = True
+            transport.close()
+
+    def detach(self) -> asyncio.Transport:
+        """Stop serving HTTP on this socket; the caller now owns the transport (paused)."""
+        assert self.transport is not None
+        self._detached = True
+        self.transport.pause_reading()
+        return self.transport
+
+    def _fail(self, status: int, body: bytes) -> None:
+        self.respond(status, body, "text/plain", keep_alive=False)
+        if self.transport is not None:
+            self.transport.close()
+        self._closing = True
+
+    def _peer(self) -> str:
+        if self.transport is None:
+            return "?"
+        peer = self.transport.get_extra_info("peername")
+        return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)

@@ -1,0 +1,155 @@
+"""The router process: accepts every client socket and serves the HTTP API.
+
+Theory of operation
+-------------------
+The router listens on ``address:port``. Each accepted socket speaks HTTP/1.1 (:mod:`router.http`) and
+its requests are routed by path:
+
+* ``/connection/<transport>`` → :mod:`router.connect`: the socket is handed to the shard that owns the
+  user, with the connect request, and the router forgets it;
+* ``/api`` and ``/api/<method>`` → :mod:`router.api`: answered here, asking one shard (by user) or every
+  shard (scatter-gather with a deadline) over ZeroMQ;
+* ``/health`` → ``200 {}``.
+
+SIGTERM: stop accepting, let requests in flight finish (bounded by ``shutdown_timeout``), exit. The
+shards, not the router, tell clients about the shutdown: the router holds no client streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Coroutine
+from http import HTTPStatus
+from typing import Any
+
+import uvloop
+
+from broker.config import Config
+from broker.lifecycle import ChildContext, standalone_context
+from router.api import Api
+from router.cluster import Cluster
+from router.connect import ConnectHandler
+from router.http import HttpConnection, Request
+
+log = logging.getLogger("switchboard.router")
+
+API_BODY_LIMIT = 16 * 1024 * 1024
+DEFAULT_BODY_LIMIT = 64 * 1024
+
+
+class RouterApp:
+    def __init__(self, cfg: Config, loop: asyncio.AbstractEventLoop) -> None:
+        self.cfg = cfg
+        self.loop = loop
+        self.cluster = Cluster(cfg, loop)
+        self.api = Api(cfg, self.cluster)
+        self.connect = ConnectHandler(cfg, self.cluster)
+        self.api_prefix = cfg.api_handler_prefix.rstrip("/") or "/api"
+        self.connections: set[HttpConnection] = set()
+
+    def body_limit(self, path: str) -> int:
+        endpoint = self.connect.endpoints.get(path)
+        if endpoint is not None:
+            return endpoint.body_limit
+        if path == self.api_prefix or path.startswith(self.api_prefix + "/"):
+            return API_BODY_LIMIT
+        return DEFAULT_BODY_LIMIT
+
+    def handle(self, request: Request, conn: HttpConnection) -> Coroutine[Any, Any, None] | None:
+        path = request.path
+        endpoint = self.connect.endpoints.get(path)
+        if endpoint is not None:
+            self.connect.handle(endpoint, request, conn)
+            return None
+        if path == self.api_prefix or path.startswith(self.api_prefix + "/"):
+            return self._serve_api(request, conn)
+        if path == "/health" and self.cfg.health:
+            if request.method in ("GET", "HEAD"):
+                conn.respond(HTTPStatus.OK, b"{}")
+            else:
+                conn.respond(HTTPStatus.METHOD_NOT_ALLOWED, b"Method Not Allowed", "text/plain")
+            return None
+        conn.respond(HTTPStatus.NOT_FOUND, b"404 page not found", "text/plain")
+        return None
+
+    async def _serve_api(self, request: Request, conn: HttpConnection) -> None:
+        if request.method != "POST":
+            conn.respond(HTTPStatus.METHOD_NOT_ALLOWED, b"Method Not Allowed", "text/plain")
+            return
+        if not self.api.authorized(request):
+            log.info("API request without a valid key")
+            conn.respond(HTTPStatus.UNAUTHORIZED)
+            return
+        if request.too_large:
+            conn.respond(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, b"Request Entity Too Large", "text/plain")
+            return
+        if request.path == self.api_prefix:
+            status, body = await self.api.serve_legacy(request)
+        else:
+            status, body = await self.api.serve_method(request.path[len(self.api_prefix) + 1 :], request)
+        if status != HTTPStatus.OK:
+            log.info("API %s answered %d", request.path, status)
+        content_type = "application/json" if body[:1] in (b"{", b"[") else "text/plain"
+        conn.respond(status, body, content_type)
+
+    def new_connection(self) -> HttpConnection:
+        conn = HttpConnection(self, on_close=self.connections.discard)
+        self.connections.add(conn)
+        return conn
+
+
+async def _serve(cfg: Config, ctx: ChildContext) -> None:
+    loop = asyncio.get_running_loop()
+    cfg.runtime_path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    app = RouterApp(cfg, loop)
+    server = await loop.create_server(
+        app.new_connection, host=cfg.address or None, port=cfg.port, reuse_address=True, backlog=4096
+    )
+    stopping = asyncio.Event()
+
+    def request_stop() -> None:
+        if stopping.is_set():
+            log.warning("second stop signal: exiting now")
+            raise SystemExit(1)
+        stopping.set()
+
+    loop.add_signal_handler(signal.SIGTERM, request_stop)
+    if not ctx.supervised:
+        loop.add_signal_handler(signal.SIGINT, request_stop)
+    log.info("router listening on %s:%d with %d shards", cfg.address or "*", cfg.port, cfg.num_shards)
+    ctx.ready()
+    while not stopping.is_set():
+        ctx.beat()
+        if not ctx.parent_alive():
+            log.error("supervisor is gone; shutting down")
+            break
+        try:
+            await asyncio.wait_for(stopping.wait(), 1.0)
+        except TimeoutError:
+            pass
+    log.info("router stopping: no new connections")
+    server.close()
+    deadline = time.monotonic() + cfg.shutdown_timeout
+    while any(conn.busy for conn in app.connections) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    for conn in list(app.connections):
+        if conn.transport is not None:
+            conn.transport.close()
+    app.cluster.close()
+
+
+def run(cfg: Config, ctx: ChildContext) -> None:
+    """Run the router until it is told to stop; raises if it cannot boot (e.g. the port is taken)."""
+    uvloop.install()
+    asyncio.run(_serve(cfg, ctx))
+
+
+def run_standalone(cfg: Config) -> int:
+    from broker.logs import setup_logging
+
+    setup_logging(cfg.log_level, "router")
+    run(cfg, standalone_context("router"))
+    return 0

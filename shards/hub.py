@@ -1,0 +1,123 @@
+"""The shard's index of its live connections.
+
+Theory of operation
+-------------------
+A shard owns every connection of the users hashed to it. The hub indexes them three ways: client id →
+connection, user → connections, channel → connections. All three are plain dicts changed only from the
+shard's event loop, and never with an ``await`` between reading and changing them, so they are always
+consistent with each other: a connection is added to all of them at once when its connect succeeds and
+removed from all of them at once when its stream ends, whatever the reason.
+
+Connections are any objects with a ``state`` attribute holding a :class:`ConnectionState`; the hub
+never writes to a socket itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Protocol
+
+from broker.protocol.state import ConnectionState
+
+
+class Connection(Protocol):
+    state: ConnectionState
+
+
+class Hub:
+    def __init__(self) -> None:
+        self.by_client: dict[str, Connection] = {}
+        self.by_user: dict[str, set[Connection]] = {}
+        self.by_channel: dict[str, set[Connection]] = {}
+
+    def __len__(self) -> int:
+        return len(self.by_client)
+
+    def add(self, conn: Connection) -> None:
+        state = conn.state
+        if state.client in self.by_client:
+            raise ValueError(f"client {state.client} is already registered")
+        self.by_client[state.client] = conn
+        users = self.by_user.get(state.user)
+        if users is None:
+            self.by_user[state.user] = {conn}
+        else:
+            users.add(conn)
+        for channel in state.channels:
+            self._index_channel(conn, channel)
+
+    def remove(self, conn: Connection) -> bool:
+        """Drop a connection from every index; False when it was not registered."""
+        state = conn.state
+        if self.by_client.get(state.client) is not conn:
+            return False
+        del self.by_client[state.client]
+        users = self.by_user.get(state.user)
+        if users is not None:
+            users.discard(conn)
+            if not users:
+                del self.by_user[state.user]
+        for channel in state.channels:
+            self._unindex_channel(conn, channel)
+        return True
+
+    def subscribe(self, conn: Connection, channel: str, source: int) -> None:
+        conn.state.channels[channel] = source
+        if conn.state.client in self.by_client:
+            self._index_channel(conn, channel)
+
+    def unsubscribe(self, conn: Connection, channel: str) -> None:
+        if conn.state.channels.pop(channel, None) is not None and conn.state.client in self.by_client:
+            self._unindex_channel(conn, channel)
+
+    def _index_channel(self, conn: Connection, channel: str) -> None:
+        members = self.by_channel.get(channel)
+        if members is None:
+            self.by_channel[channel] = {conn}
+        else:
+            members.add(conn)
+
+    def _unindex_channel(self, conn: Connection, channel: str) -> None:
+        members = self.by_channel.get(channel)
+        if members is not None:
+            members.discard(conn)
+            if not members:
+                del self.by_channel[channel]
+
+    def user_connections(self, user: str) -> set[Connection]:
+        return self.by_user.get(user, set())
+
+    def candidates(
+        self,
+        users: Iterable[str] | None = None,
+        clients: Iterable[str] | None = None,
+        channels: Iterable[str] | None = None,
+    ) -> Iterator[Connection]:
+        """Connections that may match, narrowed by whichever indexes apply (None = no constraint)."""
+        pools: list[set[Connection]] = []
+        if users is not None:
+            pool: set[Connection] = set()
+            for user in users:
+                pool |= self.by_user.get(user, set())
+            pools.append(pool)
+        if clients is not None:
+            found = (self.by_client.get(c) for c in clients)
+            pools.append({conn for conn in found if conn is not None})
+        if channels is not None:
+            for channel in channels:
+                pools.append(self.by_channel.get(channel, set()))
+        if not pools:
+            return iter(list(self.by_client.values()))
+        pools.sort(key=len)
+        smallest, rest = pools[0], pools[1:]
+        return iter([conn for conn in smallest if all(conn in other for other in rest)])
+
+    def stats(self) -> dict[str, int]:
+        num_users = len(self.by_user) - (1 if "" in self.by_user else 0)
+        return {
+            "num_clients": len(self.by_client),
+            "num_users": num_users,
+            "num_anonymous": len(self.by_user.get("", ())),
+            "num_channels": len(self.by_channel),
+            "num_subs": sum(len(members) for members in self.by_channel.values()),
+        }

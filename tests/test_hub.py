@@ -1,0 +1,69 @@
+"""The shard's connection index."""
+
+from __future__ import annotations
+
+from broker.protocol.state import ConnectionState
+from shards.hub import Hub
+
+
+class Conn:
+    def __init__(self, client: str, user: str, channels: tuple[str, ...] = ()):
+        self.state = ConnectionState(client, "s-" + client, "uni_http_stream", "json", 0.0)
+        self.state.user = user
+        for ch in channels:
+            self.state.channels[ch] = 1
+
+
+def test_add_remove_keeps_every_index_consistent():
+    hub = Hub()
+    a, b, c = Conn("a", "u1", ("x", "y")), Conn("b", "u1", ("y",)), Conn("c", "u2")
+    for conn in (a, b, c):
+        hub.add(conn)
+    assert hub.user_connections("u1") == {a, b}
+    assert hub.by_channel["y"] == {a, b}
+    assert hub.stats() == {
+        "num_clients": 3,
+        "num_users": 2,
+        "num_anonymous": 0,
+        "num_channels": 2,
+        "num_subs": 3,
+    }
+    assert hub.remove(a)
+    assert not hub.remove(a)
+    assert "x" not in hub.by_channel
+    assert hub.by_channel["y"] == {b}
+    hub.remove(b)
+    assert "u1" not in hub.by_user and "y" not in hub.by_channel
+    assert len(hub) == 1
+
+
+def test_subscribe_and_unsubscribe_follow_at_once():
+    hub = Hub()
+    a = Conn("a", "u1")
+    hub.add(a)
+    hub.subscribe(a, "news", 10)
+    assert hub.by_channel["news"] == {a}
+    assert a.state.channels == {"news": 10}
+    hub.unsubscribe(a, "news")
+    assert "news" not in hub.by_channel and a.state.channels == {}
+
+
+def test_candidates_intersect_hints():
+    hub = Hub()
+    a, b, c = Conn("a", "u1", ("x",)), Conn("b", "u2", ("x", "y")), Conn("c", "u2", ())
+    for conn in (a, b, c):
+        hub.add(conn)
+    assert set(hub.candidates()) == {a, b, c}
+    assert set(hub.candidates(users={"u2"})) == {b, c}
+    assert set(hub.candidates(users={"u2"}, channels={"x"})) == {b}
+    assert set(hub.candidates(channels={"x", "y"})) == {b}
+    assert set(hub.candidates(clients={"a", "zzz"})) == {a}
+    assert set(hub.candidates(users={"nobody"})) == set()
+
+
+def test_anonymous_counted_apart():
+    hub = Hub()
+    hub.add(Conn("a", ""))
+    hub.add(Conn("b", ""))
+    assert hub.stats()["num_users"] == 0
+    assert hub.stats()["num_anonymous"] == 2

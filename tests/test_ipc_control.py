@@ -1,0 +1,55 @@
+"""ZeroMQ request/reply between a ROUTER and DEALERs in one loop."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import zmq
+
+from broker import errors
+from broker.ipc.control import ControlClient, ControlServer, RemoteError, ShardUnavailable
+
+
+async def _exchange(tmp_path) -> None:
+    loop = asyncio.get_running_loop()
+    ctx = zmq.Context()
+    endpoint = f"ipc://{tmp_path}/c.ipc"
+    server = ControlServer(loop, ctx, endpoint)
+
+    async def handler(method, params):
+        if method == "fail":
+            raise errors.BAD_REQUEST
+        if method == "slow":
+            await asyncio.sleep(1)
+        if method == "boom":
+            raise RuntimeError("secret detail")
+        return {"echo": params, "method": method}
+
+    client = ControlClient(loop, ctx, endpoint, b"shard-0", handler)
+    for _ in range(100):
+        try:
+            result = await server.request(b"shard-0", "ping", {"n": 0}, 1.0)
+            break
+        except ShardUnavailable:
+            await asyncio.sleep(0.02)
+    assert result == {"echo": {"n": 0}, "method": "ping"}
+    many = await asyncio.gather(*(server.request(b"shard-0", "x", {"n": i}, 2.0) for i in range(300)))
+    assert [r["echo"]["n"] for r in many] == list(range(300))
+    with pytest.raises(RemoteError) as info:
+        await server.request(b"shard-0", "fail", {}, 1.0)
+    assert info.value.code == 107
+    with pytest.raises(RemoteError) as info:
+        await server.request(b"shard-0", "boom", {}, 1.0)
+    assert info.value.code == 100 and "secret" not in info.value.message
+    with pytest.raises(ShardUnavailable):
+        await server.request(b"shard-0", "slow", {}, 0.1)
+    with pytest.raises(ShardUnavailable):
+        await server.request(b"shard-9", "ping", {}, 1.0)
+    client.close()
+    server.close()
+    ctx.term()
+
+
+def test_requests_replies_errors_and_deadlines(tmp_path):
+    asyncio.run(_exchange(tmp_path))

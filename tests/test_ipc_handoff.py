@@ -1,0 +1,107 @@
+"""Handing sockets over a SOCK_SEQPACKET Unix socket, both ends in one loop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+
+import pytest
+
+from broker.ipc.handoff import HandoffError, HandoffReceiver, HandoffSender, decode, encode
+
+
+def test_encode_decode_round_trip():
+    header, data = decode(encode({"t": "uni_sse", "c": "abc"}, b"payload"))
+    assert header == {"t": "uni_sse", "c": "abc"} and data == b"payload"
+
+
+def test_truncated_messages_are_errors():
+    with pytest.raises(HandoffError):
+        decode(b"\x00\x00")
+    with pytest.raises(HandoffError):
+        decode(b"\x00\x00\x00\x10{}")
+
+
+def test_oversized_message_refused():
+    with pytest.raises(HandoffError):
+        encode({}, b"x" * (2 << 20))
+
+
+async def _handoff_round_trip(tmp_path) -> None:
+    loop = asyncio.get_running_loop()
+    got: asyncio.Queue[tuple[dict, bytes, int]] = asyncio.Queue()
+    receiver = HandoffReceiver(loop, tmp_path / "s.handoff", lambda h, d, fd: got.put_nowait((h, d, fd)))
+    receiver.start()
+    sender = HandoffSender(loop, tmp_path / "s.handoff")
+    outcomes: list[bool] = []
+    pairs = [socket.socketpair() for _ in range(50)]
+    for i, (ours, theirs) in enumerate(pairs):
+        sender.send(encode({"i": i}, b"body-%d" % i), theirs.fileno(), outcomes.append)
+    received = [await asyncio.wait_for(got.get(), 5) for _ in pairs]
+    assert outcomes == [True] * len(pairs)
+    for (header, data, fd), (ours, theirs) in zip(received, pairs, strict=True):
+        assert data == b"body-%d" % header["i"]
+        theirs.close()  # the sender's copy; the received descriptor keeps the socket open
+        adopted = socket.socket(fileno=fd)
+        adopted.sendall(b"hello")
+        assert ours.recv(5) == b"hello"
+        adopted.close()
+        ours.close()
+    sender.close()
+    receiver.stop()
+    assert not (tmp_path / "s.handoff").exists()
+
+
+def test_descriptors_arrive_with_their_messages(tmp_path):
+    asyncio.run(_handoff_round_trip(tmp_path))
+
+
+async def _shard_down(tmp_path) -> None:
+    loop = asyncio.get_running_loop()
+    sender = HandoffSender(loop, tmp_path / "missing.handoff")
+    outcomes: list[bool] = []
+    ours, theirs = socket.socketpair()
+    sender.send(encode({}, b""), theirs.fileno(), outcomes.append)
+    assert outcomes == [False]
+    ours.close()
+    theirs.close()
+
+
+def test_missing_shard_reports_failure(tmp_path):
+    asyncio.run(_shard_down(tmp_path))
+
+
+async def _malformed(tmp_path) -> None:
+    loop = asyncio.get_running_loop()
+    adopted: list[int] = []
+    receiver = HandoffReceiver(loop, tmp_path / "m.handoff", lambda h, d, fd: adopted.append(fd))
+    receiver.start()
+    raw = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    raw.connect(str(tmp_path / "m.handoff"))
+    raw.send(b"no descriptor here")
+    ours, theirs = socket.socketpair()
+    raw.sendmsg(
+        [b"\x00\x00\x00\x02{}"],
+        [
+            (
+                socket.SOL_SOCKET,
+                socket.SCM_RIGHTS,
+                bytes(memoryview(__import__("array").array("i", [theirs.fileno()]))),
+            )
+        ],
+    )
+    for _ in range(50):
+        if adopted:
+            break
+        await asyncio.sleep(0.01)
+    assert len(adopted) == 1  # the malformed message was dropped, the good one adopted
+    os.close(adopted[0])
+    raw.close()
+    ours.close()
+    theirs.close()
+    receiver.stop()
+
+
+def test_malformed_messages_are_dropped(tmp_path):
+    asyncio.run(_malformed(tmp_path))
