@@ -1,0 +1,327 @@
+"""Supervisor behaviour, with the supervisor in a subprocess driven by signals and dummy children."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from broker.lifecycle import ChildContext, standalone_context
+from broker.logs import setup_logging
+
+TESTS_DIR = Path(__file__).resolve().parent
+REPO_ROOT = TESTS_DIR.parent
+BOOT_ERROR_MARKER = "boot-marker-42"  # see tests/_children.py
+
+
+def _poll(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie counts as gone)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    state = text.rsplit(")", 1)[1].split()[0]
+    return state not in ("Z", "X")
+
+
+def _gone(pid: int) -> bool:
+    return not _alive(pid)
+
+
+def _is_our_child_process(pid: int) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"multiprocessing" in cmdline
+
+
+class Supervised:
+    """A supervisor subprocess over dummy children, with its log and the children's records."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.run_dir = tmp_path / "run"
+        self.log_path = tmp_path / "supervisor.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, specs: list[tuple[str, str, int | None]], **options: Any) -> None:
+        payload = {
+            "runtime_dir": str(self.run_dir),
+            "specs": [{"role": r, "target": f"_children:{t}", "index": i} for r, t, i in specs],
+            **options,
+        }
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join([str(TESTS_DIR), str(REPO_ROOT), env.get("PYTHONPATH", "")])
+        code = "import sys, _children; sys.exit(_children.supervise(sys.argv[1]))"
+        with self.log_path.open("wb") as log_file:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", code, json.dumps(payload)],
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=str(REPO_ROOT),
+            )
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def pids(self, role: str) -> list[int]:
+        path = self.run_dir / f"{role}.pids"
+        if not path.exists():
+            return []
+        return [int(line) for line in path.read_text().split()]
+
+    def events(self, role: str) -> list[str]:
+        path = self.run_dir / f"{role}.events"
+        return path.read_text().splitlines() if path.exists() else []
+
+    def all_child_pids(self) -> list[int]:
+        if not self.run_dir.exists():
+            return []
+        return [int(x) for p in self.run_dir.glob("*.pids") for x in p.read_text().split()]
+
+    def wait_ready(self, *roles: str, count: int = 1, timeout: float = 30.0) -> None:
+        for role in roles:
+            _poll(partial(self._started, role, count), timeout, f"{role} started {count} time(s)")
+            pid = self.pids(role)[count - 1]
+            _poll(partial(self._logged, f"{role} (pid {pid}) ready"), timeout, f"{role} ready log")
+
+    def _started(self, role: str, count: int) -> bool:
+        return len(self.pids(role)) >= count
+
+    def _logged(self, text: str) -> bool:
+        return text in self.log()
+
+    def signal(self, signum: int) -> None:
+        os.kill(self.pid, signum)
+
+    def wait_exit(self, timeout: float) -> int:
+        assert self.proc is not None
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"supervisor did not exit within {timeout}s; log:\n{self.log()}") from None
+
+    def cleanup(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        for pid in self.all_child_pids():
+            if _alive(pid) and _is_our_child_process(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def sup(tmp_path: Path) -> Iterator[Supervised]:
+    supervised = Supervised(tmp_path)
+    try:
+        yield supervised
+    finally:
+        supervised.cleanup()
+
+
+def test_boot_failure_halts_with_the_error(sup: Supervised) -> None:
+    sup.start([("shard-0", "well_behaved", 0), ("router", "boot_failure", None)])
+    code = sup.wait_exit(30)
+    log = sup.log()
+    assert code != 0, log
+    assert BOOT_ERROR_MARKER in log
+    assert "halting: router failed to boot" in log
+    assert sup.pids("router") == []  # never restarted, never ready
+    for pid in sup.all_child_pids():
+        assert not _alive(pid)
+
+
+def test_unusable_runtime_dir_halts_before_spawning(sup: Supervised) -> None:
+    sup.run_dir.write_text("not a directory")
+    sup.start([("router", "well_behaved", None)])
+    assert sup.wait_exit(30) != 0
+    assert "halting: cannot prepare runtime directory" in sup.log()
+    assert "spawned" not in sup.log()
+
+
+def test_child_killed_after_ready_is_respawned(sup: Supervised) -> None:
+    sup.start([("shard-0", "well_behaved", 0), ("router", "well_behaved", None)])
+    sup.wait_ready("shard-0", "router")
+    first = sup.pids("shard-0")[0]
+    os.kill(first, signal.SIGKILL)
+    sup.wait_ready("shard-0", count=2)
+    second = sup.pids("shard-0")[1]
+    assert second != first
+    assert not _alive(first)
+    assert f"shard-0 (pid {first}) was killed by SIGKILL; restarting" in sup.log()
+    assert len(sup.pids("router")) == 1  # the others are left alone
+    sup.signal(signal.SIGTERM)
+    assert sup.wait_exit(30) == 0
+
+
+def test_sigterm_stops_gracefully(sup: Supervised) -> None:
+    roles = ["shard-0", "shard-1", "router"]
+    sup.start(
+        [("shard-0", "well_behaved", 0), ("shard-1", "well_behaved", 1), ("router", "well_behaved", None)]
+    )
+    sup.wait_ready(*roles)
+    assert stat.S_IMODE(sup.run_dir.stat().st_mode) == 0o700
+    sup.signal(signal.SIGHUP)
+    _poll(lambda: "SIGHUP" in sup.log(), 10, "SIGHUP logged")
+    assert sup.proc is not None and sup.proc.poll() is None
+    started = time.monotonic()
+    sup.signal(signal.SIGTERM)
+    assert sup.wait_exit(30) == 0
+    assert time.monotonic() - started < 8.0  # well under the 10 s deadline: nobody was waited out
+    for role in roles:
+        (pid,) = sup.pids(role)
+        assert sup.events(role) == [f"term {pid}"]
+        assert not _alive(pid)
+    assert "deadline passed" not in sup.log()
+
+
+def test_child_ignoring_sigterm_is_killed_at_the_deadline(sup: Supervised) -> None:
+    sup.start([("shard-0", "ignores_term", 0), ("router", "well_behaved", None)], shutdown_timeout=1.5)
+    sup.wait_ready("shard-0", "router")
+    started = time.monotonic()
+    sup.signal(signal.SIGTERM)
+    assert sup.wait_exit(30) == 0
+    elapsed = time.monotonic() - started
+    assert elapsed >= 1.4
+    (pid,) = sup.pids("shard-0")
+    assert sup.events("shard-0") == [f"term-ignored {pid}"]
+    assert not _alive(pid)
+    log = sup.log()
+    assert "shutdown deadline passed; killing shard-0" in log
+    assert "was killed by SIGKILL" in log
+
+
+def test_second_signal_forces_exit(sup: Supervised) -> None:
+    sup.start([("shard-0", "ignores_term", 0), ("router", "well_behaved", None)], shutdown_timeout=60)
+    sup.wait_ready("shard-0", "router")
+    sup.signal(signal.SIGTERM)
+    _poll(lambda: sup.events("shard-0"), 15, "shard-0 saw SIGTERM")
+    started = time.monotonic()
+    sup.signal(signal.SIGINT)
+    assert sup.wait_exit(20) == 0
+    assert time.monotonic() - started < 10.0
+    assert "received SIGINT again: killing all children now" in sup.log()
+    for pid in sup.all_child_pids():
+        assert not _alive(pid)
+
+
+def test_missing_heartbeat_kills_and_respawns(sup: Supervised) -> None:
+    sup.start([("shard-0", "stuck_first", 0)], heartbeat_timeout=2.0)
+    sup.wait_ready("shard-0")
+    first = sup.pids("shard-0")[0]
+    sup.wait_ready("shard-0", count=2, timeout=40)
+    assert not _alive(first)
+    log = sup.log()
+    assert "no heartbeat for" in log
+    assert "(no heartbeat for" in log and "restarting" in log
+    time.sleep(3.2)  # longer than the timeout plus one tick: the second start beats, it is left alone
+    assert len(sup.pids("shard-0")) == 2
+    sup.signal(signal.SIGTERM)
+    assert sup.wait_exit(30) == 0
+
+
+def test_crash_loop_after_ready_halts(sup: Supervised) -> None:
+    sup.start([("shard-0", "exits_after_ready", 0)], max_restarts=3, restart_window=60.0)
+    code = sup.wait_exit(60)
+    log = sup.log()
+    assert code != 0, log
+    assert "crash loop" in log
+    assert len(sup.pids("shard-0")) == 4  # the first start and three restarts
+
+
+def test_children_exit_when_the_supervisor_dies(sup: Supervised) -> None:
+    sup.start([("shard-0", "well_behaved", 0), ("router", "well_behaved", None)])
+    sup.wait_ready("shard-0", "router")
+    sup.signal(signal.SIGKILL)
+    sup.wait_exit(10)
+    for role in ("shard-0", "router"):
+        (pid,) = sup.pids(role)
+        _poll(partial(_gone, pid), 15, f"{role} to exit")
+        # The child never checks its parent: only the parent-death signal can have stopped it.
+        assert sup.events(role) == [f"term {pid}"]
+
+
+def test_standalone_context_is_a_no_op() -> None:
+    ctx = standalone_context("shard-3")
+    assert isinstance(ctx, ChildContext)
+    assert ctx.role == "shard-3"
+    assert not ctx.supervised
+    ctx.beat()
+    ctx.ready()
+    ctx.ready()
+    assert ctx.is_ready
+    assert ctx.parent_alive()
+
+
+@pytest.fixture
+def restore_root_logger() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        yield
+    finally:
+        for handler in list(root.handlers):
+            if handler not in handlers:
+                root.removeHandler(handler)
+        root.setLevel(level)
+
+
+def test_log_lines_are_single_line_logfmt(restore_root_logger: None) -> None:
+    out = io.StringIO()
+    setup_logging("warn", "shard-1", stream=out)
+    logger = logging.getLogger("tests.supervisor")
+    logger.info("not shown")
+    logger.warning('two\nlines "quoted"')
+    try:
+        raise ValueError("bad value")
+    except ValueError:
+        logger.exception("failed")
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2
+    first, second = lines
+    assert first.endswith('msg="two\\nlines \\"quoted\\"" logger=tests.supervisor')
+    stamp, level, role, pid = first.split(" ")[:4]
+    assert stamp.endswith("Z") and "T" in stamp and len(stamp) == len("2026-11-28T08:31:25.123Z")
+    assert (level, role, pid) == ("level=warn", "role=shard-1", f"pid={os.getpid()}")
+    assert " level=error " in second
+    assert 'exc="Traceback' in second and "ValueError: bad value" in second
+
+
+def test_log_level_none_disables_logging(restore_root_logger: None) -> None:
+    out = io.StringIO()
+    setup_logging("none", "router", stream=out)
+    logging.getLogger("x").error("hidden")
+    assert out.getvalue() == ""
+    setup_logging("trace", "router", stream=out)
+    logging.getLogger("x").debug("shown")
+    assert "level=debug role=router" in out.getvalue()
