@@ -1,0 +1,314 @@
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from broker.config import (
+    Config,
+    ConfigError,
+    Duration,
+    build,
+    env_values,
+    format_duration,
+    from_payload,
+    load,
+    parse_duration,
+)
+
+
+def write(path: Path, values: Any) -> Path:
+    path.write_text(json.dumps(values))
+    return path
+
+
+# --- precedence ----------------------------------------------------------------------------------------
+
+
+def test_defaults() -> None:
+    cfg = build({}, {}, {})
+    assert cfg.port == 8000
+    assert cfg.ping_interval == 25 and isinstance(cfg.ping_interval, Duration)
+    assert cfg.allowed_origins == []
+    assert cfg.health is True
+    assert cfg.unknown_keys == []
+
+
+def test_file_then_env_then_flags(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "c.json", {"port": 8100, "name": "file", "address": "10.0.0.1", "log_level": "warn"}
+    )
+    environ = {"SWITCHBOARD_PORT": "8200", "SWITCHBOARD_NAME": "env"}
+    cfg = load(path, environ, {"port": 8300, "address": None})
+    assert cfg.port == 8300  # flag beats env and file
+    assert cfg.name == "env"  # env beats file
+    assert cfg.address == "10.0.0.1"  # a flag given as None was not given
+    assert cfg.log_level == "warn"  # file beats default
+
+
+def test_load_without_file() -> None:
+    cfg = load(None, {"SWITCHBOARD_API_KEY": "k"}, None)
+    assert cfg.api_key == "k"
+
+
+def test_centrifugo_alias_and_switchboard_wins() -> None:
+    cfg = build({}, {"CENTRIFUGO_TOKEN_HMAC_SECRET_KEY": "legacy"}, {})
+    assert cfg.token_hmac_secret_key == "legacy"
+    both = {"CENTRIFUGO_TOKEN_HMAC_SECRET_KEY": "legacy", "SWITCHBOARD_TOKEN_HMAC_SECRET_KEY": "new"}
+    assert build({}, both, {}).token_hmac_secret_key == "new"
+    # The order variables appear in does not matter.
+    reversed_env = dict(reversed(list(both.items())))
+    assert build({}, reversed_env, {}).token_hmac_secret_key == "new"
+
+
+def test_empty_env_var_is_unset() -> None:
+    cfg = build({"api_key": "from-file"}, {"SWITCHBOARD_API_KEY": "", "CENTRIFUGO_PORT": ""}, {})
+    assert cfg.api_key == "from-file"
+    assert cfg.port == 8000
+
+
+def test_env_ignores_unrelated_and_unknown_names() -> None:
+    values = env_values({"PATH": "/bin", "SWITCHBOARD_NOT_A_KEY": "1", "CENTRIFUGO_PORT": "9000"})
+    assert values == {"port": "9000"}
+
+
+def test_flags_override_booleans_both_ways() -> None:
+    cfg = build({"sse": True, "health": True}, {"SWITCHBOARD_UNI_SSE": "1"}, {"sse": False, "uni_sse": False})
+    assert cfg.sse is False and cfg.uni_sse is False
+
+
+# --- parsing values from the environment ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("1", True), ("t", True), ("TRUE", True), ("true", True), ("True", True), ("0", False), ("f", False),
+     ("false", False), ("FALSE", False)],
+)  # fmt: skip
+def test_env_booleans(text: str, expected: bool) -> None:
+    assert build({}, {"CENTRIFUGO_UNI_HTTP_STREAM": text}, {}).uni_http_stream is expected
+
+
+@pytest.mark.parametrize("text", ["yes", "on", "2", "tRuE"])
+def test_env_bad_booleans(text: str) -> None:
+    with pytest.raises(ConfigError, match="uni_sse"):
+        build({}, {"SWITCHBOARD_UNI_SSE": text}, {})
+
+
+def test_env_lists() -> None:
+    cfg = build({}, {"CENTRIFUGO_ALLOWED_ORIGINS": "https://a.example  https://b.example"}, {})
+    assert cfg.allowed_origins == ["https://a.example", "https://b.example"]
+    cfg = build({}, {"SWITCHBOARD_ALLOWED_ORIGINS": '["https://x", "*"]'}, {})
+    assert cfg.allowed_origins == ["https://x", "*"]
+    with pytest.raises(ConfigError):
+        build({}, {"SWITCHBOARD_ALLOWED_ORIGINS": "[1, 2]"}, {})
+    with pytest.raises(ConfigError):
+        build({}, {"SWITCHBOARD_ALLOWED_ORIGINS": "[broken"}, {})
+
+
+def test_env_ints_and_durations() -> None:
+    cfg = build(
+        {},
+        {
+            "SWITCHBOARD_PORT": " 9100 ",
+            "SWITCHBOARD_PING_INTERVAL": "1m30s",
+            "CENTRIFUGO_GLOBAL_HISTORY_META_TTL": "720h",
+        },
+        {},
+    )
+    assert cfg.port == 9100
+    assert cfg.ping_interval == 90
+    assert cfg.global_history_meta_ttl == 720 * 3600
+    assert build({}, {"SWITCHBOARD_PONG_TIMEOUT": "12"}, {}).pong_timeout == 12
+    with pytest.raises(ConfigError, match="port"):
+        build({}, {"SWITCHBOARD_PORT": "eighty"}, {})
+
+
+def test_env_namespaces_json() -> None:
+    cfg = build({}, {"CENTRIFUGO_NAMESPACES": '[{"name": "chat", "presence": true}]'}, {})
+    assert cfg.namespaces == [{"name": "chat", "presence": True}]
+    with pytest.raises(ConfigError, match="namespaces"):
+        build({}, {"CENTRIFUGO_NAMESPACES": '{"name": "chat"}'}, {})
+
+
+def test_env_channel_options() -> None:
+    cfg = build(
+        {},
+        {"SWITCHBOARD_PRESENCE": "true", "SWITCHBOARD_HISTORY_SIZE": "10", "SWITCHBOARD_HISTORY_TTL": "30s"},
+        {},
+    )
+    assert cfg.channel_options == {"presence": True, "history_size": 10, "history_ttl": "30s"}
+
+
+# --- durations -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("25s", 25), ("1m30s", 90), ("720h", 2_592_000), ("1h1m1s", 3661), ("1.5h", 5400), ("500ms", 0.5),
+     ("250us", 0.00025), ("250µs", 0.00025), ("100ns", 1e-7), ("0", 0), ("10", 10), ("2.5", 2.5), (30, 30),
+     (0.25, 0.25)],
+)  # fmt: skip
+def test_parse_duration(text: Any, seconds: float) -> None:
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("bad", ["", "s", "1d", "1h 2m", "abc", "5x", True, None, [1]])
+def test_parse_duration_rejects(bad: Any) -> None:
+    with pytest.raises(ConfigError):
+        parse_duration(bad)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(604800, "168h0m0s"), (90, "1m30s"), (59, "59s"), (0, "0s"), (3600, "1h0m0s"), (3661, "1h1m1s")],
+)
+def test_format_duration(seconds: int, text: str) -> None:
+    assert format_duration(seconds) == text
+
+
+def test_duration_from_file_string_and_number() -> None:
+    cfg = build({"client_expired_close_delay": "1m", "pong_timeout": 3}, {}, {})
+    assert cfg.client_expired_close_delay == 60
+    assert cfg.pong_timeout == 3
+
+
+# --- unknown keys and bad values -----------------------------------------------------------------------
+
+
+def test_unknown_keys_reported_not_fatal() -> None:
+    cfg = build({"zeta": 1, "alpha": 2, "port": 9000}, {}, {})
+    assert cfg.unknown_keys == ["alpha", "zeta"]
+    assert cfg.port == 9000
+
+
+def test_top_level_channel_options_are_known() -> None:
+    cfg = build({"presence": True, "history_size": 10, "history_ttl": "300s"}, {}, {})
+    assert cfg.unknown_keys == []
+    assert cfg.channel_options == {"presence": True, "history_size": 10, "history_ttl": "300s"}
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"port": "8000"},
+        {"port": True},
+        {"port": 1.5},
+        {"port": 0},
+        {"port": 65536},
+        {"shards": -1},
+        {"uni_sse": "true"},
+        {"uni_sse": 1},
+        {"api_key": 5},
+        {"allowed_origins": "https://a"},
+        {"allowed_origins": [1]},
+        {"ping_interval": "soon"},
+        {"ping_interval": 0},
+        {"log_level": "chatty"},
+        {"api_error_mode": "loud"},
+        {"namespaces": {"name": "chat"}},
+        {"namespaces": ["chat"]},
+    ],
+)
+def test_bad_values(values: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError):
+        build(values, {}, {})
+
+
+def test_int_accepts_integral_float() -> None:
+    assert build({"port": 9000.0}, {}, {}).port == 9000
+
+
+def test_unknown_flag() -> None:
+    with pytest.raises(ConfigError, match="unknown flag"):
+        build({}, {}, {"no_such_flag": 1})
+
+
+# --- namespaces ----------------------------------------------------------------------------------------
+
+
+def test_namespaces_valid() -> None:
+    cfg = build({"namespaces": [{"name": "chat"}, {"name": "news-feed_1.x", "presence": True}]}, {}, {})
+    assert [ns["name"] for ns in cfg.namespaces] == ["chat", "news-feed_1.x"]
+
+
+@pytest.mark.parametrize(
+    "namespaces",
+    [
+        [{"name": "a"}],  # too short
+        [{"name": "has space"}],
+        [{"name": "colon:ns"}],
+        [{"presence": True}],  # no name
+        [{"name": 12}],
+        [{"name": "chat"}, {"name": "chat"}],
+    ],
+)
+def test_namespaces_invalid(namespaces: list[dict[str, Any]]) -> None:
+    with pytest.raises(ConfigError, match="namespace"):
+        build({"namespaces": namespaces}, {}, {})
+
+
+# --- files ---------------------------------------------------------------------------------------------
+
+
+def test_file_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load(tmp_path / "missing.json", {}, {})
+    (tmp_path / "bad.json").write_text("{oops")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        load(tmp_path / "bad.json", {}, {})
+    (tmp_path / "list.json").write_text("[]")
+    with pytest.raises(ConfigError, match="JSON object"):
+        load(tmp_path / "list.json", {}, {})
+    (tmp_path / "empty.json").write_text("  \n")
+    assert load(tmp_path / "empty.json", {}, {}).port == 8000
+
+
+# --- child-process payload -----------------------------------------------------------------------------
+
+
+def test_payload_round_trip_through_json() -> None:
+    cfg = build(
+        {
+            "port": 9100,
+            "token_hmac_secret_key": "k",
+            "allowed_origins": ["https://a"],
+            "namespaces": [{"name": "chat", "presence": True}],
+            "ping_interval": "1m30s",
+            "presence": True,
+            "mystery": 1,
+        },
+        {"SWITCHBOARD_UNI_SSE": "1"},
+        {"shards": 3},
+    )
+    payload = cfg.to_payload()
+    wire = orjson.loads(orjson.dumps(payload))  # child processes receive it as JSON
+    again = from_payload(wire)
+    assert again == cfg
+    assert isinstance(again.ping_interval, Duration) and again.ping_interval == 90
+    assert from_payload(payload) == cfg
+    assert again.unknown_keys == ["mystery"]
+    assert again.channel_options == {"presence": True}
+
+
+def test_from_payload_ignores_unknown_fields() -> None:
+    assert from_payload({"port": 9000, "from_a_newer_version": 1}).port == 9000
+
+
+# --- derived values ------------------------------------------------------------------------------------
+
+
+def test_derived_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Config(shards=3).num_shards == 3
+    assert Config().num_shards == (os.cpu_count() or 1)
+    assert Config(runtime_dir="/run/sb").runtime_path == Path("/run/sb")
+    monkeypatch.setenv("XDG_RUNTIME_DIR", "/run/user/1000")
+    assert Config(port=8123).runtime_path == Path("/run/user/1000/switchboard-8123")
+    monkeypatch.delenv("XDG_RUNTIME_DIR")
+    assert Config(port=8123).runtime_path == Path("/tmp/switchboard-8123")
+    assert Config(name="node-a").node_name == "node-a"
+    assert Config(port=8123).node_name.endswith("_8123")
