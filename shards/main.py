@@ -134,8 +134,7 @@ class Shard:
             raise
         sock.setblocking(False)
         state = ConnectionState(str(header["c"]), uuid.uuid4().hex, transport_name, "json", time.time())
-        request = header.get("r") or {}
-        conn = UniConnection(self, state, framing, request if isinstance(request, dict) else {})
+        conn = UniConnection(self, state, framing, data)
         task = self.loop.create_task(self.loop.connect_accepted_socket(lambda: conn, sock))
         self._adoptions.add(task)
         task.add_done_callback(self._adopted)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, cast
 
 from broker import errors
 from broker.errors import Disconnect
@@ -26,21 +26,21 @@ class UniConnection(asyncio.Protocol):
     __slots__ = ("_request", "session", "shard", "state", "transport")
 
     def __init__(
-        self, shard: Shard, state: ConnectionState, framing: HttpStreamFraming, request: dict[str, Any]
-    ):
+        self, shard: Shard, state: ConnectionState, framing: HttpStreamFraming, request: bytes
+    ) -> None:
         self.shard = shard
         self.state = state
         self.session = UniSession(state, framing)
-        self._request: dict[str, Any] | None = request
+        self._request: bytes | None = request
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
         self.shard.attach(self)
-        request, self._request = self._request or {}, None
+        body, self._request = self._request or b"", None
         shard = self.shard
-        ended = self.session.start(request, shard.verifier, shard.cfg, time.time())
+        ended = self.session.start_from_body(body, shard.verifier, shard.cfg, time.time())
         if ended is not None:
             log.info(
                 "connection rejected: client=%s transport=%s code=%d reason=%s",

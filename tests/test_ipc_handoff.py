@@ -36,7 +36,7 @@ async def _handoff_round_trip(tmp_path) -> None:
     sender = HandoffSender(loop, tmp_path / "s.handoff")
     outcomes: list[bool] = []
     pairs = [socket.socketpair() for _ in range(50)]
-    for i, (ours, theirs) in enumerate(pairs):
+    for i, (_ours, theirs) in enumerate(pairs):
         sender.send(encode({"i": i}, b"body-%d" % i), theirs.fileno(), outcomes.append)
     received = [await asyncio.wait_for(got.get(), 5) for _ in pairs]
     assert outcomes == [True] * len(pairs)

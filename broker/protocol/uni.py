@@ -131,6 +131,19 @@ class UniSession:
         self.disconnect(ended)
         return ended
 
+    def start_from_body(
+        self, body: bytes, verifier: ConnectVerifier, cfg: Config, now: float
+    ) -> Disconnect | None:
+        """``start`` with the raw ConnectRequest bytes (a POST body or the ``cf_connect`` query)."""
+        try:
+            request = parse_connect_request(body)
+        except Disconnect as exc:
+            self._out.append(self.framing.head())
+            self._out.append(self.framing.prelude())
+            self.disconnect(exc)
+            return exc
+        return self.start(request, verifier, cfg, now)
+
     def push(self, message: dict[str, Any]) -> None:
         self.push_encoded(orjson.dumps(message))
 
