@@ -95,13 +95,6 @@ class HandoffSender:
 
     def send(self, message: bytes, fd: int, done: Done) -> None:
         """Send ``message`` with ``fd``; ``done(True)`` once it left, ``done(False)`` if it cannot."""
-        if self._sock is None:
-            try:
-                self._sock = self._connect()
-            except OSError as exc:
-                log.warning("shard handoff socket %s unavailable: %s", self._path, exc.strerror)
-                done(False)
-                return
         if self._queue:
             if len(self._queue) >= self._max_queue:
                 log.warning("handoff queue to %s is full; refusing a connection", self._path)
@@ -109,17 +102,31 @@ class HandoffSender:
                 return
             self._queue.append((message, fd, done))
             return
+        # A second attempt covers a shard that restarted since we connected: its old socket is dead.
+        for _attempt in range(2):
+            sock = self._sock or self._reconnect()
+            if sock is None:
+                break
+            try:
+                sock.sendmsg([message], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))])
+            except BlockingIOError:
+                self._queue.append((message, fd, done))
+                self._start_writing()
+                return
+            except OSError as exc:
+                self._fail(exc)
+                continue
+            done(True)
+            return
+        done(False)
+
+    def _reconnect(self) -> socket.socket | None:
         try:
-            self._sock.sendmsg([message], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))])
-        except BlockingIOError:
-            self._queue.append((message, fd, done))
-            self._start_writing()
-            return
+            self._sock = self._connect()
         except OSError as exc:
-            self._fail(exc)
-            done(False)
-            return
-        done(True)
+            log.warning("shard handoff socket %s unavailable: %s", self._path, exc.strerror)
+            return None
+        return self._sock
 
     def _start_writing(self) -> None:
         if not self._writing and self._sock is not None:

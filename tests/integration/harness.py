@@ -144,6 +144,16 @@ class Server:
             self.stop()
 
 
+def _token_subject(token: str) -> str:
+    import base64
+
+    try:
+        part = token.split(".")[1]
+        return str(orjson.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))).get("sub", ""))
+    except (IndexError, ValueError):
+        return ""
+
+
 class StreamClient:
     """A raw-socket uni_http_stream / uni_sse client that decodes every message it receives."""
 
@@ -157,6 +167,7 @@ class StreamClient:
     ) -> None:
         self.transport = transport
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout, source_address=(source, 0))
+        self.user = _token_subject((body or {}).get("token", ""))
         payload = orjson.dumps(body or {})
         path = f"/connection/{transport}"
         request = (

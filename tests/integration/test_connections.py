@@ -1,0 +1,115 @@
+"""The connections API over hundreds of real connections on two shards."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from tests.integration.harness import API_KEY, Server, StreamClient, make_token
+
+USERS = 200
+
+
+@pytest.fixture(scope="module")
+def population(server: Server) -> Iterator[dict[str, dict[str, str]]]:
+    """USERS users, each with one uni_http_stream and one uni_sse connection; user → client → transport."""
+    clients: list[StreamClient] = []
+    owners: dict[str, dict[str, str]] = {}
+    for i in range(USERS):
+        user = f"user-{i}"
+        token = make_token(
+            user,
+            meta={"tenant": f"tenant-{i % 5}", "secret": f"meta-secret-{i}"},
+            channels=[f"room-{i % 10}"],
+            jti=f"jti-{i}",
+        )
+        for transport in ("uni_http_stream", "uni_sse"):
+            client = StreamClient(server.port, {"token": token, "name": "app", "version": "2.0"}, transport)
+            clients.append(client)
+    for client in clients:
+        connect = client.connect()
+        assert connect["subs"]
+        owners.setdefault(client.user, {})[connect["client"]] = client.transport
+    yield owners
+    for client in clients:
+        # Nothing the server wrote to any client carries a byte of a meta value.
+        assert b"meta-secret" not in client.raw and b"tenant-" not in client.raw
+        client.close()
+
+
+def test_every_user_found_by_user_on_its_shard(server: Server, population) -> None:
+    assert len(population) == USERS
+    for user, clients in population.items():
+        found = server.connections(user=user)
+        assert set(found) == set(clients)
+        transports = {info["transport"] for info in found.values()}
+        assert transports == {"uni_http_stream", "uni_sse"}
+        for info in found.values():
+            assert info["user"] == user
+            assert info["protocol"] == "json"
+            assert info["app_name"] == "app" and info["app_version"] == "2.0"
+            index = user.split("-")[1]
+            assert info["state"]["meta"]["secret"] == f"meta-secret-{index}"
+            assert info["state"]["connection_token"]["uid"] == f"jti-{index}"
+            assert info["state"]["channels"] == {f"room-{int(index) % 10}": {"source": 1}}
+
+
+def test_every_user_found_by_cel(server: Server, population) -> None:
+    everyone = server.connections(expression='app_name == "app"')
+    expected = {client for clients in population.values() for client in clients}
+    assert set(everyone) == expected
+    for user, clients in list(population.items())[:50]:
+        found = server.connections(expression=f'user == "{user}" && transport == "uni_sse"')
+        assert set(found) == {c for c, t in clients.items() if t == "uni_sse"}
+
+
+def test_cel_over_meta_and_channels(server: Server, population) -> None:
+    tenant0 = server.connections(expression='meta.tenant == "tenant-0"')
+    assert len(tenant0) == 2 * USERS // 5
+    assert all(info["state"]["meta"]["tenant"] == "tenant-0" for info in tenant0.values())
+    room3 = server.connections(expression='"room-3" in channels && size(channels) == 1')
+    assert len(room3) == 2 * USERS // 10
+    combined = server.connections(expression='"room-3" in channels', user="user-3")
+    assert {info["user"] for info in combined.values()} == {"user-3"}
+    nothing = server.connections(expression='has(meta.missing) || meta.missing == "x"')
+    assert nothing == {}
+
+
+def test_bad_expressions_are_bad_requests(server: Server, population) -> None:
+    for expression in ["user ==", "unknown_var == 1", 'user.matches("(")', "x" * 5000]:
+        reply = server.api("connections", {"user": "", "expression": expression})
+        assert reply["error"]["code"] == 107, expression
+    reply = server.api("connections", {"user": "", "expression": ""})
+    assert reply["error"]["code"] == 107
+    # and the server keeps serving
+    assert server.connections(user="user-1")
+
+
+def test_info_counts(server: Server, population) -> None:
+    node = server.api("info", {})["result"]["nodes"][0]
+    assert node["num_clients"] == 2 * USERS
+    assert node["num_users"] == USERS
+    assert node["num_channels"] == 10
+    assert sum(shard["num_clients"] for shard in node["shards"]) == 2 * USERS
+    assert all(shard["num_clients"] > 0 for shard in node["shards"])  # users are spread over both shards
+
+
+def test_legacy_batch_and_errors(server: Server, population) -> None:
+    body = (
+        b'{"method":"connections","params":{"user":"user-1"},"id":1}\n'
+        b'{"method":"info","params":{}}\n'
+        b'{"method":"publish","params":{"channel":"x","data":{}}}\n'
+    )
+    response = requests.post(
+        f"{server.url}/api", data=body, headers={"Authorization": f"apikey {API_KEY}"}, timeout=5
+    )
+    lines = [line for line in response.text.split("\n") if line]
+    assert response.status_code == 200 and len(lines) == 3
+    import json
+
+    first, second, third = (json.loads(line) for line in lines)
+    assert first["id"] == 1 and len(first["result"]["connections"]) == 2
+    assert second["result"]["nodes"][0]["num_clients"] == 2 * USERS
+    assert third["error"]["code"] == 104

@@ -1,0 +1,109 @@
+"""Shard death and restart, graceful shutdown, boot failure — with real processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from broker.hashing import shard_for_user
+from tests.integration.harness import Server, StreamClient, make_token
+
+
+def users_on(shard: int, count: int, prefix: str) -> list[str]:
+    found: list[str] = []
+    i = 0
+    while len(found) < count:
+        user = f"{prefix}-{i}"
+        if shard_for_user(user, 2) == shard:
+            found.append(user)
+        i += 1
+    return found
+
+
+def wait_for(predicate, timeout: float = 20.0, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("condition not reached in time")
+
+
+def test_killed_shard_is_restarted_and_its_connections_are_gone(tmp_path: Path) -> None:
+    with Server(tmp_path, shards=2) as server:
+        victims = users_on(0, 5, "victim")
+        survivors = users_on(1, 5, "survivor")
+        clients = {}
+        for user in victims + survivors:
+            client = StreamClient(server.port, {"token": make_token(user)})
+            clients[user] = (client, client.connect()["client"])
+        old_pids = server.shard_pids()
+        os.kill(old_pids[0], signal.SIGKILL)
+        for user in victims:
+            assert clients[user][0].read() is None  # the stream ends with the process
+        new_pid = wait_for(
+            lambda: (server.shard_pids().get(0) or 0) not in (0, old_pids[0]) and server.shard_pids()[0]
+        )
+        assert new_pid != old_pids[0]
+        assert server.shard_pids()[1] == old_pids[1]
+        everyone = server.connections(expression="true")
+        assert set(everyone) == {clients[user][1] for user in survivors}
+        for user in victims:
+            assert server.connections(user=user) == {}
+        # the restarted shard takes new connections
+        again = StreamClient(server.port, {"token": make_token(victims[0])})
+        client_id = again.connect()["client"]
+        assert set(server.connections(user=victims[0])) == {client_id}
+        for client, _ in clients.values():
+            client.close()
+        again.close()
+        assert "shard-0" in server.logs()
+
+
+def test_sigterm_drains_clients_with_shutdown(tmp_path: Path) -> None:
+    server = Server(tmp_path, shards=2).start()
+    clients = [StreamClient(server.port, {"token": make_token(f"drain-{i}")}) for i in range(20)]
+    for client in clients:
+        client.connect()
+    started = time.monotonic()
+    assert server.stop(timeout=20) == 0
+    assert time.monotonic() - started < 10
+    for client in clients:
+        assert client.read_until("disconnect") == {"disconnect": {"code": 3001, "reason": "shutdown"}}
+        assert client.read() is None
+        client.close()
+
+
+def test_boot_failure_halts_with_the_error(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = tmp_path / "config.json"
+        config.write_text('{"token_hmac_secret_key": "k", "api_key": "k", "address": "127.0.0.1"}')
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "broker",
+                "-c",
+                str(config),
+                "--port",
+                str(port),
+                "--shards",
+                "1",
+                "--runtime_dir",
+                str(tmp_path / "run"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode != 0
+    assert "address already in use" in result.stderr.lower() or "errno 98" in result.stderr.lower()

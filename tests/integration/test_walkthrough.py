@@ -1,0 +1,180 @@
+"""The README walkthrough, step by step, with the real CLI, curl and the cent client."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from cent import Client, ConnectionsRequest, DisconnectRequest, InfoRequest
+
+from tests.integration.harness import Server, free_port
+
+SWITCHBOARD = [sys.executable, "-m", "broker"]
+
+
+def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*SWITCHBOARD, *args], cwd=cwd, capture_output=True, text=True, timeout=30, env=env)
+
+
+@pytest.fixture
+def walkthrough_server(tmp_path: Path):
+    """genconfig, then start with SWITCHBOARD_UNI_HTTP_STREAM=1 exactly as the README says."""
+    assert run_cli("genconfig", cwd=tmp_path).returncode == 0
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert set(config) == {
+        "token_hmac_secret_key",
+        "admin_password",
+        "admin_secret",
+        "api_key",
+        "allowed_origins",
+    }
+    refused = run_cli("genconfig", cwd=tmp_path)
+    assert refused.returncode == 1 and "already exists" in refused.stderr
+    port = free_port()
+    env = dict(os.environ, CENTRIFUGO_UNI_HTTP_STREAM="1")
+    log = open(tmp_path / "server.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [
+            *SWITCHBOARD,
+            "-c",
+            "config.json",
+            "--port",
+            str(port),
+            "--address",
+            "127.0.0.1",
+            "--shards",
+            "2",
+            "--runtime_dir",
+            str(tmp_path / "run"),
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"{url}/health", timeout=1).status_code == 200:
+                break
+        except requests.RequestException:
+            time.sleep(0.1)
+    else:
+        proc.kill()
+        raise RuntimeError((tmp_path / "server.log").read_text())
+    yield url, config, tmp_path
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+        raise
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_readme_walkthrough_with_curl_and_cent(walkthrough_server) -> None:
+    url, config, cwd = walkthrough_server
+    gentoken = run_cli("gentoken", "-u", "42", cwd=cwd)
+    assert gentoken.returncode == 0
+    first_line, token = gentoken.stdout.strip().split("\n")
+    assert first_line == 'HMAC SHA-256 JWT for user "42" with expiration TTL 168h0m0s:'
+
+    body = json.dumps({"token": token, "name": "terminal"})
+    terminals = [
+        subprocess.Popen(
+            [
+                "curl",
+                "-sN",
+                "--max-time",
+                "30",
+                "-X",
+                "POST",
+                f"{url}/connection/uni_http_stream",
+                "--data",
+                body,
+            ],
+            stdout=subprocess.PIPE,
+        )
+        for _ in range(2)
+    ]
+    try:
+        first_messages = [json.loads(t.stdout.readline()) for t in terminals if t.stdout is not None]
+        clients = {m["connect"]["client"] for m in first_messages}
+        assert len(clients) == 2
+
+        legacy = subprocess.run(
+            [
+                "curl",
+                "-s",
+                "-H",
+                "Content-Type: application/json",
+                "-H",
+                f"Authorization: apikey {config['api_key']}",
+                "--data",
+                '{"method": "connections", "params": {"user": "42"}}',
+                f"{url}/api",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        result = json.loads(legacy.stdout)["result"]["connections"]
+        assert set(result) == clients
+        for info in result.values():
+            assert info["app_name"] == "terminal"
+            assert info["transport"] == "uni_http_stream"
+            assert info["protocol"] == "json"
+            assert info["user"] == "42"
+
+        cent = Client(f"{url}/api", config["api_key"], timeout=5)
+        by_cent = cent.connections(ConnectionsRequest(user="42", expression=""))
+        assert set(by_cent.connections) == clients
+        assert {c.app_name for c in by_cent.connections.values()} == {"terminal"}
+        by_cel = cent.connections(
+            ConnectionsRequest(user="", expression='app_name == "terminal" && user == "42"')
+        )
+        assert set(by_cel.connections) == clients
+        info = cent.info(InfoRequest())
+        assert info.nodes[0].num_clients == 2 and info.nodes[0].num_users == 1 and info.nodes[0].uid
+
+        by_client = {m["connect"]["client"]: t for m, t in zip(first_messages, terminals, strict=True)}
+        victim = sorted(clients)[0]
+        cent.disconnect(DisconnectRequest(user="42", client=victim))
+        victim_stream = by_client[victim].stdout
+        assert victim_stream is not None
+        line = victim_stream.readline()
+        while line.strip() == b"{}":  # a ping may come first
+            line = victim_stream.readline()
+        assert json.loads(line) == {"disconnect": {"code": 3503, "reason": "force disconnect"}}
+        assert victim_stream.readline() == b""  # and the stream ends
+        remaining = cent.connections(ConnectionsRequest(user="42", expression=""))
+        assert set(remaining.connections) == clients - {victim}
+    finally:
+        for t in terminals:
+            t.kill()
+            t.wait(5)
+
+
+def test_cli_token_round_trip(tmp_path: Path) -> None:
+    assert run_cli("genconfig", cwd=tmp_path).returncode == 0
+    token = run_cli("gentoken", "-u", "7", "-q", cwd=tmp_path).stdout.strip()
+    checked = run_cli("checktoken", token, cwd=tmp_path)
+    assert checked.returncode == 0 and "valid token for user 7" in checked.stdout
+    assert run_cli("checkconfig", cwd=tmp_path).returncode == 0
+    assert run_cli("version", cwd=tmp_path).stdout.startswith("Switchboard v")
+
+
+def test_server_with_server_class_health(tmp_path: Path) -> None:
+    with Server(tmp_path, shards=1) as srv:
+        response = requests.get(f"{srv.url}/health", timeout=5)
+        assert response.status_code == 200 and response.json() == {}
