@@ -16,6 +16,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+sdk-deps: $(STAMP)
+	@test $(NODE_DIR)/node_modules/.installed -nt $(NODE_DIR)/package-lock.json || (cd $(NODE_DIR) && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed)
+
 $(CONFIG): | $(STAMP)
 	$(BIN)/switchboard genconfig -c $(CONFIG)
 
@@ -31,7 +34,7 @@ fmt: $(STAMP)
 	$(BIN)/ruff format broker router shards tests bench
 	$(BIN)/ruff check --fix broker router shards tests bench
 
-test: lint
+test: lint sdk-deps
 	$(BIN)/pytest -q
 
 test-scale: $(STAMP)

@@ -1,0 +1,327 @@
+"""The two official SDKs behind one small interface.
+
+:class:`NodeClient` runs ``node/scenario.mjs`` (centrifuge-js) in a child process and reads the JSON
+event lines it prints; :class:`PyClient` wraps centrifuge-python's ``Client`` in this process. Both
+report the same event shapes into an :class:`EventLog`:
+
+``connected {client}``, ``disconnected {code, reason}``, ``connecting {code, reason}``,
+``error {code, message}``, ``get_token {n}``, ``sub_get_token {channel, n}``,
+``subscribing / subscribed / unsubscribed {channel, server_side[, code, reason]}``,
+``publication {channel, data, info, server_side}``, ``sub_error {channel, code, message}``.
+
+Publication data is a JSON value in both protocols: on protobuf the SDKs carry bytes, which hold JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import shutil
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from centrifuge import (
+    Client,
+    ClientEventHandler,
+    ConnectedContext,
+    ConnectingContext,
+    DisconnectedContext,
+    ErrorContext,
+    PublicationContext,
+    ServerPublicationContext,
+    ServerSubscribedContext,
+    ServerSubscribingContext,
+    ServerUnsubscribedContext,
+    SubscribedContext,
+    SubscribingContext,
+    Subscription,
+    SubscriptionErrorContext,
+    SubscriptionEventHandler,
+    UnsubscribedContext,
+)
+from centrifuge.types import ClientInfo
+
+from tests.sdk.common import Event, EventLog
+
+NODE_DIR = Path(__file__).parent / "node"
+SCENARIO = NODE_DIR / "scenario.mjs"
+
+
+class NodeClient:
+    """One centrifuge-js client in a ``node`` child process, steered over its stdin."""
+
+    def __init__(self, label: str, scenario: dict[str, Any]) -> None:
+        self.label = label
+        self.scenario = {"timeout": 60, "frames": True, **scenario}
+        self.stderr: collections.deque[str] = collections.deque(maxlen=400)
+        self.log = EventLog(label, self._diagnostics)
+        self.proc: asyncio.subprocess.Process | None = None
+        self._readers: list[asyncio.Task[None]] = []
+        self._next_id = 0
+
+    def _diagnostics(self) -> str:
+        frames = "\n".join(self.stderr)
+        return f"{self.label} frames and stderr (last {len(self.stderr)} lines):\n{frames}"
+
+    async def start(self) -> NodeClient:
+        node = shutil.which("node")
+        assert node, "node (Node.js 20) is needed for the centrifuge-js tests"
+        assert (NODE_DIR / "node_modules" / "centrifuge").is_dir(), (
+            f"centrifuge-js is not installed in {NODE_DIR}: run `make sdk-deps`"
+        )
+        self.proc = await asyncio.create_subprocess_exec(
+            node,
+            str(SCENARIO),
+            cwd=NODE_DIR,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        self._readers = [
+            asyncio.create_task(self._read_events(self.proc.stdout)),
+            asyncio.create_task(self._read_stderr(self.proc.stderr)),
+        ]
+        await self._write(self.scenario)
+        await self.log.wait("started", timeout=15)
+        return self
+
+    async def _write(self, message: dict[str, Any]) -> None:
+        assert self.proc is not None and self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(message).encode() + b"\n")
+        await self.proc.stdin.drain()
+
+    async def _read_events(self, stream: asyncio.StreamReader) -> None:
+        async for raw in stream:
+            line = raw.decode(errors="replace").strip()
+            if not line:
+                continue
+            try:
+                event = json.loads(line)
+            except ValueError:
+                self.stderr.append(f"stdout (not JSON): {line}")
+                continue
+            self.log.add(event)
+
+    async def _read_stderr(self, stream: asyncio.StreamReader) -> None:
+        async for raw in stream:
+            self.stderr.append(raw.decode(errors="replace").rstrip()[:2000])
+
+    async def command(self, op: str, timeout: float = 10.0, **fields: Any) -> Event:
+        """Run one scenario command and wait until the script reports it done (or failed)."""
+        self._next_id += 1
+        ident = self._next_id
+        await self._write({"op": op, "id": ident, **fields})
+        result = await self.log.wait_until(
+            lambda e: e.get("event") in ("done", "failed") and e.get("id") == ident,
+            f"completion of {op} {fields}",
+            timeout,
+        )
+        assert result["event"] == "done", f"{op} {fields} failed: {result}\n{self.log.describe()}"
+        return result
+
+    async def subscribe(self, channel: str, token: str = "", refresh_tokens: list[str] | None = None) -> None:
+        options: dict[str, Any] = {}
+        if token:
+            options["token"] = token
+        if refresh_tokens:
+            options["refresh_tokens"] = refresh_tokens
+        await self.command("subscribe", channel=channel, **options)
+
+    async def publish(self, channel: str, data: Any) -> None:
+        await self.command("publish", channel=channel, data=data)
+
+    async def close(self) -> None:
+        proc = self.proc
+        if proc is None:
+            return
+        if proc.returncode is None:
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await self._write({"op": "exit"})
+                assert proc.stdin is not None
+                proc.stdin.close()
+            try:
+                await asyncio.wait_for(proc.wait(), 5)
+            except TimeoutError:
+                proc.kill()
+                await asyncio.wait_for(proc.wait(), 5)
+        for task in self._readers:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(task, 2)
+
+    async def __aenter__(self) -> NodeClient:
+        return await self.start()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+
+def _info(info: ClientInfo | None) -> dict[str, str] | None:
+    return {"user": info.user, "client": info.client} if info is not None else None
+
+
+class PyClient:
+    """One centrifuge-python client on the running event loop."""
+
+    def __init__(
+        self,
+        label: str,
+        url: str,
+        protocol: str,
+        token: str = "",
+        refresh_tokens: list[str] | None = None,
+        name: str = "python-sdk-test",
+    ) -> None:
+        self.label = label
+        self.protobuf = protocol == "protobuf"
+        self.log = EventLog(label)
+        get_token = self._token_supplier(
+            refresh_tokens, lambda n: self.log.add({"event": "get_token", "n": n})
+        )
+        self.client = Client(
+            url,
+            events=_ClientEvents(self),
+            token=token,
+            get_token=get_token,
+            use_protobuf=self.protobuf,
+            name=name,
+            timeout=5.0,
+            min_reconnect_delay=0.2,
+            max_reconnect_delay=2.0,
+            proxy=None,
+        )
+
+    @staticmethod
+    def _token_supplier(tokens: list[str] | None, on_call: Any) -> Any:
+        if not tokens:
+            return None
+        calls = 0
+
+        async def supply(*_: Any) -> str:
+            nonlocal calls
+            token = tokens[min(calls, len(tokens) - 1)]
+            calls += 1
+            on_call(calls)
+            return token
+
+        return supply
+
+    def decode(self, data: Any) -> Any:
+        if self.protobuf and isinstance(data, bytes | bytearray):
+            try:
+                return json.loads(data)
+            except ValueError:
+                return {"undecodable": bytes(data).hex()}
+        return data
+
+    def encode(self, data: Any) -> Any:
+        return json.dumps(data).encode() if self.protobuf else data
+
+    async def start(self) -> PyClient:
+        """Start connecting (the ``connected`` event tells when it is done)."""
+        await asyncio.wait_for(self.client.connect(), 10)
+        return self
+
+    async def subscribe(
+        self, channel: str, token: str = "", refresh_tokens: list[str] | None = None
+    ) -> Subscription:
+        """Create the subscription and start subscribing (``subscribed`` tells when it is done)."""
+        get_token = self._token_supplier(
+            refresh_tokens, lambda n: self.log.add({"event": "sub_get_token", "channel": channel, "n": n})
+        )
+        sub = self.client.new_subscription(
+            channel, events=_SubscriptionEvents(self, channel), token=token, get_token=get_token
+        )
+        await sub.subscribe()
+        return sub
+
+    async def publish(self, channel: str, data: Any) -> None:
+        await self.client.publish(channel, self.encode(data))
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.client.disconnect(), 5)
+
+    async def __aenter__(self) -> PyClient:
+        return await self.start()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+
+class _ClientEvents(ClientEventHandler):
+    def __init__(self, owner: PyClient) -> None:
+        self.owner = owner
+
+    def add(self, event: Event) -> None:
+        self.owner.log.add(event)
+
+    async def on_connecting(self, ctx: ConnectingContext) -> None:
+        self.add({"event": "connecting", "code": ctx.code, "reason": ctx.reason})
+
+    async def on_connected(self, ctx: ConnectedContext) -> None:
+        self.add({"event": "connected", "client": ctx.client, "version": ctx.version})
+
+    async def on_disconnected(self, ctx: DisconnectedContext) -> None:
+        self.add({"event": "disconnected", "code": ctx.code, "reason": ctx.reason})
+
+    async def on_error(self, ctx: ErrorContext) -> None:
+        self.add({"event": "error", "code": ctx.code, "message": repr(ctx.error)})
+
+    async def on_subscribed(self, ctx: ServerSubscribedContext) -> None:
+        self.add({"event": "subscribed", "channel": ctx.channel, "server_side": True})
+
+    async def on_subscribing(self, ctx: ServerSubscribingContext) -> None:
+        self.add({"event": "subscribing", "channel": ctx.channel, "server_side": True})
+
+    async def on_unsubscribed(self, ctx: ServerUnsubscribedContext) -> None:
+        self.add({"event": "unsubscribed", "channel": ctx.channel, "server_side": True})
+
+    async def on_publication(self, ctx: ServerPublicationContext) -> None:
+        self.add(
+            {
+                "event": "publication",
+                "channel": ctx.channel,
+                "data": self.owner.decode(ctx.pub.data),
+                "info": _info(ctx.pub.info),
+                "server_side": True,
+            }
+        )
+
+
+class _SubscriptionEvents(SubscriptionEventHandler):
+    def __init__(self, owner: PyClient, channel: str) -> None:
+        self.owner = owner
+        self.channel = channel
+
+    def add(self, event: Event) -> None:
+        self.owner.log.add({**event, "channel": self.channel})
+
+    async def on_subscribing(self, ctx: SubscribingContext) -> None:
+        self.add({"event": "subscribing", "code": ctx.code, "reason": ctx.reason, "server_side": False})
+
+    async def on_subscribed(self, ctx: SubscribedContext) -> None:
+        self.add({"event": "subscribed", "server_side": False})
+
+    async def on_unsubscribed(self, ctx: UnsubscribedContext) -> None:
+        self.add({"event": "unsubscribed", "code": ctx.code, "reason": ctx.reason, "server_side": False})
+
+    async def on_publication(self, ctx: PublicationContext) -> None:
+        self.add(
+            {
+                "event": "publication",
+                "data": self.owner.decode(ctx.pub.data),
+                "info": _info(ctx.pub.info),
+                "server_side": False,
+            }
+        )
+
+    async def on_error(self, ctx: SubscriptionErrorContext) -> None:
+        self.add({"event": "sub_error", "code": ctx.code, "message": repr(ctx.error)})

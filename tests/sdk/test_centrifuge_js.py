@@ -1,0 +1,64 @@
+"""centrifuge-js (npm ``centrifuge`` 5.x, in Node.js) against a two-shard server, JSON and Protobuf.
+
+Needs ``make sdk-deps`` (``npm ci`` in ``tests/sdk/node``). Each client is ``node/scenario.mjs`` in a child
+process; the scenarios themselves are in ``scenarios.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.integration.harness import Server
+from tests.sdk import scenarios
+from tests.sdk.common import PROTOCOLS, run
+
+SDK = "js"
+
+
+@pytest.fixture(params=PROTOCOLS)
+def protocol(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def test_connect_subscribe_and_receive_api_publication(server: Server, protocol: str) -> None:
+    run(scenarios.connect_subscribe_and_receive_api_publication(server, SDK, protocol))
+
+
+def test_publication_from_client_on_other_shard(server: Server, protocol: str) -> None:
+    run(scenarios.publication_from_client_on_other_shard(server, SDK, protocol, SDK, protocol))
+
+
+@pytest.mark.parametrize("python_protocol", PROTOCOLS)
+def test_publications_between_js_and_python_on_other_shards(
+    server: Server, protocol: str, python_protocol: str
+) -> None:
+    run(scenarios.publication_from_client_on_other_shard(server, SDK, protocol, "python", python_protocol))
+
+
+def test_private_channel_with_subscription_token(server: Server, protocol: str) -> None:
+    run(scenarios.private_channel_with_subscription_token(server, SDK, protocol))
+
+
+def test_server_side_subscription_from_token_channels(server: Server, protocol: str) -> None:
+    run(scenarios.server_side_subscription_from_token(server, SDK, protocol))
+
+
+def test_token_refresh_through_get_token(server: Server, protocol: str) -> None:
+    run(scenarios.token_refresh_through_get_token(server, SDK, protocol))
+
+
+@pytest.mark.parametrize(
+    ("disconnect", "code", "reason"),
+    [({"code": 4501, "reason": "test"}, 4501, "test"), (None, 3503, "force disconnect")],
+    ids=["custom", "default"],
+)
+def test_disconnect_by_api(
+    server: Server, protocol: str, disconnect: dict[str, Any] | None, code: int, reason: str
+) -> None:
+    run(scenarios.disconnect_by_api(server, SDK, protocol, disconnect, code, reason))
+
+
+def test_connections_list_every_session(server: Server, protocol: str) -> None:
+    run(scenarios.connections_list_every_session(server, SDK, protocol))
