@@ -32,6 +32,7 @@ from tests.sdk.drivers import NodeClient, PyClient
 SOURCE_TOKEN = 1
 SOURCE_SUBSCRIPTION_TOKEN = 3
 SOURCE_CLIENT_ALLOWED = 6
+SOURCE_SERVER_API = 10
 
 
 class SdkClient(Protocol):
@@ -303,3 +304,44 @@ async def connections_list_every_session(server: Server, sdk: str, protocol: str
             server, expression=f'user == "{user}" && transport == "websocket" && protocol == "{protocol}"'
         )
         assert set(by_fields) == {first_id, second_id}, by_fields
+
+
+async def server_api_subscribe_broadcast_unsubscribe(server: Server, sdk: str, protocol: str) -> None:
+    """The API's subscribe, broadcast and unsubscribe as the SDK sees them."""
+    user = unique(f"{sdk}-apisub")
+    news = unique("news:api")
+    chat = unique("chat:api")
+    async with contextlib.AsyncExitStack() as stack:
+        client = await open_client(stack, sdk, server, "api-sub", protocol, connection_token(user))
+        client_id = await connected(client)
+        await client.subscribe(chat)
+        await subscribed(client, chat)
+
+        await api(server, "subscribe", {"user": user, "channel": news})
+        await subscribed(client, news, server_side=True)
+        listed = await poll(
+            lambda: connections(server, user=user),
+            lambda c: news in channel_sources(c.get(client_id, {})),
+            "the API subscription",
+        )
+        assert channel_sources(listed[client_id]) == {chat: SOURCE_CLIENT_ALLOWED, news: SOURCE_SERVER_API}
+
+        data = {"to": "both channels"}
+        result = await api(server, "broadcast", {"channels": [news, chat], "data": data})
+        responses = result.get("responses", [])
+        assert len(responses) == 2 and not any("error" in r for r in responses), result
+        for channel, server_side in ((news, True), (chat, False)):
+            publication = await client.log.wait("publication", channel=channel)
+            assert publication["data"] == data, publication
+            assert publication["server_side"] is server_side, publication
+
+        await api(server, "unsubscribe", {"user": user, "channel": news})
+        await client.log.wait("unsubscribed", channel=news, server_side=True)
+        listed = await poll(
+            lambda: connections(server, user=user),
+            lambda c: news not in channel_sources(c.get(client_id, {})),
+            "the API unsubscription",
+        )
+        assert channel_sources(listed[client_id]) == {chat: SOURCE_CLIENT_ALLOWED}, listed
+        # The client-side subscription is untouched and the connection is still up.
+        assert not client.log.all("disconnected"), client.log.describe()

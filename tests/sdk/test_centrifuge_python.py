@@ -61,3 +61,7 @@ def test_disconnect_by_api(
 
 def test_connections_list_every_session(server: Server, protocol: str) -> None:
     run(scenarios.connections_list_every_session(server, SDK, protocol))
+
+
+def test_server_api_subscribe_broadcast_unsubscribe(server: Server, protocol: str) -> None:
+    run(scenarios.server_api_subscribe_broadcast_unsubscribe(server, SDK, protocol))
