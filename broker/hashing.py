@@ -26,3 +26,10 @@ def shard_for_user(user: str, num_shards: int) -> int | None:
     if not user:
         return None
     return shard_for(user, "", num_shards)
+
+
+def writer_for(channel: str, num_shards: int) -> int:
+    """The shard that orders (and, with history, stores) every publication of ``channel``."""
+    if num_shards <= 1:
+        return 0
+    return stable_hash(channel) % num_shards

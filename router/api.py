@@ -8,6 +8,7 @@ gathered from every shard and merged here.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import time
@@ -20,9 +21,10 @@ import orjson
 
 from broker import __version__, errors
 from broker.cel import CelError, compile_filter
+from broker.channels import ChannelRules
 from broker.config import Config
 from broker.errors import ClientError
-from broker.hashing import shard_for_user
+from broker.hashing import shard_for_user, writer_for
 from broker.ipc.control import RemoteError, ShardUnavailable
 from broker.protocol.state import CEL_GETTERS
 from router.cluster import Cluster
@@ -72,7 +74,13 @@ class Api:
         self.cluster = cluster
         self.uid = str(uuid.uuid4())
         self.started_at = time.monotonic()
+        self.rules = ChannelRules.from_config(cfg)
         self._methods: dict[str, Callable[[Params], Awaitable[Params]]] = {
+            "publish": self.publish,
+            "broadcast": self.broadcast,
+            "subscribe": self.subscribe,
+            "unsubscribe": self.unsubscribe,
+            "refresh": self.refresh,
             "connections": self.connections,
             "disconnect": self.disconnect,
             "info": self.info,
@@ -161,6 +169,102 @@ class Api:
         return HTTPStatus.OK, b"\n".join(replies)
 
     # -- methods ---------------------------------------------------------------------------------
+
+    def _channel(self, params: Params, key: str = "channel") -> str:
+        channel = _string(params, key, required=True)
+        self.rules.validate_name(channel)  # 107 bad name, 102 unknown namespace
+        return channel
+
+    @staticmethod
+    def _publication_params(params: Params) -> Params:
+        out: Params = {}
+        if params.get("b64data"):
+            if not isinstance(params["b64data"], str):
+                raise errors.BAD_REQUEST.with_message("b64data must be a string")
+            out["b64data"] = params["b64data"]
+        elif params.get("data") is not None:
+            out["data"] = params["data"]
+        else:
+            raise errors.BAD_REQUEST.with_message("data required")
+        tags = params.get("tags")
+        if tags is not None:
+            if not isinstance(tags, dict) or not all(isinstance(v, str) for v in tags.values()):
+                raise errors.BAD_REQUEST.with_message("tags must map strings to strings")
+            out["tags"] = tags
+        for key in ("skip_history", "idempotency_key"):
+            if params.get(key) is not None:
+                out[key] = params[key]
+        return out
+
+    async def publish(self, params: Params) -> Params:
+        channel = self._channel(params)
+        publication = self._publication_params(params)
+        publication["channel"] = channel
+        return await self._ask_one(writer_for(channel, self.cluster.size), "publish", publication)
+
+    async def broadcast(self, params: Params) -> Params:
+        channels = params.get("channels")
+        if not isinstance(channels, list) or not channels or not all(isinstance(c, str) for c in channels):
+            raise errors.BAD_REQUEST.with_message("channels required")
+        publication = self._publication_params(params)
+
+        async def one(channel: str) -> Params:
+            try:
+                self.rules.validate_name(channel)
+                result = await self._ask_one(
+                    writer_for(channel, self.cluster.size), "publish", {**publication, "channel": channel}
+                )
+            except ClientError as err:
+                return {"error": {"code": err.code, "message": err.message}}
+            return {"result": result}
+
+        responses = await asyncio.gather(*(one(channel) for channel in channels))
+        return {"responses": list(responses)}
+
+    async def subscribe(self, params: Params) -> Params:
+        user = _string(params, "user", required=True)
+        channel = self._channel(params)
+        shard_params: Params = {"user": user, "channel": channel}
+        for key in ("client", "session"):
+            shard_params[key] = _string(params, key)
+        for key in ("info", "b64info", "data", "b64data", "expire_at", "override", "recover_since"):
+            if params.get(key) is not None:
+                shard_params[key] = params[key]
+        expire_at = params.get("expire_at")
+        if expire_at is not None and (not isinstance(expire_at, int) or isinstance(expire_at, bool)):
+            raise errors.BAD_REQUEST.with_message("expire_at must be unix seconds")
+        return await self._ask_user(user, "subscribe", shard_params)
+
+    async def unsubscribe(self, params: Params) -> Params:
+        user = _string(params, "user", required=True)
+        channel = self._channel(params)
+        shard_params = {"user": user, "channel": channel}
+        for key in ("client", "session"):
+            shard_params[key] = _string(params, key)
+        return await self._ask_user(user, "unsubscribe", shard_params)
+
+    async def refresh(self, params: Params) -> Params:
+        user = _string(params, "user", required=True)
+        shard_params: Params = {"user": user}
+        for key in ("client", "session"):
+            shard_params[key] = _string(params, key)
+        expired = params.get("expired", False)
+        if not isinstance(expired, bool):
+            raise errors.BAD_REQUEST.with_message("expired must be a boolean")
+        expire_at = params.get("expire_at", 0) or 0
+        if not isinstance(expire_at, int) or isinstance(expire_at, bool) or expire_at < 0:
+            raise errors.BAD_REQUEST.with_message("expire_at must be unix seconds")
+        shard_params.update({"expired": expired, "expire_at": expire_at})
+        for key in ("info", "b64info"):
+            if params.get(key) is not None:
+                shard_params[key] = params[key]
+        return await self._ask_user(user, "refresh", shard_params)
+
+    async def _ask_user(self, user: str, method: str, params: Params) -> Params:
+        index = shard_for_user(user, self.cluster.size)
+        assert index is not None
+        await self._ask_one(index, method, params)
+        return {}
 
     async def connections(self, params: Params) -> Params:
         user = _string(params, "user")

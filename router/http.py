@@ -50,6 +50,16 @@ class Application(Protocol):
 
     def handle(self, request: Request, conn: HttpConnection) -> Coroutine[Any, Any, None] | None: ...
 
+    def upgrade(self, request: Request, conn: HttpConnection, rest: bytes) -> None: ...
+
+
+class StreamReader(Protocol):
+    """Takes over an upgraded socket's input (see ``HttpConnection.hand_to``)."""
+
+    def feed(self, data: bytes) -> None: ...
+
+    def connection_lost(self) -> None: ...
+
 
 def render_response(
     status: int,
@@ -88,6 +98,8 @@ class HttpConnection(asyncio.Protocol):
         self._busy = False
         self._detached = False
         self._closing = False
+        self._upgrade: Request | None = None
+        self._reader: StreamReader | None = None
 
     @property
     def busy(self) -> bool:
@@ -101,18 +113,28 @@ class HttpConnection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
+        if self._reader is not None:
+            self._reader.feed(data)
+            return
         if self._detached or self._closing:
             return
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._fail(HTTPStatus.NOT_IMPLEMENTED, b"upgrade is not supported on this path")
+        except httptools.HttpParserUpgrade as exc:
+            request, self._upgrade = self._upgrade, None
+            if request is None or self._busy or self._queue:
+                self._fail(HTTPStatus.BAD_REQUEST, b"Bad Request")
+                return
+            offset = int(exc.args[0]) if exc.args else len(data)
+            self.app.upgrade(request, self, data[offset:])
         except httptools.HttpParserError as exc:
             log.info("malformed HTTP request from %s: %s", self._peer(), exc)
             self._fail(HTTPStatus.BAD_REQUEST, b"Bad Request")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+        if self._reader is not None:
+            self._reader.connection_lost()
         if self._on_close is not None:
             self._on_close(self)
 
@@ -160,6 +182,9 @@ class HttpConnection(asyncio.Protocol):
             keep_alive=self._parser.should_keep_alive(),
             too_large=self._too_large,
         )
+        if self._parser.should_upgrade():
+            self._upgrade = request  # answered by the HttpParserUpgrade handler in data_received
+            return
         self._queue.append(request)
         if not self._busy:
             self._next()
@@ -212,6 +237,18 @@ class HttpConnection(asyncio.Protocol):
         self._detached = True
         self.transport.pause_reading()
         return self.transport
+
+    def hand_to(self, reader: StreamReader) -> None:
+        """Route this socket's further input to ``reader`` (after a protocol upgrade)."""
+        self._reader = reader
+        if self.transport is not None:
+            self.transport.resume_reading()
+
+    def write_and_close(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+            self.transport.close()
+        self._closing = True
 
     def _fail(self, status: int, body: bytes) -> None:
         self.respond(status, body, "text/plain", keep_alive=False)

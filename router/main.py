@@ -33,6 +33,7 @@ from router.api import Api
 from router.cluster import Cluster
 from router.connect import ConnectHandler
 from router.http import HttpConnection, Request
+from router.websocket import WebSocketEndpoints
 
 log = logging.getLogger("switchboard.router")
 
@@ -47,6 +48,7 @@ class RouterApp:
         self.cluster = Cluster(cfg, loop)
         self.api = Api(cfg, self.cluster)
         self.connect = ConnectHandler(cfg, self.cluster)
+        self.websocket = WebSocketEndpoints(cfg, self.cluster)
         self.api_prefix = cfg.api_handler_prefix.rstrip("/") or "/api"
         self.connections: set[HttpConnection] = set()
 
@@ -66,6 +68,10 @@ class RouterApp:
             return None
         if path == self.api_prefix or path.startswith(self.api_prefix + "/"):
             return self._serve_api(request, conn)
+        if path in self.websocket.paths:
+            # A plain request to a WebSocket endpoint (no Upgrade header).
+            conn.respond(HTTPStatus.BAD_REQUEST, b"Bad Request", "text/plain")
+            return None
         if path == "/health" and self.cfg.health:
             if request.method in ("GET", "HEAD"):
                 conn.respond(HTTPStatus.OK, b"{}")
@@ -74,6 +80,9 @@ class RouterApp:
             return None
         conn.respond(HTTPStatus.NOT_FOUND, b"404 page not found", "text/plain")
         return None
+
+    def upgrade(self, request: Request, conn: HttpConnection, rest: bytes) -> None:
+        self.websocket.upgrade(request, conn, rest)
 
     async def _serve_api(self, request: Request, conn: HttpConnection) -> None:
         if request.method != "POST":

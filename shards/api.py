@@ -6,13 +6,19 @@ this shard's hub. They are synchronous: nothing here awaits between reading an i
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
+import time
 from typing import TYPE_CHECKING, Any
+
+import orjson
 
 from broker import errors
 from broker.cel import CelError, CompiledFilter, compile_filter
 from broker.errors import Disconnect
-from broker.protocol.state import CEL_GETTERS
+from broker.ipc.pubsub import Publication
+from broker.protocol.state import CEL_GETTERS, SOURCE_SERVER_API
 
 if TYPE_CHECKING:
     from shards.main import Shard
@@ -77,4 +83,132 @@ def info(shard: Shard, params: dict[str, Any]) -> dict[str, Any]:
     return stats
 
 
-HANDLERS = {"connections": connections, "disconnect": disconnect, "info": info}
+def _b64(value: Any) -> bytes:
+    if not value:
+        return b""
+    if not isinstance(value, str):
+        raise errors.BAD_REQUEST
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise errors.BAD_REQUEST.with_message("bad base64") from None
+
+
+def _payload(params: dict[str, Any], key: str) -> bytes | None:
+    """``key`` (any JSON, kept as its raw JSON text) or ``b64<key>`` (base64 bytes); None when absent."""
+    if params.get("b64" + key):
+        return _b64(params["b64" + key])
+    if key in params and params[key] is not None:
+        return orjson.dumps(params[key])
+    return None
+
+
+def publication_params(publication: Publication) -> dict[str, Any]:
+    """A client's publication as control-plane params (bytes as base64) for the channel's writer."""
+    params: dict[str, Any] = {
+        "channel": publication.channel,
+        "b64data": base64.b64encode(publication.data).decode(),
+    }
+    if publication.user is not None:
+        params["client_info"] = {
+            "user": publication.user,
+            "client": publication.client,
+            "b64conn_info": base64.b64encode(publication.conn_info).decode(),
+            "b64chan_info": base64.b64encode(publication.chan_info).decode(),
+        }
+    return params
+
+
+def publish(shard: Shard, params: dict[str, Any]) -> dict[str, Any]:
+    """As the channel's writer: order and send a publication (from the API or from a client)."""
+    channel = params.get("channel")
+    data = _payload(params, "data")
+    if not isinstance(channel, str) or not channel or data is None:
+        raise errors.BAD_REQUEST
+    publication = Publication(channel, data)
+    tags = params.get("tags")
+    if tags:
+        publication.tags = {str(k): str(v) for k, v in tags.items()}
+    info = params.get("client_info")
+    if isinstance(info, dict):
+        publication.user = str(info.get("user", ""))
+        publication.client = str(info.get("client", ""))
+        publication.conn_info = _b64(info.get("b64conn_info"))
+        publication.chan_info = _b64(info.get("b64chan_info"))
+    return shard.write_publication(publication)
+
+
+def _targets(shard: Shard, params: dict[str, Any]) -> list[Any]:
+    user = params.get("user") or ""
+    client = params.get("client") or ""
+    session = params.get("session") or ""
+    return [
+        conn
+        for conn in shard.hub.user_connections(user)
+        if (not client or conn.state.client == client) and (not session or conn.state.session == session)
+    ]
+
+
+def subscribe(shard: Shard, params: dict[str, Any]) -> dict[str, Any]:
+    """Server-side subscription of a user's connections (API ``subscribe``)."""
+    channel = str(params["channel"])
+    chan_info = _payload(params, "info")
+    data = _payload(params, "data")
+    expire_at = params.get("expire_at") or 0
+    for conn in _targets(shard, params):
+        state = conn.state
+        if channel in state.channels:
+            continue
+        if chan_info is not None:
+            if state.chan_info is None:
+                state.chan_info = {}
+            state.chan_info[channel] = chan_info
+        shard.subscribe(conn, channel, SOURCE_SERVER_API)
+        if expire_at:
+            if state.sub_expires is None:
+                state.sub_expires = {}
+            state.sub_expires[channel] = float(expire_at)
+            shard.sub_expiry_changed(conn, channel)
+        push: dict[str, Any] = {}
+        if data is not None:
+            push["data"] = data
+        conn.send_push({"channel": channel, "subscribe": push})
+    return {}
+
+
+def unsubscribe(shard: Shard, params: dict[str, Any]) -> dict[str, Any]:
+    channel = str(params["channel"])
+    for conn in _targets(shard, params):
+        shard.server_unsubscribe(conn, channel, 2000, "server unsubscribe")
+    return {}
+
+
+def refresh(shard: Shard, params: dict[str, Any]) -> dict[str, Any]:
+    """API ``refresh``: a new expiry (or none) and info for a user's connections, or expire them now."""
+    now = time.time()
+    info = _payload(params, "info")
+    expire_at = float(params.get("expire_at") or 0)
+    for conn in _targets(shard, params):
+        if params.get("expired"):
+            shard.disconnect(conn, errors.CONNECTION_EXPIRED)
+            continue
+        conn.state.expire_at = expire_at
+        if info is not None:
+            conn.state.info = info
+        shard.expiry_changed(conn)
+        body: dict[str, Any] = {}
+        if expire_at:
+            body = {"expires": True, "ttl": max(0, int(expire_at - now))}
+        conn.send_push({"refresh": body})
+    return {}
+
+
+HANDLERS = {
+    "connections": connections,
+    "disconnect": disconnect,
+    "info": info,
+    "publish": publish,
+    "subscribe": subscribe,
+    "unsubscribe": unsubscribe,
+    "refresh": refresh,
+}

@@ -14,7 +14,7 @@ never writes to a socket itself.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol
 
 from broker.protocol.state import ConnectionState
@@ -24,11 +24,24 @@ class Connection(Protocol):
     state: ConnectionState
 
 
+def _ignore(channel: str) -> None:
+    pass
+
+
 class Hub:
-    def __init__(self) -> None:
+    """``on_first_subscriber`` / ``on_last_subscriber`` are told when a channel gains its first local
+    subscriber and loses its last one (the shard subscribes its data plane to the channel then)."""
+
+    def __init__(
+        self,
+        on_first_subscriber: Callable[[str], None] = _ignore,
+        on_last_subscriber: Callable[[str], None] = _ignore,
+    ) -> None:
         self.by_client: dict[str, Connection] = {}
         self.by_user: dict[str, set[Connection]] = {}
         self.by_channel: dict[str, set[Connection]] = {}
+        self._on_first = on_first_subscriber
+        self._on_last = on_last_subscriber
 
     def __len__(self) -> int:
         return len(self.by_client)
@@ -74,6 +87,7 @@ class Hub:
         members = self.by_channel.get(channel)
         if members is None:
             self.by_channel[channel] = {conn}
+            self._on_first(channel)
         else:
             members.add(conn)
 
@@ -83,6 +97,7 @@ class Hub:
             members.discard(conn)
             if not members:
                 del self.by_channel[channel]
+                self._on_last(channel)
 
     def user_connections(self, user: str) -> set[Connection]:
         return self.by_user.get(user, set())

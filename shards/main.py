@@ -2,14 +2,19 @@
 
 Theory of operation
 -------------------
-Boot: listen for handed-off sockets on ``<runtime_dir>/shard-K.handoff``, connect the control DEALER
-to the router, start the one-second ticker, then report ready. From then on three things drive the shard:
+Boot: listen for handed-off sockets on ``<runtime_dir>/shard-K.handoff``, connect the control DEALER to
+the router, bind this shard's PUB (publications of the channels it writes) and connect its SUB to every
+shard's PUB, join the peer mesh (requests between shards), start the one-second ticker, report ready.
+Then four things drive the shard, all on one event loop:
 
-* a handoff (descriptor + connect request) → the socket is adopted with ``connect_accepted_socket``;
-  the transport adapter verifies the token and, on success, the connection enters the hub;
-* a control request from the router (connections, disconnect, info) → :mod:`shards.api`;
-* the ticker → heartbeat to the supervisor, pings for the connections whose ping second it is (pings are
-  spread over ``ping_interval`` buckets so that they never all fire at once), and expiry.
+* a handoff (descriptor + the bytes the router read) → the socket is adopted with
+  ``connect_accepted_socket``; the transport adapter verifies the token and, on success, the connection
+  enters the hub (:meth:`Shard.admit`);
+* a control request from the router (connections, disconnect, publish …) → :mod:`shards.api`;
+* a publication on the SUB socket → fan-out to the local subscribers, encoded once per connection kind
+  and written with one ``write`` per connection per loop iteration (:meth:`Shard.deliver`);
+* the ticker → heartbeat to the supervisor, pings for the connections whose ping second it is (spread
+  over ``ping_interval`` buckets so that they never all fire at once), pong checks, expiry.
 
 SIGTERM: stop taking handoffs, send every client disconnect 3001 "shutdown", wait for the streams to
 close until ``shutdown_timeout``, abort the rest, exit. A second SIGTERM exits at once.
@@ -18,6 +23,7 @@ close until ``shutdown_timeout``, abort the rest, exit. A second SIGTERM exits a
 from __future__ import annotations
 
 import asyncio
+import base64
 import heapq
 import logging
 import math
@@ -33,60 +39,88 @@ import zmq
 
 from broker import errors
 from broker.auth import TokenVerifier
+from broker.channels import ChannelRules
 from broker.config import Config
-from broker.errors import Disconnect
+from broker.errors import ClientError, Disconnect
+from broker.hashing import writer_for
 from broker.ipc import paths
-from broker.ipc.control import ControlClient
+from broker.ipc.control import ControlClient, ControlServer, RemoteError, ShardUnavailable
 from broker.ipc.handoff import HandoffReceiver
+from broker.ipc.pubsub import Publication, Publisher, Subscriber
 from broker.lifecycle import ChildContext, standalone_context
-from broker.protocol.state import ConnectionState
+from broker.protocol.codec import get_codec
+from broker.protocol.state import SERVER_SIDE_SOURCES, ConnectionState
 from broker.protocol.uni import HTTP_STREAM, SSE
 from shards import api
+from shards.connection import ClientConnection
+from shards.encoding import ENCODERS, JSON_KINDS, publication_push
 from shards.hub import Hub
 from shards.uni import UniConnection
+from shards.ws import UniWsConnection, WsConnection
 
 log = logging.getLogger("switchboard.shard")
 
-FRAMINGS = {"uni_http_stream": HTTP_STREAM, "uni_sse": SSE}
+UNI_FRAMINGS = {"uni_http_stream": HTTP_STREAM, "uni_sse": SSE}
+PEER_TIMEOUT = 5.0
 
 
 class Shard:
     def __init__(self, cfg: Config, index: int, ctx: ChildContext, loop: asyncio.AbstractEventLoop) -> None:
         self.cfg = cfg
         self.index = index
+        self.size = cfg.num_shards
         self.ctx = ctx
         self.loop = loop
         self.pid = os.getpid()
-        self.hub = Hub()
+        self.hub = Hub(on_first_subscriber=self._channel_added, on_last_subscriber=self._channel_removed)
         self.verifier = TokenVerifier.for_connections(cfg)
+        self.rules = ChannelRules.from_config(cfg)
         self.started_at = time.monotonic()
-        self._buckets: list[set[UniConnection]] = [set() for _ in range(max(1, math.ceil(cfg.ping_interval)))]
+        self._buckets: list[set[ClientConnection]] = [
+            set() for _ in range(max(1, math.ceil(cfg.ping_interval)))
+        ]
         self._expiry: list[tuple[float, str]] = []
+        self._sub_expiry: list[tuple[float, str, str]] = []
         self._stopping = asyncio.Event()
-        self._zmq = zmq.Context()
+        self._zmq: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self._receiver = HandoffReceiver(loop, paths.handoff_path(cfg.runtime_path, index), self.adopt)
         self._control: ControlClient | None = None
+        self._publisher: Publisher | None = None
+        self._subscriber: Subscriber | None = None
+        self._peer_requests: ControlServer | None = None
+        self._peer_answers: list[ControlClient] = []
         self._adoptions: set[asyncio.Task[Any]] = set()
         # Every adopted connection whose socket is still open, registered in the hub or not.
-        self._live: set[UniConnection] = set()
+        self._live: set[ClientConnection] = set()
+        self._dirty: list[ClientConnection] = []
+        self._flush_scheduled = False
 
     # -- lifecycle -------------------------------------------------------------------------------
 
     def start(self) -> None:
-        self.cfg.runtime_path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        runtime = self.cfg.runtime_path
+        runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._receiver.start()
-        self._control = ControlClient(
+        self._publisher = Publisher(self._zmq, paths.publish_endpoint(runtime, self.index))
+        self._subscriber = Subscriber(
             self.loop,
             self._zmq,
-            paths.control_endpoint(self.cfg.runtime_path),
-            paths.shard_identity(self.index),
-            self.handle_control,
+            [paths.publish_endpoint(runtime, i) for i in range(self.size)],
+            self.deliver,
         )
-        log.info(
-            "shard %d ready: handoff socket %s",
-            self.index,
-            paths.handoff_path(self.cfg.runtime_path, self.index),
+        identity = paths.shard_identity(self.index)
+        self._control = ControlClient(
+            self.loop, self._zmq, paths.control_endpoint(runtime), identity, self.handle_control
         )
+        self._peer_requests = ControlServer(self.loop, self._zmq, paths.peer_endpoint(runtime, self.index))
+        self._peer_answers = [
+            ControlClient(
+                self.loop, self._zmq, paths.peer_endpoint(runtime, i), identity, self.handle_control
+            )
+            for i in range(self.size)
+            if i != self.index
+        ]
+        log.info("shard %d ready: handoff socket %s", self.index, paths.handoff_path(runtime, self.index))
 
     async def serve(self) -> None:
         ticker = self.loop.create_task(self._tick_loop())
@@ -104,28 +138,33 @@ class Shard:
     async def _drain(self) -> None:
         self._receiver.stop()
         for conn in list(self.hub.by_client.values()):
-            assert isinstance(conn, UniConnection)
-            self.disconnect(conn, errors.SHUTDOWN)
+            assert isinstance(conn, ClientConnection)
+            conn.close_with(errors.SHUTDOWN)
         deadline = time.monotonic() + self.cfg.shutdown_timeout
         while self._open_transports() and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         for conn in self._open_transports():
             conn.abort()
-        if self._control is not None:
-            self._control.close()
+        for closable in (
+            self._control,
+            self._peer_requests,
+            self._subscriber,
+            self._publisher,
+            *self._peer_answers,
+        ):
+            if closable is not None:
+                closable.close()
         self._zmq.term()
 
-    def _open_transports(self) -> list[UniConnection]:
+    def _open_transports(self) -> list[ClientConnection]:
         return [conn for conn in self._live if conn.transport is not None]
 
-    # -- connections -----------------------------------------------------------------------------
+    # -- adopting connections --------------------------------------------------------------------
 
     def adopt(self, header: dict[str, Any], data: bytes, fd: int) -> None:
         transport_name = header.get("t", "")
-        framing = FRAMINGS.get(transport_name)
-        if framing is None or self._stopping.is_set():
+        if self._stopping.is_set():
             os.close(fd)
-            log.warning("refusing a handed-off connection (transport %r)", transport_name)
             return
         try:
             sock = socket.socket(fileno=fd)
@@ -133,8 +172,19 @@ class Shard:
             os.close(fd)
             raise
         sock.setblocking(False)
-        state = ConnectionState(str(header["c"]), uuid.uuid4().hex, transport_name, "json", time.time())
-        conn = UniConnection(self, state, framing, data)
+        protocol = str(header.get("p", "json"))
+        state = ConnectionState(str(header["c"]), uuid.uuid4().hex, transport_name, protocol, time.time())
+        conn: ClientConnection
+        if transport_name in UNI_FRAMINGS:
+            conn = UniConnection(self, state, UNI_FRAMINGS[transport_name], data)
+        elif transport_name == "websocket":
+            conn = WsConnection(self, state, get_codec(protocol), data)
+        elif transport_name == "uni_websocket":
+            conn = UniWsConnection(self, state, data)
+        else:
+            log.warning("refusing a handed-off connection with transport %r", transport_name)
+            sock.close()
+            return
         task = self.loop.create_task(self.loop.connect_accepted_socket(lambda: conn, sock))
         self._adoptions.add(task)
         task.add_done_callback(self._adopted)
@@ -144,61 +194,145 @@ class Shard:
         if not task.cancelled() and task.exception() is not None:
             log.warning("adopting a socket failed: %s", task.exception())
 
-    def attach(self, conn: UniConnection) -> None:
+    def attach(self, conn: ClientConnection) -> None:
         self._live.add(conn)
 
-    def detach(self, conn: UniConnection) -> None:
+    def detach(self, conn: ClientConnection) -> None:
         self._live.discard(conn)
         self.unregister(conn)
 
-    def _bucket(self, conn: UniConnection) -> set[UniConnection]:
+    def _bucket(self, conn: ClientConnection) -> set[ClientConnection]:
         return self._buckets[int(conn.state.connected_at) % len(self._buckets)]
 
-    def register(self, conn: UniConnection) -> bool:
+    def admit(self, conn: ClientConnection) -> Disconnect | None:
+        """Enter a connection that passed connect into every index; refuse it over the user's limit."""
+        state = conn.state
+        limit = self.cfg.client_user_connection_limit
+        # All of a user's connections live on this shard, so the count here is the user's count.
+        if limit and state.user and len(self.hub.user_connections(state.user)) >= limit:
+            return errors.CONNECTION_LIMIT
         try:
             self.hub.add(conn)
         except ValueError:
-            log.error("duplicate client id %s; closing the new connection", conn.state.client)
-            conn.close_with(errors.DISCONNECT_INTERNAL)
-            return False
+            log.error("duplicate client id %s", state.client)
+            return errors.DISCONNECT_INTERNAL
         self._bucket(conn).add(conn)
-        if conn.state.expire_at:
-            heapq.heappush(self._expiry, (conn.state.expire_at, conn.state.client))
-        log.debug(
-            "client %s connected: user=%r transport=%s",
-            conn.state.client,
-            conn.state.user,
-            conn.state.transport,
-        )
-        return True
+        if state.expire_at:
+            heapq.heappush(self._expiry, (state.expire_at, state.client))
+        log.debug("client %s connected: user=%r transport=%s", state.client, state.user, state.transport)
+        return None
 
-    def unregister(self, conn: UniConnection) -> None:
+    def unregister(self, conn: ClientConnection) -> None:
         if self.hub.remove(conn):
             self._bucket(conn).discard(conn)
             log.debug("client %s gone", conn.state.client)
 
-    def disconnect(self, conn: UniConnection, reason: Disconnect) -> None:
+    def disconnect(self, conn: ClientConnection, reason: Disconnect) -> None:
         conn.close_with(reason)
 
-    def uptime(self) -> float:
-        return time.monotonic() - self.started_at
+    # -- subscriptions and publications ----------------------------------------------------------
 
-    def rss_bytes(self) -> int:
+    def _channel_added(self, channel: str) -> None:
+        if self._subscriber is not None:
+            self._subscriber.subscribe(channel)
+
+    def _channel_removed(self, channel: str) -> None:
+        if self._subscriber is not None:
+            self._subscriber.release(channel)
+
+    def subscribe(self, conn: ClientConnection, channel: str, source: int) -> None:
+        self.hub.subscribe(conn, channel, source)
+
+    def unsubscribe(self, conn: ClientConnection, channel: str) -> None:
+        self.hub.unsubscribe(conn, channel)
+
+    def publish(self, publication: Publication, done: Any) -> None:
+        """Send a client's publication to its channel's writer; ``done(error, result)`` when it is out."""
+        writer = writer_for(publication.channel, self.size)
+        if writer == self.index:
+            try:
+                result = self.write_publication(publication)
+            except ClientError as err:
+                done(err, None)
+                return
+            done(None, result)
+            return
+        task = self.loop.create_task(self._publish_remote(writer, publication, done))
+        self._adoptions.add(task)
+        task.add_done_callback(self._adoptions.discard)
+
+    async def _publish_remote(self, writer: int, publication: Publication, done: Any) -> None:
+        assert self._peer_requests is not None
+        params = api.publication_params(publication)
         try:
-            with open("/proc/self/statm", "rb") as f:
-                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        except OSError:
-            return 0
+            result = await self._peer_requests.request(
+                paths.shard_identity(writer), "publish", params, PEER_TIMEOUT
+            )
+        except ShardUnavailable as exc:
+            log.warning("publish to %s: %s", publication.channel, exc)
+            done(errors.INTERNAL, None)
+            return
+        except RemoteError as exc:
+            done(exc.to_client_error(), None)
+            return
+        done(None, result)
 
-    # -- control plane ---------------------------------------------------------------------------
+    def write_publication(self, publication: Publication) -> dict[str, Any]:
+        """As the channel's writer: order the publication and send it to every subscribed shard."""
+        assert self._publisher is not None
+        publication.time_ms = int(time.time() * 1000)
+        if not self._publisher.publish(publication):
+            raise errors.INTERNAL
+        return {}
 
-    async def handle_control(self, method: str, params: Any) -> Any:
-        handler = api.HANDLERS.get(method)
-        if handler is None:
-            raise errors.METHOD_NOT_FOUND
-        return handler(self, params if isinstance(params, dict) else {})
+    def deliver(self, publication: Publication) -> None:
+        """Fan a publication out to this shard's subscribers of its channel."""
+        members = self.hub.by_channel.get(publication.channel)
+        if not members:
+            return
+        encoded: dict[str, bytes] = {}
+        body: dict[str, Any] | None = None
+        json_ok: bool | None = None
+        for conn in list(members):
+            assert isinstance(conn, ClientConnection)
+            kind = conn.kind
+            frame = encoded.get(kind)
+            if frame is None:
+                if kind in JSON_KINDS:
+                    if json_ok is None:
+                        json_ok = _is_json(publication.data)
+                    if not json_ok:
+                        conn.close_with(errors.INAPPROPRIATE_PROTOCOL)
+                        continue
+                if body is None:
+                    body = publication_push(publication.channel, _pub_dict(publication))
+                frame = encoded[kind] = ENCODERS[kind](body)
+            conn.enqueue(frame)
+
+    # -- write coalescing ------------------------------------------------------------------------
+
+    def mark_dirty(self, conn: ClientConnection) -> None:
+        self._dirty.append(conn)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        dirty, self._dirty = self._dirty, []
+        for conn in dirty:
+            conn.flush()
 
     # -- timers ----------------------------------------------------------------------------------
+
+    def expiry_changed(self, conn: ClientConnection) -> None:
+        if conn.state.expire_at:
+            heapq.heappush(self._expiry, (conn.state.expire_at, conn.state.client))
+
+    def sub_expiry_changed(self, conn: ClientConnection, channel: str) -> None:
+        expires = conn.state.sub_expires
+        if expires and channel in expires:
+            heapq.heappush(self._sub_expiry, (expires[channel], conn.state.client, channel))
 
     async def _tick_loop(self) -> None:
         second = int(time.time())
@@ -216,15 +350,92 @@ class Shard:
             log.error("supervisor is gone; shutting down")
             self.request_stop()
             return
-        bucket = self._buckets[int(now) % len(self._buckets)]
-        for conn in list(bucket):
-            conn.ping()
+        buckets = self._buckets
+        for conn in list(buckets[int(now) % len(buckets)]):
+            conn.ping(now)
+        for conn in list(buckets[int(now - self.cfg.pong_timeout - 1) % len(buckets)]):
+            conn.check_pong(now)
+        self._expire_connections(now)
+        self._expire_subscriptions(now)
+
+    def _expire_connections(self, now: float) -> None:
         delay = self.cfg.client_expired_close_delay
         while self._expiry and self._expiry[0][0] + delay <= now:
             expire_at, client = heapq.heappop(self._expiry)
             found = self.hub.by_client.get(client)
-            if isinstance(found, UniConnection) and found.state.expire_at == expire_at:
-                self.disconnect(found, errors.CONNECTION_EXPIRED)
+            if isinstance(found, ClientConnection) and found.state.expire_at == expire_at:
+                found.close_with(errors.CONNECTION_EXPIRED)
+
+    def _expire_subscriptions(self, now: float) -> None:
+        delay = self.cfg.client_expired_sub_close_delay
+        while self._sub_expiry and self._sub_expiry[0][0] + delay <= now:
+            expire_at, client, channel = heapq.heappop(self._sub_expiry)
+            conn = self.hub.by_client.get(client)
+            if not isinstance(conn, ClientConnection):
+                continue
+            expires = conn.state.sub_expires
+            if not expires or expires.get(channel) != expire_at:
+                continue  # refreshed or gone since
+            source = conn.state.channels.get(channel)
+            if source in SERVER_SIDE_SOURCES:
+                conn.close_with(errors.SUBSCRIPTION_EXPIRED)
+                continue
+            self.server_unsubscribe(conn, channel, 2501, "subscription expired")
+
+    def server_unsubscribe(self, conn: ClientConnection, channel: str, code: int, reason: str) -> None:
+        if channel not in conn.state.channels:
+            return
+        self.hub.unsubscribe(conn, channel)
+        session = getattr(conn, "session", None)
+        if session is not None and hasattr(session, "forget_channel"):
+            session.forget_channel(channel)
+        conn.send_push({"channel": channel, "unsubscribe": {"code": code, "reason": reason}})
+
+    # -- control plane ---------------------------------------------------------------------------
+
+    async def handle_control(self, method: str, params: Any) -> Any:
+        handler = api.HANDLERS.get(method)
+        if handler is None:
+            raise errors.METHOD_NOT_FOUND
+        return handler(self, params if isinstance(params, dict) else {})
+
+    def uptime(self) -> float:
+        return time.monotonic() - self.started_at
+
+    def rss_bytes(self) -> int:
+        try:
+            with open("/proc/self/statm", "rb") as f:
+                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except OSError:
+            return 0
+
+
+def _is_json(data: bytes) -> bool:
+    import orjson
+
+    try:
+        orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return False
+    return True
+
+
+def _pub_dict(publication: Publication) -> dict[str, Any]:
+    pub: dict[str, Any] = {"data": publication.data}
+    info = publication.client_info()
+    if info is not None:
+        pub["info"] = info
+    if publication.offset:
+        pub["offset"] = publication.offset
+    if publication.tags:
+        pub["tags"] = publication.tags
+    return pub
+
+
+def decode_b64(value: Any) -> bytes:
+    if not value:
+        return b""
+    return base64.b64decode(value)
 
 
 def run(cfg: Config, index: int, ctx: ChildContext) -> None:

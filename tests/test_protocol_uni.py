@@ -6,6 +6,7 @@ import orjson
 import pytest
 
 from broker.auth import TokenVerifier, encode_token
+from broker.channels import ChannelRules
 from broker.config import build
 from broker.protocol.state import SOURCE_CONNECTION_TOKEN, ConnectionState
 from broker.protocol.uni import HTTP_STREAM, SSE, UniSession, parse_connect_request
@@ -48,6 +49,10 @@ def verifier(cfg):
     return TokenVerifier.for_connections(cfg)
 
 
+def start(session, request, verifier, cfg):
+    return session.start(request, verifier, ChannelRules.from_config(cfg), cfg, NOW)
+
+
 def token(claims: dict) -> str:
     return encode_token(claims, SECRET)
 
@@ -55,7 +60,7 @@ def token(claims: dict) -> str:
 def test_connect_push_then_ping(cfg, verifier):
     session = make_session()
     claims = {"sub": "42", "exp": int(NOW) + 3600, "iat": int(NOW), "jti": "t1", "meta": {"tenant": "acme"}}
-    ended = session.start({"token": token(claims), "name": "terminal", "version": "1.2"}, verifier, cfg, NOW)
+    ended = start(session, {"token": token(claims), "name": "terminal", "version": "1.2"}, verifier, cfg)
     assert ended is None
     session.ping()
     out = session.data_to_send()
@@ -81,7 +86,7 @@ def test_connect_push_then_ping(cfg, verifier):
 def test_token_channels_become_server_side_subscriptions(cfg, verifier):
     session = make_session()
     assert (
-        session.start({"token": token({"sub": "7", "channels": ["news", "chat"]})}, verifier, cfg, NOW)
+        start(session, {"token": token({"sub": "7", "channels": ["news", "chat"]})}, verifier, cfg)
         is None
     )
     connect = messages(session.data_to_send())[0]["connect"]
@@ -102,7 +107,7 @@ def test_token_channels_become_server_side_subscriptions(cfg, verifier):
 )
 def test_rejections_are_disconnect_pushes(cfg, verifier, request_body, code):
     session = make_session()
-    ended = session.start(request_body, verifier, cfg, NOW)
+    ended = start(session, request_body, verifier, cfg)
     assert ended is not None and ended.code == code
     out = session.data_to_send()
     assert messages(out) == [{"disconnect": {"code": code, "reason": ended.reason}}]
@@ -114,39 +119,39 @@ def test_rejections_are_disconnect_pushes(cfg, verifier, request_body, code):
 
 def test_expired_token_becomes_connection_expired(cfg, verifier):
     session = make_session()
-    ended = session.start({"token": token({"sub": "1", "exp": int(NOW) - 10})}, verifier, cfg, NOW)
+    ended = start(session, {"token": token({"sub": "1", "exp": int(NOW) - 10})}, verifier, cfg)
     assert ended is not None and ended.code == 3005
 
 
 def test_meta_must_be_an_object(cfg, verifier):
     session = make_session()
-    ended = session.start({"token": token({"sub": "1", "meta": [1, 2]})}, verifier, cfg, NOW)
+    ended = start(session, {"token": token({"sub": "1", "meta": [1, 2]})}, verifier, cfg)
     assert ended is not None and ended.code == 3500
 
 
 def test_anonymous_allowed_by_config(verifier):
     cfg = build({"token_hmac_secret_key": SECRET, "allow_anonymous_connect_without_token": True}, environ={})
     session = make_session()
-    assert session.start({}, verifier, cfg, NOW) is None
+    assert start(session, {}, verifier, cfg) is None
     assert session.state.user == ""
 
 
 def test_client_insecure_accepts_unsigned_claims(verifier):
     cfg = build({"client_insecure": True}, environ={})
     session = make_session()
-    assert session.start({"token": encode_token({"sub": "9"}, "whatever")}, verifier, cfg, NOW) is None
+    assert start(session, {"token": encode_token({"sub": "9"}, "whatever")}, verifier, cfg) is None
     assert session.state.user == "9"
 
 
 def test_unknown_namespace_in_token_channels(cfg, verifier):
     session = make_session()
-    ended = session.start({"token": token({"sub": "1", "channels": ["nope:x"]})}, verifier, cfg, NOW)
+    ended = start(session, {"token": token({"sub": "1", "channels": ["nope:x"]})}, verifier, cfg)
     assert ended is not None and ended.code == 3004
 
 
 def test_sse_framing(cfg, verifier):
     session = make_session(SSE)
-    assert session.start({"token": token({"sub": "1"})}, verifier, cfg, NOW) is None
+    assert start(session, {"token": token({"sub": "1"})}, verifier, cfg) is None
     out = session.data_to_send()
     assert b"Content-Type: text/event-stream; charset=utf-8" in out
     body = out.split(b"\r\n\r\n", 1)[1]
@@ -157,7 +162,7 @@ def test_sse_framing(cfg, verifier):
 
 def test_disconnect_is_written_once(cfg, verifier):
     session = make_session()
-    session.start({"token": token({"sub": "1"})}, verifier, cfg, NOW)
+    start(session, {"token": token({"sub": "1"})}, verifier, cfg)
     session.data_to_send()
     from broker import errors
 

@@ -16,7 +16,12 @@ import orjson
 
 from broker import __version__, errors
 from broker.config import Config
-from broker.protocol.state import SOURCE_CONNECTION_TOKEN, ConnectionState
+from broker.protocol.state import (
+    SOURCE_CONNECTION_TOKEN,
+    SOURCE_UNI_CONNECT_SUBS,
+    SOURCE_USER_PERSONAL,
+    ConnectionState,
+)
 
 
 @dataclass(slots=True)
@@ -28,6 +33,7 @@ class Credentials:
     token_uid: str = ""
     token_issued_at: int = 0
     channels: list[str] = field(default_factory=list)
+    subs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class ConnectClaims(Protocol):
@@ -39,6 +45,7 @@ class ConnectClaims(Protocol):
     meta: dict[str, Any] | None
     expire_at: int | None
     channels: list[str]
+    subs: dict[str, dict[str, Any]]
 
 
 class ConnectVerifier(Protocol):
@@ -76,6 +83,7 @@ def authenticate(token: str, verifier: ConnectVerifier, cfg: Config, now: float)
         token_uid=claims.jti or "",
         token_issued_at=int(claims.iat or 0),
         channels=list(claims.channels),
+        subs=dict(claims.subs),
     )
 
 
@@ -89,6 +97,7 @@ class _UncheckedClaims:
     meta: dict[str, Any] | None = None
     expire_at: int | None = None
     channels: list[str] = field(default_factory=list)
+    subs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def _unchecked_claims(token: str) -> _UncheckedClaims:
@@ -116,26 +125,25 @@ def _unchecked_claims(token: str) -> _UncheckedClaims:
     )
 
 
-def namespace_exists(channel: str, cfg: Config) -> bool:
-    """Whether the channel's namespace is configured (channels without a namespace always are)."""
-    name = channel
-    if cfg.channel_private_prefix and name.startswith(cfg.channel_private_prefix):
-        name = name[len(cfg.channel_private_prefix) :]
-    boundary = cfg.channel_namespace_boundary
-    if not boundary or boundary not in name:
-        return True
-    ns = name.split(boundary, 1)[0]
-    return any(item.get("name") == ns for item in cfg.namespaces)
+class ChannelValidator(Protocol):
+    def validate_name(self, channel: str) -> Any: ...
 
 
-def validate_channel(channel: str, cfg: Config) -> None:
-    if not channel or len(channel) > cfg.channel_max_length or not channel.isascii():
-        raise errors.BAD_REQUEST
-    if not namespace_exists(channel, cfg):
-        raise errors.UNKNOWN_CHANNEL
+def _raw_json_or_b64(spec: dict[str, Any], key: str) -> bytes | None:
+    """A ``key`` (any JSON) or ``b64<key>`` (base64) field of a token's subs entry, as bytes."""
+    b64 = spec.get("b64" + key)
+    if isinstance(b64, str) and b64:
+        try:
+            return base64.b64decode(b64, validate=True)
+        except ValueError:
+            raise errors.INVALID_TOKEN from None
+    if key in spec and spec[key] is not None:
+        return orjson.dumps(spec[key])
+    return None
 
 
-def apply_credentials(state: ConnectionState, creds: Credentials, cfg: Config) -> None:
+def apply_credentials(state: ConnectionState, creds: Credentials, channels: ChannelValidator) -> None:
+    """Copy verified credentials onto the connection; token channels become server-side subscriptions."""
     state.user = creds.user
     state.expire_at = creds.expire_at
     state.info = creds.info
@@ -143,15 +151,72 @@ def apply_credentials(state: ConnectionState, creds: Credentials, cfg: Config) -
     state.token_uid = creds.token_uid
     state.token_issued_at = creds.token_issued_at
     for channel in creds.channels:
-        validate_channel(channel, cfg)
+        channels.validate_name(channel)
         state.channels[channel] = SOURCE_CONNECTION_TOKEN
+    for channel, spec in creds.subs.items():
+        channels.validate_name(channel)
+        state.channels[channel] = SOURCE_CONNECTION_TOKEN
+        chan_info = _raw_json_or_b64(spec, "info") if isinstance(spec, dict) else None
+        if chan_info is not None:
+            if state.chan_info is None:
+                state.chan_info = {}
+            state.chan_info[channel] = chan_info
 
 
-def connect_result(state: ConnectionState, cfg: Config, now: float, *, uni: bool) -> dict[str, Any]:
+def personal_subscription(state: ConnectionState, rules: Any, cfg: Config) -> None:
+    """``user_subscribe_to_personal``: every authenticated user joins its personal channel."""
+    if cfg.user_subscribe_to_personal and state.user:
+        state.channels.setdefault(rules.personal_channel(state.user), SOURCE_USER_PERSONAL)
+
+
+def uni_request_subscriptions(state: ConnectionState, requested: Any, rules: Any, now: float) -> None:
+    """ConnectRequest ``subs`` of a unidirectional client: subscribed where the normal rules allow it.
+
+    A channel the rules refuse is silently left out; one in an undefined namespace is a bad request.
+    """
+    if not requested:
+        return
+    if not isinstance(requested, dict):
+        raise errors.DISCONNECT_BAD_REQUEST
+    for channel in requested:
+        if not isinstance(channel, str) or channel in state.channels:
+            continue
+        try:
+            decision = rules.check_subscribe(
+                channel, state.user, state.client, "", now, channel_count=len(state.channels)
+            )
+        except errors.ClientError as err:
+            if err.code == errors.UNKNOWN_CHANNEL.code:
+                raise errors.DISCONNECT_BAD_REQUEST from None
+            continue
+        except errors.Disconnect:
+            continue
+        del decision
+        state.channels[channel] = SOURCE_UNI_CONNECT_SUBS
+
+
+def subscription_data(creds: Credentials) -> dict[str, bytes]:
+    """Per-channel ``data`` of the token's subs, returned to the client in the connect result."""
+    out: dict[str, bytes] = {}
+    for channel, spec in creds.subs.items():
+        if isinstance(spec, dict):
+            data = _raw_json_or_b64(spec, "data")
+            if data is not None:
+                out[channel] = data
+    return out
+
+
+def connect_result(
+    state: ConnectionState, cfg: Config, now: float, *, uni: bool, sub_data: dict[str, bytes] | None = None
+) -> dict[str, Any]:
     """ConnectResult (bidirectional) or the connect push body (unidirectional)."""
     result: dict[str, Any] = {"client": state.client, "version": __version__}
     if state.channels:
-        result["subs"] = {ch: {} for ch in state.channels}
+        subs: dict[str, Any] = {}
+        for channel in state.channels:
+            data = sub_data.get(channel) if sub_data else None
+            subs[channel] = {"data": data} if data is not None else {}
+        result["subs"] = subs
     if state.expire_at:
         result["expires"] = True
         result["ttl"] = max(0, int(state.expire_at - now))

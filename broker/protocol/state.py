@@ -25,11 +25,15 @@ SOURCE_UNI_CONNECT_SUBS = 8
 SOURCE_USER_PERSONAL = 9
 SOURCE_SERVER_API = 10
 
+# Subscriptions the server made (the client cannot unsubscribe them; their expiry disconnects).
+SERVER_SIDE_SOURCES = frozenset({1, 2, 8, 9, 10})
+
 
 class ConnectionState:
     __slots__ = (
         "app_name",
         "app_version",
+        "chan_info",
         "channels",
         "client",
         "connected_at",
@@ -38,6 +42,7 @@ class ConnectionState:
         "meta",
         "protocol",
         "session",
+        "sub_expires",
         "sub_tokens",
         "token_issued_at",
         "token_uid",
@@ -60,7 +65,19 @@ class ConnectionState:
         self.token_uid = ""
         self.token_issued_at = 0
         self.sub_tokens: dict[str, tuple[str, int]] | None = None
+        # Per-channel ClientInfo.chan_info (raw JSON) and subscription expiry (unix seconds), when any.
+        self.chan_info: dict[str, bytes] | None = None
+        self.sub_expires: dict[str, float] | None = None
         self.expire_at = 0.0  # unix seconds; 0 = never
+
+    def client_info(self, channel: str = "") -> dict[str, Any]:
+        """ClientInfo in the reply dict shape (bytes fields stay bytes)."""
+        info: dict[str, Any] = {"user": self.user, "client": self.client}
+        if self.info:
+            info["conn_info"] = self.info
+        if channel and self.chan_info and channel in self.chan_info:
+            info["chan_info"] = self.chan_info[channel]
+        return info
 
     def connection_info(self) -> dict[str, Any]:
         """The ConnectionInfo object of the connections API; empty fields are left out."""

@@ -17,7 +17,16 @@ import orjson
 from broker import errors
 from broker.config import Config
 from broker.errors import ClientError, Disconnect
-from broker.protocol.connect import ConnectVerifier, apply_credentials, authenticate, connect_result
+from broker.protocol.connect import (
+    ChannelValidator,
+    ConnectVerifier,
+    apply_credentials,
+    authenticate,
+    connect_result,
+    personal_subscription,
+    subscription_data,
+    uni_request_subscriptions,
+)
 from broker.protocol.state import ConnectionState
 
 _STREAM_HEADERS = (
@@ -75,6 +84,13 @@ HTTP_STREAM = HttpStreamFraming()
 SSE = SseFraming()
 
 
+def _raw_json(value: Any) -> Any:
+    """``bytes`` fields of pushes hold raw JSON: embed them as they are."""
+    if isinstance(value, bytes):
+        return orjson.Fragment(value)
+    raise TypeError(f"cannot encode {type(value).__name__}")
+
+
 def parse_connect_request(body: bytes) -> dict[str, Any]:
     """The ConnectRequest object; an empty body is an empty request; anything not an object is 3501."""
     if not body.strip():
@@ -107,7 +123,12 @@ class UniSession:
         self.closed = False
 
     def start(
-        self, request: dict[str, Any], verifier: ConnectVerifier, cfg: Config, now: float
+        self,
+        request: dict[str, Any],
+        verifier: ConnectVerifier,
+        rules: ChannelValidator,
+        cfg: Config,
+        now: float,
     ) -> Disconnect | None:
         """Authenticate and write the connect push; on failure write a disconnect and close.
 
@@ -120,19 +141,22 @@ class UniSession:
             self.state.app_name = _string_field(request, "name")
             self.state.app_version = _string_field(request, "version")
             creds = authenticate(token, verifier, cfg, now)
-            apply_credentials(self.state, creds, cfg)
+            apply_credentials(self.state, creds, rules)
+            personal_subscription(self.state, rules, cfg)
+            uni_request_subscriptions(self.state, request.get("subs"), rules, now)
         except Disconnect as exc:
             ended = exc
         except ClientError as err:
             ended = errors.uni_disconnect_for(err)
         else:
-            self.push({"connect": connect_result(self.state, cfg, now, uni=True)})
+            result = connect_result(self.state, cfg, now, uni=True, sub_data=subscription_data(creds))
+            self.push({"connect": result})
             return None
         self.disconnect(ended)
         return ended
 
     def start_from_body(
-        self, body: bytes, verifier: ConnectVerifier, cfg: Config, now: float
+        self, body: bytes, verifier: ConnectVerifier, rules: ChannelValidator, cfg: Config, now: float
     ) -> Disconnect | None:
         """``start`` with the raw ConnectRequest bytes (a POST body or the ``cf_connect`` query)."""
         try:
@@ -142,10 +166,10 @@ class UniSession:
             self._out.append(self.framing.prelude())
             self.disconnect(exc)
             return exc
-        return self.start(request, verifier, cfg, now)
+        return self.start(request, verifier, rules, cfg, now)
 
     def push(self, message: dict[str, Any]) -> None:
-        self.push_encoded(orjson.dumps(message))
+        self.push_encoded(orjson.dumps(message, default=_raw_json))
 
     def push_encoded(self, message: bytes) -> None:
         if not self.closed:

@@ -100,7 +100,7 @@ def test_legacy_batch_and_errors(server: Server, population) -> None:
     body = (
         b'{"method":"connections","params":{"user":"user-1"},"id":1}\n'
         b'{"method":"info","params":{}}\n'
-        b'{"method":"publish","params":{"channel":"x","data":{}}}\n'
+        b'{"method":"rpc","params":{"method":"x"}}\n'
     )
     response = requests.post(
         f"{server.url}/api", data=body, headers={"Authorization": f"apikey {API_KEY}"}, timeout=5

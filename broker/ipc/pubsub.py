@@ -1,0 +1,213 @@
+"""The publication data plane: ZeroMQ PUB → SUB between shards, one topic per channel.
+
+Theory of operation
+-------------------
+Every channel has one *writer* shard, ``crc32(channel) % N``. Every publication of a channel goes through
+its writer, which sends it on its PUB socket (``ipc://<runtime_dir>/pub-K.ipc``); so all subscribers of a
+channel, whichever shard they are on, see its publications in one order. Every shard has one SUB socket
+connected to every shard's PUB, its own included, and subscribes to a channel's topic when its first
+local subscriber joins; it unsubscribes after a grace period once the last one leaves, so that a client
+reconnecting or resubscribing does not churn subscriptions. ZeroMQ filters at the PUB side, so a shard
+only receives the channels it has subscribers for.
+
+Topics are the UTF-8 channel name followed by ``\\x00``: ZeroMQ topics are prefix matches, and without the
+terminator a subscriber of ``chat:1`` would also receive ``chat:10``. Every SUBSCRIBE is a message bound
+by the SUB socket's send high-water mark, so SNDHWM is 0 (unlimited): otherwise the 1001st subscription
+is silently lost.
+
+A publication travels as frames ``[topic, header (orjson), data, conn_info, chan_info]`` so that payload
+bytes are never re-encoded (no base64) between processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import zmq
+
+log = logging.getLogger("switchboard.pubsub")
+
+UNSUBSCRIBE_GRACE = 5.0
+_RECEIVE_HWM = 200_000
+_SEND_HWM = 200_000
+
+
+def topic(channel: str) -> bytes:
+    return channel.encode("utf-8") + b"\x00"
+
+
+@dataclass(slots=True)
+class Publication:
+    """A publication as it crosses processes; ``info`` is the publisher's ClientInfo, if any."""
+
+    channel: str
+    data: bytes
+    offset: int = 0
+    epoch: str = ""
+    tags: dict[str, str] | None = None
+    user: str | None = None  # None: no ClientInfo (published through the server API)
+    client: str = ""
+    conn_info: bytes = b""
+    chan_info: bytes = b""
+    time_ms: int = 0
+
+    def to_frames(self) -> list[bytes]:
+        header: dict[str, Any] = {"ch": self.channel}
+        if self.offset:
+            header["o"] = self.offset
+            header["e"] = self.epoch
+        if self.tags:
+            header["t"] = self.tags
+        if self.user is not None:
+            header["u"] = self.user
+            header["c"] = self.client
+        if self.time_ms:
+            header["tm"] = self.time_ms
+        return [topic(self.channel), orjson.dumps(header), self.data, self.conn_info, self.chan_info]
+
+    @classmethod
+    def from_frames(cls, frames: list[bytes]) -> Publication:
+        if len(frames) != 5:
+            raise ValueError(f"publication with {len(frames)} frames")
+        header = orjson.loads(frames[1])
+        return cls(
+            channel=header["ch"],
+            data=frames[2],
+            offset=header.get("o", 0),
+            epoch=header.get("e", ""),
+            tags=header.get("t"),
+            user=header.get("u"),
+            client=header.get("c", ""),
+            conn_info=frames[3],
+            chan_info=frames[4],
+            time_ms=header.get("tm", 0),
+        )
+
+    def client_info(self) -> dict[str, Any] | None:
+        """ClientInfo in the reply dict shape (bytes fields stay bytes)."""
+        if self.user is None:
+            return None
+        info: dict[str, Any] = {"user": self.user, "client": self.client}
+        if self.conn_info:
+            info["conn_info"] = self.conn_info
+        if self.chan_info:
+            info["chan_info"] = self.chan_info
+        return info
+
+
+class Publisher:
+    """A writer shard's PUB socket."""
+
+    def __init__(self, context: zmq.Context[zmq.Socket[bytes]], endpoint: str) -> None:
+        self._sock = context.socket(zmq.PUB)
+        self._sock.setsockopt(zmq.SNDHWM, _SEND_HWM)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.bind(endpoint)
+
+    def publish(self, publication: Publication) -> bool:
+        try:
+            self._sock.send_multipart(publication.to_frames(), zmq.NOBLOCK)
+        except zmq.Again:
+            log.error("publication queue full; dropped a publication to %s", publication.channel)
+            return False
+        return True
+
+    def close(self) -> None:
+        self._sock.close(linger=0)
+
+
+Deliver = Callable[[Publication], None]
+
+
+class Subscriber:
+    """A shard's SUB socket, subscribed to the channels that have local subscribers."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        context: zmq.Context[zmq.Socket[bytes]],
+        endpoints: list[str],
+        deliver: Deliver,
+        grace: float = UNSUBSCRIBE_GRACE,
+    ) -> None:
+        self._loop = loop
+        self._deliver = deliver
+        self._grace = grace
+        sock = context.socket(zmq.SUB)
+        sock.setsockopt(zmq.SNDHWM, 0)
+        sock.setsockopt(zmq.RCVHWM, _RECEIVE_HWM)
+        sock.setsockopt(zmq.LINGER, 0)
+        for endpoint in endpoints:
+            sock.connect(endpoint)
+        self._sock = sock
+        self._fd: int = int(sock.getsockopt(zmq.FD))
+        self._subscribed: set[str] = set()
+        self._pending_unsubscribe: dict[str, asyncio.TimerHandle] = {}
+        self._scheduled = False
+        loop.add_reader(self._fd, self._drain)
+
+    @property
+    def channels(self) -> set[str]:
+        return self._subscribed
+
+    def subscribe(self, channel: str) -> None:
+        timer = self._pending_unsubscribe.pop(channel, None)
+        if timer is not None:
+            timer.cancel()
+        if channel not in self._subscribed:
+            self._subscribed.add(channel)
+            self._sock.setsockopt(zmq.SUBSCRIBE, topic(channel))
+            self._kick()
+
+    def release(self, channel: str) -> None:
+        """The last local subscriber left: unsubscribe after the grace period unless one comes back."""
+        if channel in self._subscribed and channel not in self._pending_unsubscribe:
+            self._pending_unsubscribe[channel] = self._loop.call_later(
+                self._grace, self._unsubscribe, channel
+            )
+
+    def _unsubscribe(self, channel: str) -> None:
+        self._pending_unsubscribe.pop(channel, None)
+        if channel in self._subscribed:
+            self._subscribed.discard(channel)
+            self._sock.setsockopt(zmq.UNSUBSCRIBE, topic(channel))
+            self._kick()
+
+    def _kick(self) -> None:
+        # The FD is edge-triggered: a setsockopt or send may consume a pending read edge.
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._drain)
+
+    def _drain(self) -> None:
+        self._scheduled = False
+        sock = self._sock
+        if sock.closed:
+            return
+        while int(sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            try:
+                publication = Publication.from_frames(frames)
+            except (ValueError, KeyError, orjson.JSONDecodeError) as exc:
+                log.error("dropping a malformed publication: %s", exc)
+                continue
+            try:
+                self._deliver(publication)
+            except Exception:
+                log.exception("delivering a publication to %s failed", publication.channel)
+
+    def close(self) -> None:
+        for timer in self._pending_unsubscribe.values():
+            timer.cancel()
+        self._pending_unsubscribe.clear()
+        if not self._sock.closed:
+            self._loop.remove_reader(self._fd)
+            self._sock.close(linger=0)

@@ -1,0 +1,405 @@
+"""Sans-I/O core of a bidirectional client session (WebSocket, JSON or Protobuf).
+
+Theory of operation
+-------------------
+``ClientSession.receive(message, now)`` takes one complete transport message (a WebSocket message),
+decodes the commands in it with the session's codec and handles each one; the replies it produces are
+collected and ``data_to_send()`` returns them framed as one transport message. When a command calls for
+the connection to end (a protocol violation, an invalid token …), ``disconnect`` holds the reason and the
+adapter closes the transport with it. There is no socket, loop or clock here: ``now`` is passed in, and
+everything that needs the rest of the server (the hub, the data plane, other shards) goes through the
+:class:`SessionHost` the shard provides. Work that finishes later (a publish that must reach the channel's
+writer shard) completes through a callback that queues the reply, so replies may come out of order —
+the SDKs match them by id.
+
+Session rules (Centrifugo's): the first command must be ``connect``; a second connect, a command other
+than ``send`` without an id, or one without a known request is disconnect 3501. After a connect error
+reply the session is unusable and further commands are 3501 too. An empty command is a pong; a pong
+without an outstanding ping is 3501. The server pings every ``ping_interval``; a client that does not
+answer within ``pong_timeout`` is disconnected with 3012 (checked by the owner's timer, see
+:meth:`ClientSession.ping_due`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from broker import errors
+from broker.auth import TokenExpired, TokenInvalid
+from broker.config import Config
+from broker.errors import ClientError, Disconnect
+from broker.ipc.pubsub import Publication
+from broker.protocol.connect import (
+    apply_credentials,
+    authenticate,
+    connect_result,
+    personal_subscription,
+    subscription_data,
+)
+from broker.protocol.state import SERVER_SIDE_SOURCES, ConnectionState
+
+CONNECTING, CONNECTED, FAILED, CLOSED = range(4)
+
+_REQUEST_KEYS = (
+    "connect",
+    "subscribe",
+    "unsubscribe",
+    "publish",
+    "presence",
+    "presence_stats",
+    "history",
+    "ping",
+    "send",
+    "rpc",
+    "refresh",
+    "sub_refresh",
+)
+
+Done = Callable[[ClientError | None, dict[str, Any] | None], None]
+
+
+class Codec(Protocol):
+    name: str
+
+    def decode_commands(self, data: bytes) -> list[dict[str, Any]]: ...
+
+    def encode_reply(self, reply: dict[str, Any]) -> bytes: ...
+
+    def join(self, encoded: list[bytes]) -> bytes: ...
+
+    def encode_push(self, push: dict[str, Any]) -> bytes: ...
+
+
+class SessionHost(Protocol):
+    """What a session needs from the process that owns it."""
+
+    @property
+    def cfg(self) -> Config: ...
+
+    @property
+    def verifier(self) -> Any: ...
+
+    @property
+    def rules(self) -> Any: ...
+
+    def admit(self, session: ClientSession) -> Disconnect | None:
+        """Register a session that just connected (indexes, limits); a Disconnect refuses it."""
+
+    def subscribe(self, session: ClientSession, channel: str, source: int) -> None: ...
+
+    def unsubscribe(self, session: ClientSession, channel: str) -> None: ...
+
+    def publish(self, publication: Publication, done: Done) -> None: ...
+
+    def expiry_changed(self, session: ClientSession) -> None: ...
+
+    def sub_expiry_changed(self, session: ClientSession, channel: str) -> None: ...
+
+
+class ClientSession:
+    __slots__ = ("_out", "codec", "disconnect", "host", "ping_sent_at", "state", "status")
+
+    def __init__(self, state: ConnectionState, codec: Codec, host: SessionHost) -> None:
+        self.state = state
+        self.codec = codec
+        self.host = host
+        self.status = CONNECTING
+        self._out: list[bytes] = []
+        self.disconnect: Disconnect | None = None
+        self.ping_sent_at = 0.0
+
+    # -- input -----------------------------------------------------------------------------------
+
+    def receive(self, message: bytes, now: float) -> None:
+        if self.status == CLOSED:
+            return
+        try:
+            commands = self.codec.decode_commands(message)
+            for command in commands:
+                self._handle(command, now)
+                if self.status == CLOSED:
+                    break
+        except Disconnect as exc:
+            self.close(exc)
+
+    def _handle(self, command: dict[str, Any], now: float) -> None:
+        command_id = command.get("id", 0)
+        request_key = next((key for key in _REQUEST_KEYS if command.get(key) is not None), None)
+        if request_key is None:
+            if command_id:
+                raise errors.DISCONNECT_BAD_REQUEST  # a command without a known request
+            self._on_pong()
+            return
+        request = command[request_key]
+        if not isinstance(request, dict):
+            raise errors.DISCONNECT_BAD_REQUEST
+        if request_key == "send":
+            self._require_connected()
+            # There is no handler for asynchronous messages from clients.
+            raise errors.DISCONNECT_NOT_AVAILABLE
+        if not command_id:
+            raise errors.DISCONNECT_BAD_REQUEST
+        if request_key == "connect":
+            self._on_connect(command_id, request, now)
+            return
+        self._require_connected()
+        handler = _HANDLERS.get(request_key)
+        if handler is None:
+            raise errors.DISCONNECT_BAD_REQUEST  # ping requests are not routed
+        try:
+            handler(self, command_id, request, now)
+        except ClientError as err:
+            self._error(command_id, err)
+
+    def _require_connected(self) -> None:
+        if self.status != CONNECTED:
+            raise errors.DISCONNECT_BAD_REQUEST
+
+    def _on_pong(self) -> None:
+        if self.status != CONNECTED or not self.ping_sent_at:
+            raise errors.DISCONNECT_BAD_REQUEST
+        self.ping_sent_at = 0.0
+
+    # -- connect ---------------------------------------------------------------------------------
+
+    def _on_connect(self, command_id: int, request: dict[str, Any], now: float) -> None:
+        if self.status != CONNECTING:
+            raise errors.DISCONNECT_BAD_REQUEST
+        host = self.host
+        state = self.state
+        try:
+            token = _string(request, "token")
+            state.app_name = _string(request, "name")
+            state.app_version = _string(request, "version")
+            creds = authenticate(token, host.verifier, host.cfg, now)
+            apply_credentials(state, creds, host.rules)
+            personal_subscription(state, host.rules, host.cfg)
+        except ClientError as err:
+            self.status = FAILED
+            self._error(command_id, err)
+            return
+        refused = host.admit(self)
+        if refused is not None:
+            raise refused
+        self.status = CONNECTED
+        result = connect_result(state, host.cfg, now, uni=False, sub_data=subscription_data(creds))
+        self._reply(command_id, "connect", result)
+
+    # -- channels --------------------------------------------------------------------------------
+
+    def _on_subscribe(self, command_id: int, request: dict[str, Any], now: float) -> None:
+        state = self.state
+        channel = _channel(request)
+        decision = self.host.rules.check_subscribe(
+            channel,
+            state.user,
+            state.client,
+            _string(request, "token"),
+            now,
+            channel_count=len(state.channels),
+            already_subscribed=channel in state.channels,
+        )
+        if decision.claims is not None:
+            if state.sub_tokens is None:
+                state.sub_tokens = {}
+            state.sub_tokens[channel] = (decision.token_uid, decision.token_issued_at)
+            if decision.info is not None:
+                if state.chan_info is None:
+                    state.chan_info = {}
+                state.chan_info[channel] = decision.info
+        result: dict[str, Any] = {}
+        if decision.expire_at:
+            self._set_sub_expiry(channel, float(decision.expire_at))
+            result["expires"] = True
+            result["ttl"] = max(0, int(decision.expire_at - now))
+        if decision.data is not None:
+            result["data"] = decision.data
+        self.host.subscribe(self, channel, decision.source)
+        self._reply(command_id, "subscribe", result)
+
+    def _on_unsubscribe(self, command_id: int, request: dict[str, Any], now: float) -> None:
+        channel = _channel(request)
+        source = self.state.channels.get(channel)
+        # Server-side subscriptions belong to the server: a client cannot drop them.
+        if source is not None and source not in SERVER_SIDE_SOURCES:
+            self.forget_channel(channel)
+            self.host.unsubscribe(self, channel)
+        self._reply(command_id, "unsubscribe", {})
+
+    def forget_channel(self, channel: str) -> None:
+        """Drop per-channel session details (token ids, channel info, expiry) of a left channel."""
+        state = self.state
+        for table in (state.sub_tokens, state.chan_info, state.sub_expires):
+            if table is not None:
+                table.pop(channel, None)
+
+    def _on_publish(self, command_id: int, request: dict[str, Any], now: float) -> None:
+        state = self.state
+        channel = _channel(request)
+        data = request.get("data")
+        if not isinstance(data, bytes) or not data:
+            raise errors.BAD_REQUEST
+        self.host.rules.check_publish(channel, state.user, subscribed=channel in state.channels)
+        chan_info = state.chan_info.get(channel, b"") if state.chan_info else b""
+        publication = Publication(
+            channel,
+            data,
+            user=state.user,
+            client=state.client,
+            conn_info=state.info or b"",
+            chan_info=chan_info,
+        )
+
+        def done(err: ClientError | None, result: dict[str, Any] | None) -> None:
+            if self.status != CONNECTED:
+                return
+            if err is not None:
+                self._error(command_id, err)
+            else:
+                self._reply(command_id, "publish", {})
+
+        self.host.publish(publication, done)
+
+    def _on_presence(self, command_id: int, request: dict[str, Any], now: float) -> None:
+        channel = _channel(request)
+        self.host.rules.check_presence(channel, self.state.user, subscribed=channel in self.state.channels)
+        raise errors.NOT_AVAILABLE
+
+    def _on_presence_stats(self, command_id: int, request: dict[str, Any], now: float) -> None:
+        channel = _channel(request)
+        self.host.rules.check_presence_stats(
+            channel, self.state.user, subscribed=channel in self.state.channels
+        )
+        raise errors.NOT_AVAILABLE
+
+    def _on_history(self, command_id: int, request: dict[str, Any], now: float) -> None:
+        channel = _channel(request)
+        self.host.rules.check_history(channel, self.state.user, subscribed=channel in self.state.channels)
+        raise errors.NOT_AVAILABLE
+
+    def _on_rpc(self, command_id: int, request: dict[str, Any], now: float) -> None:
+        raise errors.METHOD_NOT_FOUND
+
+    # -- token refresh ---------------------------------------------------------------------------
+
+    def _on_refresh(self, command_id: int, request: dict[str, Any], now: float) -> None:
+        token = _string(request, "token")
+        if not token:
+            raise errors.DISCONNECT_BAD_REQUEST
+        state = self.state
+        try:
+            claims = self.host.verifier.verify_connect_token(token, now)
+        except TokenExpired:
+            raise errors.CONNECTION_EXPIRED from None
+        except TokenInvalid:
+            raise errors.INVALID_TOKEN from None
+        if claims.user != state.user:
+            raise errors.INVALID_TOKEN
+        expire_at = float(claims.expire_at) if claims.expire_at is not None else float(claims.exp or 0)
+        if expire_at and expire_at <= now:
+            raise errors.CONNECTION_EXPIRED
+        state.expire_at = expire_at
+        if claims.info is not None:
+            state.info = claims.info
+        if claims.meta is not None:
+            state.meta = claims.meta
+        self.host.expiry_changed(self)
+        self._reply(command_id, "refresh", _expiry_result(expire_at, now))
+
+    def _on_sub_refresh(self, command_id: int, request: dict[str, Any], now: float) -> None:
+        state = self.state
+        channel = _channel(request)
+        if channel not in state.channels:
+            raise errors.PERMISSION_DENIED
+        token = _string(request, "token")
+        if not token:
+            raise errors.BAD_REQUEST
+        decision = self.host.rules.check_subscribe(channel, state.user, state.client, token, now)
+        expire_at = float(decision.expire_at)
+        if state.sub_tokens is None:
+            state.sub_tokens = {}
+        state.sub_tokens[channel] = (decision.token_uid, decision.token_issued_at)
+        self._set_sub_expiry(channel, expire_at)
+        self._reply(command_id, "sub_refresh", _expiry_result(expire_at, now))
+
+    def _set_sub_expiry(self, channel: str, expire_at: float) -> None:
+        state = self.state
+        if expire_at:
+            if state.sub_expires is None:
+                state.sub_expires = {}
+            state.sub_expires[channel] = expire_at
+        elif state.sub_expires is not None:
+            state.sub_expires.pop(channel, None)
+        self.host.sub_expiry_changed(self, channel)
+
+    # -- output ----------------------------------------------------------------------------------
+
+    def _reply(self, command_id: int, key: str, result: dict[str, Any]) -> None:
+        self._out.append(self.codec.encode_reply({"id": command_id, key: result}))
+
+    def _error(self, command_id: int, err: ClientError) -> None:
+        self._out.append(self.codec.encode_reply({"id": command_id, "error": err.to_dict()}))
+
+    def push(self, push: dict[str, Any]) -> None:
+        """Queue a push (subscribe, unsubscribe, refresh …) built by the server."""
+        if self.status == CONNECTED:
+            self._out.append(self.codec.encode_reply({"push": push}))
+
+    def ping(self, now: float) -> None:
+        """Queue a server ping; the client must answer before ``pong_timeout``."""
+        if self.status == CONNECTED:
+            self._out.append(self.codec.encode_reply({}))
+            if not self.ping_sent_at:
+                self.ping_sent_at = now
+
+    def ping_due(self, now: float, pong_timeout: float) -> bool:
+        """True when a ping went unanswered for longer than ``pong_timeout``."""
+        return bool(self.ping_sent_at) and now - self.ping_sent_at > pong_timeout
+
+    def close(self, disconnect: Disconnect) -> None:
+        if self.status != CLOSED:
+            self.status = CLOSED
+            self.disconnect = disconnect
+
+    def data_to_send(self) -> bytes:
+        if not self._out:
+            return b""
+        data = self.codec.join(self._out)
+        self._out.clear()
+        return data
+
+
+def _string(request: dict[str, Any], key: str) -> str:
+    value = request.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise errors.DISCONNECT_BAD_REQUEST
+    return value
+
+
+def _channel(request: dict[str, Any]) -> str:
+    channel = _string(request, "channel")
+    if not channel:
+        raise errors.DISCONNECT_BAD_REQUEST
+    return channel
+
+
+def _expiry_result(expire_at: float, now: float) -> dict[str, Any]:
+    if not expire_at:
+        return {}
+    return {"expires": True, "ttl": max(0, int(expire_at - now))}
+
+
+_HANDLERS: dict[str, Callable[[ClientSession, int, dict[str, Any], float], None]] = {
+    "subscribe": ClientSession._on_subscribe,
+    "unsubscribe": ClientSession._on_unsubscribe,
+    "publish": ClientSession._on_publish,
+    "presence": ClientSession._on_presence,
+    "presence_stats": ClientSession._on_presence_stats,
+    "history": ClientSession._on_history,
+    "rpc": ClientSession._on_rpc,
+    "refresh": ClientSession._on_refresh,
+    "sub_refresh": ClientSession._on_sub_refresh,
+}

@@ -1,0 +1,130 @@
+"""What every client connection of a shard has in common, whatever its transport.
+
+A connection belongs to one *kind* (protocol + framing, see :mod:`shards.encoding`). Outgoing bytes are
+queued with ``enqueue`` and written once per loop iteration by the shard (``flush``), so that several
+publications reaching one client in a burst cost one ``write``. The bytes queued in our buffer plus the
+transport's unsent bytes are bounded by ``client_queue_max_size``: a client that does not read is cut with
+3008 "slow" rather than letting the shard's memory grow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any, cast
+
+from broker import errors
+from broker.errors import Disconnect
+from broker.protocol.state import ConnectionState
+
+if TYPE_CHECKING:
+    from shards.main import Shard
+
+log = logging.getLogger("switchboard.shard")
+
+
+class ClientConnection(asyncio.Protocol):
+    __slots__ = ("_pending", "_pending_size", "closed", "kind", "shard", "state", "transport")
+
+    def __init__(self, shard: Shard, state: ConnectionState, kind: str) -> None:
+        self.kind = kind  # protocol + framing: the key of shards.encoding.ENCODERS
+        self.shard = shard
+        self.state = state
+        self.transport: asyncio.Transport | None = None
+        self._pending: list[bytes] | None = None
+        self._pending_size = 0
+        self.closed = False
+
+    # -- asyncio.Protocol ------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
+        self.shard.attach(self)
+        self.started()
+
+    def started(self) -> None:
+        """The socket is adopted: process the bytes the router handed over."""
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._pending = None
+        self.shard.detach(self)
+        self.transport = None
+
+    # -- output ----------------------------------------------------------------------------------
+
+    def enqueue(self, data: bytes) -> None:
+        """Queue bytes for the next flush; never blocks, never awaits."""
+        if self.closed or not data:
+            return
+        if self._pending is None:
+            self._pending = [data]
+            self._pending_size = len(data)
+            self.shard.mark_dirty(self)
+        else:
+            self._pending.append(data)
+            self._pending_size += len(data)
+        if self._pending_size > self.shard.cfg.client_queue_max_size:
+            self.close_with(errors.SLOW)
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, None
+        transport = self.transport
+        if not pending or transport is None or transport.is_closing():
+            return
+        transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+        if transport.get_write_buffer_size() > self.shard.cfg.client_queue_max_size:
+            self.close_with(errors.SLOW)
+
+    def send_push(self, body: dict[str, Any]) -> None:
+        """A push built for this connection alone (subscribe, unsubscribe, refresh …)."""
+        from shards.encoding import ENCODERS
+
+        self.enqueue(ENCODERS[self.kind](body))
+
+    def ping(self, now: float) -> None:
+        raise NotImplementedError
+
+    def check_pong(self, now: float) -> None:
+        """Called ``pong_timeout`` after a ping; transports that expect pongs disconnect here."""
+
+    # -- ending ----------------------------------------------------------------------------------
+
+    def close_with(self, disconnect: Disconnect) -> None:
+        """Tell the client why (as its transport allows), end the connection and forget it at once."""
+        self.shard.unregister(self)
+        if self.closed:
+            return
+        self.closed = True
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if disconnect.code == errors.SLOW.code:
+            # The client is not reading: queuing more would never drain.
+            self._pending = None
+            transport.abort()
+            return
+        self.flush_before_close()
+        farewell = self.farewell(disconnect)
+        if farewell:
+            transport.write(farewell)
+        transport.close()
+
+    def flush_before_close(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending and self.transport is not None:
+            self.transport.write(b"".join(pending))
+
+    def farewell(self, disconnect: Disconnect) -> bytes:
+        """The bytes that tell the client it is disconnected and end the stream."""
+        return b""
+
+    def abort(self) -> None:
+        self.shard.unregister(self)
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()

@@ -1,0 +1,100 @@
+"""PUB/SUB data plane: topic isolation, ordering, subscribe/unsubscribe with grace."""
+
+from __future__ import annotations
+
+import asyncio
+
+import zmq
+
+from broker.ipc.pubsub import Publication, Publisher, Subscriber
+
+
+def test_publication_frames_round_trip() -> None:
+    pub = Publication(
+        "chat:1",
+        b'{"a":1}',
+        offset=5,
+        epoch="ep",
+        tags={"k": "v"},
+        user="42",
+        client="c1",
+        conn_info=b'{"n":1}',
+        chan_info=b"",
+        time_ms=7,
+    )
+    again = Publication.from_frames(pub.to_frames())
+    assert again == pub
+    assert again.client_info() == {"user": "42", "client": "c1", "conn_info": b'{"n":1}'}
+    anonymous_api = Publication("x", b"1")
+    assert Publication.from_frames(anonymous_api.to_frames()).client_info() is None
+
+
+async def _flow(tmp_path) -> None:
+    loop = asyncio.get_running_loop()
+    ctx = zmq.Context()
+    endpoints = [f"ipc://{tmp_path}/pub-{i}.ipc" for i in range(2)]
+    publishers = [Publisher(ctx, e) for e in endpoints]
+    got: list[Publication] = []
+    sub = Subscriber(loop, ctx, endpoints, got.append, grace=0.2)
+    sub.subscribe("chat:1")
+    # Subscriptions propagate asynchronously: publish until the first one arrives.
+    for _ in range(200):
+        publishers[0].publish(Publication("chat:1", b"probe"))
+        await asyncio.sleep(0.01)
+        if got:
+            break
+    assert got
+    await asyncio.sleep(0.05)
+    got.clear()
+    for i in range(1000):
+        publishers[1].publish(Publication("chat:1", b"%d" % i))
+        publishers[1].publish(Publication("chat:10", b"other"))  # a prefix of no subscribed topic
+    for _ in range(200):
+        if len(got) >= 1000:
+            break
+        await asyncio.sleep(0.01)
+    assert [p.data for p in got] == [b"%d" % i for i in range(1000)]
+    sub.release("chat:1")
+    sub.subscribe("chat:1")  # coming back within the grace period keeps the subscription
+    await asyncio.sleep(0.3)
+    assert "chat:1" in sub.channels
+    sub.release("chat:1")
+    await asyncio.sleep(0.3)
+    assert "chat:1" not in sub.channels
+    got.clear()
+    publishers[0].publish(Publication("chat:1", b"late"))
+    await asyncio.sleep(0.1)
+    assert got == []
+    sub.close()
+    for p in publishers:
+        p.close()
+    ctx.term()
+
+
+def test_topics_order_and_grace(tmp_path) -> None:
+    asyncio.run(_flow(tmp_path))
+
+
+async def _many_subscriptions(tmp_path) -> None:
+    loop = asyncio.get_running_loop()
+    ctx = zmq.Context()
+    endpoint = f"ipc://{tmp_path}/pub-0.ipc"
+    publisher = Publisher(ctx, endpoint)
+    got: list[Publication] = []
+    sub = Subscriber(loop, ctx, [endpoint], got.append)
+    for i in range(3000):
+        sub.subscribe(f"ch-{i}")
+    for _ in range(300):
+        got.clear()
+        publisher.publish(Publication("ch-2999", b"last"))
+        await asyncio.sleep(0.01)
+        if got:
+            break
+    assert got and got[0].channel == "ch-2999"  # the 3000th subscription was not dropped
+    sub.close()
+    publisher.close()
+    ctx.term()
+
+
+def test_thousands_of_subscriptions_are_not_dropped(tmp_path) -> None:
+    asyncio.run(_many_subscriptions(tmp_path))

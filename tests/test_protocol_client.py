@@ -1,0 +1,290 @@
+"""The bidirectional session core, driven without an event loop through a recording host."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from broker.auth import TokenVerifier, encode_token
+from broker.channels import ChannelRules
+from broker.config import build
+from broker.errors import ClientError, Disconnect
+from broker.ipc.pubsub import Publication
+from broker.protocol.client import CLOSED, CONNECTED, ClientSession
+from broker.protocol.codec import get_codec
+from broker.protocol.state import SOURCE_CLIENT_ALLOWED, SOURCE_SUBSCRIPTION_TOKEN, ConnectionState
+
+SECRET = "session-secret"
+NOW = 1_800_000_000.0
+
+
+class Host:
+    def __init__(self, **config: Any) -> None:
+        settings = {"token_hmac_secret_key": SECRET, "allow_subscribe_for_client": True}
+        settings.update(config)
+        self.cfg = build(settings, environ={})
+        self.verifier = TokenVerifier.for_connections(self.cfg)
+        self.rules = ChannelRules.from_config(self.cfg)
+        self.admitted: list[ClientSession] = []
+        self.subscribed: list[tuple[str, int]] = []
+        self.unsubscribed: list[str] = []
+        self.published: list[Publication] = []
+        self.pending_done: list[Any] = []
+        self.refuse: Disconnect | None = None
+        self.expiry_changes = 0
+
+    def admit(self, session: ClientSession) -> Disconnect | None:
+        self.admitted.append(session)
+        return self.refuse
+
+    def subscribe(self, session: ClientSession, channel: str, source: int) -> None:
+        session.state.channels[channel] = source
+        self.subscribed.append((channel, source))
+
+    def unsubscribe(self, session: ClientSession, channel: str) -> None:
+        session.state.channels.pop(channel, None)
+        self.unsubscribed.append(channel)
+
+    def publish(self, publication: Publication, done: Any) -> None:
+        self.published.append(publication)
+        self.pending_done.append(done)
+
+    def expiry_changed(self, session: ClientSession) -> None:
+        self.expiry_changes += 1
+
+    def sub_expiry_changed(self, session: ClientSession, channel: str) -> None:
+        pass
+
+
+def token(user: str, **claims: Any) -> str:
+    return encode_token({"sub": user, **claims}, SECRET)
+
+
+def new_session(host: Host, protocol: str = "json") -> ClientSession:
+    state = ConnectionState("cid", "sid", "websocket", protocol, NOW)
+    return ClientSession(state, get_codec(protocol), host)
+
+
+def send(session: ClientSession, *commands: dict[str, Any]) -> list[dict[str, Any]]:
+    """Feed JSON commands and decode the replies."""
+    session.receive(b"\n".join(orjson.dumps(c) for c in commands), NOW)
+    out = session.data_to_send()
+    return [orjson.loads(line) for line in out.split(b"\n") if line]
+
+
+def connected(host: Host | None = None, user: str = "42", **claims: Any) -> tuple[Host, ClientSession]:
+    host = host or Host()
+    session = new_session(host)
+    (reply,) = send(
+        session, {"id": 1, "connect": {"token": token(user, **claims), "name": "js", "version": "5"}}
+    )
+    assert "connect" in reply, reply
+    return host, session
+
+
+def test_connect_result_and_state() -> None:
+    host, session = connected(exp=int(NOW) + 100, info={"name": "Ann"})
+    assert session.status == CONNECTED
+    assert host.admitted == [session]
+    state = session.state
+    assert (state.user, state.app_name, state.app_version) == ("42", "js", "5")
+    assert state.info == b'{"name":"Ann"}'
+
+
+def test_connect_reply_fields() -> None:
+    host = Host()
+    session = new_session(host)
+    (reply,) = send(
+        session, {"id": 7, "connect": {"token": token("1", exp=int(NOW) + 50, channels=["news"])}}
+    )
+    result = reply["connect"]
+    assert reply["id"] == 7
+    assert result["client"] == "cid" and result["pong"] is True and result["ping"] == 25
+    assert result["expires"] is True and result["ttl"] == 50
+    assert result["subs"] == {"news": {}}
+    assert "session" not in result
+
+
+@pytest.mark.parametrize(
+    "commands",
+    [
+        [{"id": 1, "subscribe": {"channel": "x"}}],  # not connected yet
+        [{"connect": {"token": "x"}}],  # no id
+        [{"id": 1, "nonsense": {}}],  # no known request
+    ],
+)
+def test_protocol_violations_before_connect(commands: list[dict[str, Any]]) -> None:
+    session = new_session(Host())
+    send(session, *commands)
+    assert session.status == CLOSED
+    assert session.disconnect is not None and session.disconnect.code == 3501
+
+
+def test_second_connect_is_a_violation() -> None:
+    _, session = connected()
+    send(session, {"id": 2, "connect": {"token": token("42")}})
+    assert session.disconnect is not None and session.disconnect.code == 3501
+
+
+def test_expired_token_is_an_error_reply_then_unusable() -> None:
+    session = new_session(Host())
+    (reply,) = send(session, {"id": 1, "connect": {"token": token("42", exp=int(NOW) - 1)}})
+    assert reply == {"id": 1, "error": {"code": 109, "message": "token expired"}}
+    send(session, {"id": 2, "subscribe": {"channel": "x"}})
+    assert session.disconnect is not None and session.disconnect.code == 3501
+
+
+@pytest.mark.parametrize(
+    ("connect", "code"),
+    [({"token": "garbage"}, 3500), ({}, 3501), ({"token": encode_token({"sub": "1"}, "other")}, 3500)],
+)
+def test_connect_disconnects(connect: dict[str, Any], code: int) -> None:
+    session = new_session(Host())
+    assert send(session, {"id": 1, "connect": connect}) == []
+    assert session.disconnect is not None and session.disconnect.code == code
+
+
+def test_connection_limit_refusal() -> None:
+    host = Host()
+    host.refuse = Disconnect(3504, "connection limit")
+    session = new_session(host)
+    send(session, {"id": 1, "connect": {"token": token("42")}})
+    assert session.disconnect == Disconnect(3504, "connection limit")
+
+
+def test_ping_pong_rules() -> None:
+    _, session = connected()
+    send(session, {})  # a pong without a ping
+    assert session.disconnect is not None and session.disconnect.code == 3501
+    _, session = connected()
+    session.ping(NOW)
+    assert session.data_to_send() == b"{}"
+    assert session.ping_due(NOW + 9, 8.0)
+    send(session, {})
+    assert not session.ping_due(NOW + 9, 8.0)
+    assert session.status == CONNECTED
+
+
+def test_subscribe_allowed_denied_duplicate() -> None:
+    host, session = connected()
+    assert send(session, {"id": 2, "subscribe": {"channel": "chat"}}) == [{"id": 2, "subscribe": {}}]
+    assert host.subscribed == [("chat", SOURCE_CLIENT_ALLOWED)]
+    (dup,) = send(session, {"id": 3, "subscribe": {"channel": "chat"}})
+    assert dup["error"]["code"] == 105
+    (private,) = send(session, {"id": 4, "subscribe": {"channel": "$secret"}})
+    assert private["error"]["code"] == 103
+    (unknown,) = send(session, {"id": 5, "subscribe": {"channel": "nope:x"}})
+    assert unknown["error"]["code"] == 102
+    send(session, {"id": 6, "subscribe": {}})
+    assert session.disconnect is not None and session.disconnect.code == 3501
+
+
+def test_private_channel_with_subscription_token() -> None:
+    host, session = connected()
+    sub = encode_token(
+        {"sub": "42", "channel": "$secret", "exp": int(NOW) + 30, "jti": "s1", "iat": 5}, SECRET
+    )
+    (reply,) = send(session, {"id": 2, "subscribe": {"channel": "$secret", "token": sub}})
+    assert reply == {"id": 2, "subscribe": {"expires": True, "ttl": 30}}
+    assert host.subscribed == [("$secret", SOURCE_SUBSCRIPTION_TOKEN)]
+    assert session.state.sub_tokens == {"$secret": ("s1", 5)}
+    assert session.state.sub_expires == {"$secret": NOW + 30}
+    (refreshed,) = send(
+        session,
+        {
+            "id": 3,
+            "sub_refresh": {
+                "channel": "$secret",
+                "token": encode_token({"sub": "42", "channel": "$secret", "exp": int(NOW) + 90}, SECRET),
+            },
+        },
+    )
+    assert refreshed == {"id": 3, "sub_refresh": {"expires": True, "ttl": 90}}
+    other_user = encode_token({"sub": "7", "channel": "$other"}, SECRET)
+    send(session, {"id": 4, "subscribe": {"channel": "$other", "token": other_user}})
+    assert session.disconnect is not None and session.disconnect.code == 3500
+
+
+def test_sub_refresh_errors() -> None:
+    _, session = connected()
+    (not_subscribed,) = send(session, {"id": 2, "sub_refresh": {"channel": "x", "token": "t"}})
+    assert not_subscribed["error"]["code"] == 103
+    send(session, {"id": 3, "subscribe": {"channel": "x"}})
+    (empty,) = send(session, {"id": 4, "sub_refresh": {"channel": "x", "token": ""}})
+    assert empty["error"]["code"] == 107
+
+
+def test_unsubscribe_keeps_server_side_subscriptions() -> None:
+    host, session = connected(channels=["news"])
+    send(session, {"id": 2, "subscribe": {"channel": "chat"}})
+    assert send(session, {"id": 3, "unsubscribe": {"channel": "news"}}) == [{"id": 3, "unsubscribe": {}}]
+    assert send(session, {"id": 4, "unsubscribe": {"channel": "chat"}}) == [{"id": 4, "unsubscribe": {}}]
+    assert send(session, {"id": 5, "unsubscribe": {"channel": "never"}}) == [{"id": 5, "unsubscribe": {}}]
+    assert host.unsubscribed == ["chat"]
+    assert "news" in session.state.channels
+
+
+def test_publish_completes_later() -> None:
+    host = Host(allow_publish_for_subscriber=True)
+    host, session = connected(host, info={"n": 1})
+    (denied,) = send(session, {"id": 2, "publish": {"channel": "chat", "data": {"a": 1}}})
+    assert denied["error"]["code"] == 103
+    send(session, {"id": 3, "subscribe": {"channel": "chat"}})
+    assert send(session, {"id": 4, "publish": {"channel": "chat", "data": {"a": 1}}}) == []
+    (publication,) = host.published
+    assert publication.data == b'{"a":1}' and publication.user == "42" and publication.conn_info == b'{"n":1}'
+    host.pending_done[0](None, {})
+    assert orjson.loads(session.data_to_send()) == {"id": 4, "publish": {}}
+    send(session, {"id": 5, "publish": {"channel": "chat", "data": {"a": 2}}})
+    host.pending_done[1](ClientError(100, "internal server error", True), None)
+    assert orjson.loads(session.data_to_send())["error"]["code"] == 100
+
+
+def test_features_not_enabled() -> None:
+    _, session = connected()
+    for request in ("presence", "presence_stats", "history"):
+        (reply,) = send(session, {"id": 9, request: {"channel": "chat"}})
+        assert reply["error"]["code"] == 108, request
+    (rpc,) = send(session, {"id": 10, "rpc": {"method": "x"}})
+    assert rpc["error"]["code"] == 104
+    send(session, {"send": {"data": {}}})
+    assert session.disconnect is not None and session.disconnect.code == 3508
+
+
+def test_refresh() -> None:
+    host, session = connected(exp=int(NOW) + 10)
+    (reply,) = send(session, {"id": 2, "refresh": {"token": token("42", exp=int(NOW) + 100, meta={"m": 1})}})
+    assert reply == {"id": 2, "refresh": {"expires": True, "ttl": 100}}
+    assert session.state.expire_at == NOW + 100 and session.state.meta == {"m": 1}
+    assert host.expiry_changes == 1
+    send(session, {"id": 3, "refresh": {"token": token("other")}})
+    assert session.disconnect is not None and session.disconnect.code == 3500
+    _, session = connected()
+    send(session, {"id": 2, "refresh": {"token": token("42", exp=int(NOW) - 5)}})
+    assert session.disconnect is not None and session.disconnect.code == 3005
+    _, session = connected()
+    send(session, {"id": 2, "refresh": {"token": ""}})
+    assert session.disconnect is not None and session.disconnect.code == 3501
+
+
+def test_protobuf_session() -> None:
+    from broker.protocol.proto import client_pb2
+
+    host = Host()
+    session = new_session(host, "protobuf")
+    command = client_pb2.Command(id=1, connect=client_pb2.ConnectRequest(token=token("42"), name="py"))
+    body = command.SerializeToString()
+    session.receive(bytes([len(body)]) + body, NOW)
+    out = session.data_to_send()
+    reply = client_pb2.Reply()
+    reply.ParseFromString(out[1:])
+    assert reply.id == 1 and reply.connect.client == "cid" and reply.connect.pong
+    assert session.state.protocol == "protobuf" and session.state.app_name == "py"
+
+
+def test_malformed_frame_is_3501() -> None:
+    _, session = connected()
+    session.receive(b"{not json", NOW)
+    assert session.disconnect is not None and session.disconnect.code == 3501
