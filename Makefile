@@ -8,10 +8,11 @@ NODE_DIR := tests/sdk/node
 
 .PHONY: run test lint fmt bench test-scale install clean sdk-deps
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml broker/protocol/proto/client.proto
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m broker.protocol.proto.generate
 	touch $(STAMP)
 
 install: $(STAMP)
