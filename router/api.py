@@ -9,6 +9,7 @@ gathered from every shard and merged here.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import logging
 import time
@@ -56,6 +57,20 @@ _TRANSPORT_STATUS = {100: 500, 102: 404, 104: 404, 107: 400, 108: 400, 112: 416,
 
 Params = dict[str, Any]
 
+_CONNECTIONS_PREFIX = b'{"connections":{'
+
+
+@functools.lru_cache(maxsize=256)
+def _validate_expression(expression: str, max_length: int) -> None:
+    """Compile once to reject bad input before asking any shard (the shards compile and cache their own)."""
+    compile_filter(expression, CEL_GETTERS, max_length=max_length)
+
+
+def splice_connections(parts: list[bytes]) -> bytes:
+    """Merge shards' ``{"connections":{...}}`` answers without decoding them (client ids never collide)."""
+    inner = [part[len(_CONNECTIONS_PREFIX) : -2] for part in parts if part.startswith(_CONNECTIONS_PREFIX)]
+    return _CONNECTIONS_PREFIX + b",".join(chunk for chunk in inner if chunk) + b"}}"
+
 
 def _string(params: Params, key: str, required: bool = False) -> str:
     value = params.get(key)
@@ -75,7 +90,8 @@ class Api:
         self.uid = str(uuid.uuid4())
         self.started_at = time.monotonic()
         self.rules = ChannelRules.from_config(cfg)
-        self._methods: dict[str, Callable[[Params], Awaitable[Params]]] = {
+        _validate_expression("true", cfg.connections_expression_max_length)  # builds the CEL parser now
+        self._methods: dict[str, Callable[[Params], Awaitable[Any]]] = {
             "publish": self.publish,
             "broadcast": self.broadcast,
             "subscribe": self.subscribe,
@@ -266,30 +282,34 @@ class Api:
         await self._ask_one(index, method, params)
         return {}
 
-    async def connections(self, params: Params) -> Params:
+    async def connections(self, params: Params) -> orjson.Fragment:
         user = _string(params, "user")
         expression = _string(params, "expression")
         if not user and not expression:
             raise errors.BAD_REQUEST.with_message("user or expression required")
         if expression:
             try:
-                compile_filter(expression, CEL_GETTERS, max_length=self.cfg.connections_expression_max_length)
+                _validate_expression(expression, self.cfg.connections_expression_max_length)
             except CelError as exc:
                 raise errors.BAD_REQUEST.with_message(f"bad expression: {exc}") from None
         shard_params = {"user": user, "expression": expression}
         index = shard_for_user(user, self.cluster.size)
         if index is not None:
             # Every connection of a named user lives on that user's shard.
-            return await self._ask_one(index, "connections", shard_params)
-        gathered = await self.cluster.gather("connections", shard_params)
+            try:
+                answer = await self.cluster.ask_raw(index, "connections", shard_params)
+            except ShardUnavailable as exc:
+                log.warning("connections: %s", exc)
+                raise errors.INTERNAL.with_message("shard unavailable") from None
+            except RemoteError as exc:
+                raise exc.to_client_error() from None
+            return orjson.Fragment(answer.json)
+        gathered = await self.cluster.gather("connections", shard_params, raw=True)
         self._raise_first_error(gathered.errors)
-        merged: Params = {}
-        for result in gathered.results.values():
-            merged.update(result.get("connections", {}))
-        out: Params = {"connections": merged}
+        merged = splice_connections([gathered.results[i].json for i in sorted(gathered.results)])
         if gathered.missing:
-            out["unavailable_shards"] = gathered.missing
-        return out
+            merged = merged[:-1] + b',"unavailable_shards":' + orjson.dumps(gathered.missing) + b"}"
+        return orjson.Fragment(merged)
 
     async def disconnect(self, params: Params) -> Params:
         user = _string(params, "user", required=True)

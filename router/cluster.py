@@ -15,7 +15,7 @@ import zmq
 
 from broker.config import Config
 from broker.ipc import paths
-from broker.ipc.control import ControlServer, RemoteError, ShardUnavailable
+from broker.ipc.control import ControlServer, Raw, RemoteError, ShardUnavailable
 from broker.ipc.handoff import Done, HandoffSender
 
 log = logging.getLogger("switchboard.router")
@@ -49,10 +49,23 @@ class Cluster:
             timeout if timeout is not None else self.cfg.api_shard_timeout,
         )
 
-    async def gather(self, method: str, params: Any, timeout: float | None = None) -> Gathered:
+    async def ask_raw(self, index: int, method: str, params: Any, timeout: float | None = None) -> Raw:
+        """Like ``ask``, with the result left as the shard's JSON bytes."""
+        return await self.control.request_raw(
+            paths.shard_identity(index),
+            method,
+            params,
+            timeout if timeout is not None else self.cfg.api_shard_timeout,
+        )
+
+    async def gather(
+        self, method: str, params: Any, timeout: float | None = None, *, raw: bool = False
+    ) -> Gathered:
+        """Ask every shard at once; with ``raw`` the results stay undecoded (``Raw``)."""
         indexes = list(range(self.size))
+        ask = self.ask_raw if raw else self.ask
         outcomes = await asyncio.gather(
-            *(self.ask(i, method, params, timeout) for i in indexes), return_exceptions=True
+            *(ask(i, method, params, timeout) for i in indexes), return_exceptions=True
         )
         gathered = Gathered({}, [], {})
         for index, outcome in zip(indexes, outcomes, strict=True):

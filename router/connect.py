@@ -15,7 +15,6 @@ from __future__ import annotations
 import fnmatch
 import logging
 import socket
-import uuid
 from dataclasses import dataclass
 from http import HTTPStatus
 
@@ -24,6 +23,7 @@ import orjson
 from broker.auth import unverified_user
 from broker.config import Config
 from broker.hashing import shard_for
+from broker.ids import new_id
 from broker.ipc.handoff import HandoffError, encode
 from router.cluster import Cluster
 from router.http import HttpConnection, Request
@@ -102,7 +102,7 @@ class ConnectHandler:
             raw_token = connect_request.get("token")
             token = raw_token if isinstance(raw_token, str) else ""
         user = unverified_user(token, self.cfg.token_user_id_claim) if token else ""
-        client = str(uuid.uuid4())
+        client = new_id()
         index = shard_for(user, client, self.cluster.size)
         try:
             message = encode({"t": endpoint.transport, "c": client}, body)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from http import HTTPStatus
 from typing import Any
 
@@ -27,6 +26,7 @@ from broker.auth import unverified_user
 from broker.config import Config
 from broker.errors import Disconnect
 from broker.hashing import shard_for
+from broker.ids import new_id
 from broker.ipc.handoff import HandoffError, encode
 from broker.protocol.codec import get_codec
 from broker.websocket.frames import Close, Message, ProtocolError, ServerConnection, encode_close
@@ -151,7 +151,7 @@ class FirstMessage:
         self._finish()
         cfg = self.endpoints.cfg
         user = unverified_user(self._token(first_message), cfg.token_user_id_claim)
-        client = str(uuid.uuid4())
+        client = new_id()
         cluster = self.endpoints.cluster
         index = shard_for(user, client, cluster.size)
         try:

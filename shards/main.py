@@ -31,7 +31,6 @@ import os
 import signal
 import socket
 import time
-import uuid
 from typing import Any
 
 import uvloop
@@ -43,6 +42,7 @@ from broker.channels import ChannelRules
 from broker.config import Config
 from broker.errors import ClientError, Disconnect
 from broker.hashing import writer_for
+from broker.ids import new_id
 from broker.ipc import paths
 from broker.ipc.control import ControlClient, ControlServer, RemoteError, ShardUnavailable
 from broker.ipc.handoff import HandoffReceiver
@@ -120,6 +120,7 @@ class Shard:
             for i in range(self.size)
             if i != self.index
         ]
+        api.warm_up()
         log.info("shard %d ready: handoff socket %s", self.index, paths.handoff_path(runtime, self.index))
 
     async def serve(self) -> None:
@@ -173,7 +174,7 @@ class Shard:
             raise
         sock.setblocking(False)
         protocol = str(header.get("p", "json"))
-        state = ConnectionState(str(header["c"]), uuid.uuid4().hex, transport_name, protocol, time.time())
+        state = ConnectionState(str(header["c"]), new_id(), transport_name, protocol, time.time())
         conn: ClientConnection
         if transport_name in UNI_FRAMINGS:
             conn = UniConnection(self, state, UNI_FRAMINGS[transport_name], data)

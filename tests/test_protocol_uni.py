@@ -85,10 +85,7 @@ def test_connect_push_then_ping(cfg, verifier):
 
 def test_token_channels_become_server_side_subscriptions(cfg, verifier):
     session = make_session()
-    assert (
-        start(session, {"token": token({"sub": "7", "channels": ["news", "chat"]})}, verifier, cfg)
-        is None
-    )
+    assert start(session, {"token": token({"sub": "7", "channels": ["news", "chat"]})}, verifier, cfg) is None
     connect = messages(session.data_to_send())[0]["connect"]
     assert connect["subs"] == {"news": {}, "chat": {}}
     assert session.state.channels == {"news": SOURCE_CONNECTION_TOKEN, "chat": SOURCE_CONNECTION_TOKEN}

@@ -4,8 +4,10 @@ Theory of operation
 -------------------
 The router binds one ROUTER socket at ``ipc://<runtime_dir>/control.ipc``; each shard connects a DEALER
 whose routing id is ``shard-K``. A request is two frames, an 8-byte request id and an orjson body
-``{"m": method, "p": params}``; the shard answers with the same id and ``{"r": result}`` or
-``{"e": {"code", "message"}}``. ``ROUTER_MANDATORY`` makes a send to a shard that is not connected fail at
+``{"m": method, "p": params}``; the shard answers with three frames: the same id, ``r`` or ``e``, and the
+result (or ``{"code", "message"}``) as JSON. Keeping the result in a frame of its own lets the router
+splice large answers (a connections scan) into its HTTP response without decoding them: see ``Raw``.
+``ROUTER_MANDATORY`` makes a send to a shard that is not connected fail at
 once (so a dead shard is reported, not waited for) and ``ROUTER_HANDOVER`` lets a restarted shard take its
 routing id back.
 
@@ -47,6 +49,15 @@ class RemoteError(Exception):
 
     def to_client_error(self) -> ClientError:
         return ClientError(self.code, self.message)
+
+
+class Raw:
+    """A result that is already JSON: sent as it is by a shard, and handed to the requester undecoded."""
+
+    __slots__ = ("json",)
+
+    def __init__(self, json: bytes) -> None:
+        self.json = json
 
 
 class _Drainer:
@@ -104,27 +115,26 @@ class ControlServer(_Drainer):
         super().__init__(loop, sock)
 
     def _on_frames(self, frames: list[bytes]) -> None:
-        if len(frames) != 3 or len(frames[1]) != _REQUEST_ID.size:
+        if len(frames) != 4 or len(frames[1]) != _REQUEST_ID.size:
             log.warning("ignoring a malformed control reply (%d frames)", len(frames))
             return
         (request_id,) = _REQUEST_ID.unpack(frames[1])
         future = self._pending.pop(request_id, None)
         if future is None or future.done():
             return  # answered after its deadline
-        try:
-            body = orjson.loads(frames[2])
-        except orjson.JSONDecodeError:
-            future.set_exception(RemoteError(100, "internal server error"))
-            return
-        if "e" in body:
-            err = body["e"]
-            future.set_exception(RemoteError(int(err.get("code", 100)), str(err.get("message", ""))))
+        if frames[2] == b"e":
+            try:
+                err = orjson.loads(frames[3])
+                future.set_exception(RemoteError(int(err.get("code", 100)), str(err.get("message", ""))))
+            except (orjson.JSONDecodeError, AttributeError, ValueError):
+                future.set_exception(RemoteError(100, "internal server error"))
         else:
-            future.set_result(body.get("r"))
+            future.set_result(Raw(frames[3]))
 
-    async def request(self, identity: bytes, method: str, params: Any, timeout: float) -> Any:
+    async def request_raw(self, identity: bytes, method: str, params: Any, timeout: float) -> Raw:
+        """The shard's result as undecoded JSON bytes."""
         request_id = next(self._ids)
-        future: asyncio.Future[Any] = self._loop.create_future()
+        future: asyncio.Future[Raw] = self._loop.create_future()
         try:
             self._sock.send_multipart(
                 [identity, _REQUEST_ID.pack(request_id), orjson.dumps({"m": method, "p": params})],
@@ -135,12 +145,16 @@ class ControlServer(_Drainer):
         finally:
             self._kick()
         self._pending[request_id] = future
+        # A timer instead of asyncio.wait_for: no extra task per request on this hot path.
+        timer = self._loop.call_later(timeout, _expire, future, identity, timeout)
         try:
-            return await asyncio.wait_for(future, timeout)
-        except TimeoutError as exc:
-            raise ShardUnavailable(f"{identity.decode()} did not answer within {timeout:g}s") from exc
+            return await future
         finally:
+            timer.cancel()
             self._pending.pop(request_id, None)
+
+    async def request(self, identity: bytes, method: str, params: Any, timeout: float) -> Any:
+        return orjson.loads((await self.request_raw(identity, method, params, timeout)).json)
 
     def close(self) -> None:
         for future in self._pending.values():
@@ -148,6 +162,11 @@ class ControlServer(_Drainer):
                 future.set_exception(ShardUnavailable("router is shutting down"))
         self._pending.clear()
         self._close_socket()
+
+
+def _expire(future: asyncio.Future[Raw], identity: bytes, timeout: float) -> None:
+    if not future.done():
+        future.set_exception(ShardUnavailable(f"{identity.decode()} did not answer within {timeout:g}s"))
 
 
 Handler = Callable[[str, Any], Awaitable[Any]]
@@ -182,16 +201,18 @@ class ControlClient(_Drainer):
         task.add_done_callback(self._tasks.discard)
 
     async def _serve(self, request_id: bytes, body: bytes) -> None:
+        kind = b"r"
         try:
             request = orjson.loads(body)
-            answer: dict[str, Any] = {"r": await self._handler(request["m"], request.get("p"))}
+            result = await self._handler(request["m"], request.get("p"))
+            payload = result.json if isinstance(result, Raw) else orjson.dumps(result)
         except ClientError as err:
-            answer = {"e": {"code": err.code, "message": err.message}}
+            kind, payload = b"e", orjson.dumps({"code": err.code, "message": err.message})
         except Exception:
             log.exception("control request failed")
-            answer = {"e": {"code": 100, "message": "internal server error"}}
+            kind, payload = b"e", orjson.dumps({"code": 100, "message": "internal server error"})
         try:
-            self._sock.send_multipart([request_id, orjson.dumps(answer)], zmq.NOBLOCK)
+            self._sock.send_multipart([request_id, kind, payload], zmq.NOBLOCK)
         except zmq.ZMQError as exc:
             log.warning("cannot answer the router: %s", exc)
         self._kick()
