@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from typing import Any, Protocol
+
+import websockets
 
 from tests.integration.harness import Server
 from tests.sdk.common import (
@@ -212,14 +215,36 @@ async def server_side_subscription_from_token(server: Server, sdk: str, protocol
         assert channel_sources(listed[client_id]) == {channel: SOURCE_TOKEN}, listed
 
 
+async def unrefreshed_close(server: Server, token: str) -> tuple[int, str]:
+    """Connect over raw WebSocket (JSON) with ``token``, answer pings, never refresh: the close frame."""
+    async with websockets.connect(ws_url(server), proxy=None, open_timeout=5) as ws:
+        await ws.send(json.dumps({"id": 1, "connect": {"token": token, "name": "control"}}))
+        reply = json.loads(await ws.recv())
+        assert reply.get("connect", {}).get("expires") is True, reply
+        try:
+            async for message in ws:
+                if message == "{}":
+                    await ws.send("{}")
+        except websockets.ConnectionClosed:
+            pass
+        assert ws.close_code is not None
+        return ws.close_code, ws.close_reason or ""
+
+
 async def token_refresh_through_get_token(server: Server, sdk: str, protocol: str) -> None:
-    """A connection whose token expires in ~3 s stays up: the SDK asks getToken and refreshes."""
+    """A connection whose token expires in ~3 s stays up: the SDK asks getToken and refreshes.
+
+    A control connection of the same user with the same token that never refreshes is closed with
+    3005 meanwhile, which shows that the SDK's refresh is what kept its session.
+    """
     user = unique(f"{sdk}-refresh")
     lifetime = 3
     expires_at = time.time() + lifetime
     short = connection_token(user, ttl=lifetime)
     fresh = connection_token(user, ttl=3600)
     async with contextlib.AsyncExitStack() as stack:
+        control = asyncio.create_task(unrefreshed_close(server, short))
+        stack.push_async_callback(_cancel, control)
         client = await open_client(stack, sdk, server, "refresh", protocol, short, refresh_tokens=[fresh])
         client_id = await connected(client)
         first = client.log.events.index(client.log.all("connected")[0])
@@ -231,8 +256,16 @@ async def token_refresh_through_get_token(server: Server, sdk: str, protocol: st
         assert not gone, f"the connection did not survive its first expiry: {gone}\n{client.log.describe()}"
         assert len(client.log.all("connected")) == 1, client.log.describe()
 
+        code, reason = await asyncio.wait_for(control, 5)
+        assert code == 3005, f"the unrefreshed control connection was closed with {code} {reason!r}"
         listed = await connections(server, user=user)
         assert set(listed) == {client_id}, listed
+
+
+async def _cancel(task: asyncio.Task[Any]) -> None:
+    task.cancel()
+    with contextlib.suppress(BaseException):
+        await task
 
 
 async def disconnect_by_api(
