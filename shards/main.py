@@ -394,7 +394,7 @@ class Shard:
 
     # -- control plane ---------------------------------------------------------------------------
 
-    async def handle_control(self, method: str, params: Any) -> Any:
+    def handle_control(self, method: str, params: Any) -> Any:
         handler = api.HANDLERS.get(method)
         if handler is None:
             raise errors.METHOD_NOT_FOUND

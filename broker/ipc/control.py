@@ -19,6 +19,7 @@ send is followed by a drain scheduled on the loop (a send can consume the edge o
 from __future__ import annotations
 
 import asyncio
+import inspect
 import itertools
 import logging
 import struct
@@ -169,7 +170,8 @@ def _expire(future: asyncio.Future[Raw], identity: bytes, timeout: float) -> Non
         future.set_exception(ShardUnavailable(f"{identity.decode()} did not answer within {timeout:g}s"))
 
 
-Handler = Callable[[str, Any], Awaitable[Any]]
+# A handler returns its result, or an awaitable of it when it has to wait for something.
+Handler = Callable[[str, Any], Any]
 
 
 class ControlClient(_Drainer):
@@ -196,15 +198,33 @@ class ControlClient(_Drainer):
             log.warning("ignoring a malformed control request (%d frames)", len(frames))
             return
         request_id, body = frames
-        task = self._loop.create_task(self._serve(request_id, body))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _serve(self, request_id: bytes, body: bytes) -> None:
-        kind = b"r"
         try:
             request = orjson.loads(body)
-            result = await self._handler(request["m"], request.get("p"))
+            outcome = self._handler(request["m"], request.get("p"))
+        except Exception as exc:
+            self._answer(request_id, exc)
+            return
+        if inspect.isawaitable(outcome):
+            task = self._loop.create_task(self._finish(request_id, outcome))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        else:
+            # Most handlers are synchronous: answer within this drain, without a task per request.
+            self._answer(request_id, outcome)
+
+    async def _finish(self, request_id: bytes, outcome: Awaitable[Any]) -> None:
+        try:
+            result = await outcome
+        except Exception as exc:
+            self._answer(request_id, exc)
+            return
+        self._answer(request_id, result)
+
+    def _answer(self, request_id: bytes, result: Any) -> None:
+        kind = b"r"
+        try:
+            if isinstance(result, Exception):
+                raise result
             payload = result.json if isinstance(result, Raw) else orjson.dumps(result)
         except ClientError as err:
             kind, payload = b"e", orjson.dumps({"code": err.code, "message": err.message})
