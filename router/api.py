@@ -27,6 +27,7 @@ from broker.config import Config
 from broker.errors import ClientError
 from broker.hashing import shard_for_user, writer_for
 from broker.ipc.control import RemoteError, ShardUnavailable
+from broker.merge import merge_channels, merge_presence, merge_presence_stats
 from broker.protocol.state import CEL_GETTERS
 from router.cluster import Cluster
 from router.http import Request
@@ -97,9 +98,13 @@ class Api:
             "subscribe": self.subscribe,
             "unsubscribe": self.unsubscribe,
             "refresh": self.refresh,
+            "presence": self.presence,
+            "presence_stats": self.presence_stats,
+            "channels": self.channels,
             "connections": self.connections,
             "disconnect": self.disconnect,
             "info": self.info,
+            "batch": self.batch,
         }
 
     # -- HTTP entry points -----------------------------------------------------------------------
@@ -136,6 +141,8 @@ class Api:
             if not isinstance(params, dict):
                 raise errors.BAD_REQUEST
             result = await handler(params)
+            if method == "batch":
+                return HTTPStatus.OK, orjson.dumps(result)
         except ClientError as err:
             if transport_mode:
                 status = _TRANSPORT_STATUS.get(err.code, 500)
@@ -275,6 +282,57 @@ class Api:
             if params.get(key) is not None:
                 shard_params[key] = params[key]
         return await self._ask_user(user, "refresh", shard_params)
+
+    async def presence(self, params: Params) -> Params:
+        channel = self._channel(params)
+        if not self.rules.options_for(channel).presence:
+            raise errors.NOT_AVAILABLE
+        gathered = await self.cluster.gather("presence", {"channel": channel})
+        self._raise_first_error(gathered.errors)
+        return merge_presence(gathered.results.values())
+
+    async def presence_stats(self, params: Params) -> Params:
+        channel = self._channel(params)
+        if not self.rules.options_for(channel).presence:
+            raise errors.NOT_AVAILABLE
+        gathered = await self.cluster.gather("presence_stats", {"channel": channel})
+        self._raise_first_error(gathered.errors)
+        return merge_presence_stats(gathered.results.values())
+
+    async def channels(self, params: Params) -> Params:
+        pattern = _string(params, "pattern")
+        gathered = await self.cluster.gather("channels", {"pattern": pattern})
+        self._raise_first_error(gathered.errors)
+        return merge_channels(gathered.results.values())
+
+    async def batch(self, params: Params) -> Params:
+        """``batch``: several commands in one request; answered as top-level ``replies`` (no ``result``)."""
+        commands = params.get("commands")
+        if not isinstance(commands, list):
+            raise errors.BAD_REQUEST.with_message("commands required")
+        parsed: list[tuple[str, Any]] = []
+        for command in commands:
+            if not isinstance(command, dict) or len(command) != 1:
+                raise errors.BAD_REQUEST.with_message("each command has exactly one method")
+            ((method, method_params),) = command.items()
+            parsed.append((method, method_params))
+
+        async def one(method: str, method_params: Any) -> Params:
+            handler = self._methods.get(method)
+            try:
+                if handler is None or method == "batch":
+                    raise errors.METHOD_NOT_FOUND
+                if not isinstance(method_params, dict):
+                    raise errors.BAD_REQUEST
+                return {method: await handler(method_params)}
+            except ClientError as err:
+                return {"error": {"code": err.code, "message": err.message}}
+
+        if params.get("parallel"):
+            replies = list(await asyncio.gather(*(one(m, p) for m, p in parsed)))
+        else:
+            replies = [await one(m, p) for m, p in parsed]
+        return {"replies": replies}
 
     async def _ask_user(self, user: str, method: str, params: Params) -> Params:
         index = shard_for_user(user, self.cluster.size)

@@ -19,6 +19,7 @@ from broker.cel import CelError, CompiledFilter, compile_filter
 from broker.errors import Disconnect
 from broker.ipc.control import Raw
 from broker.ipc.pubsub import Publication
+from broker.merge import glob_matcher
 from broker.protocol.state import CEL_GETTERS, SOURCE_SERVER_API
 
 if TYPE_CHECKING:
@@ -111,6 +112,8 @@ def publication_params(publication: Publication) -> dict[str, Any]:
         "channel": publication.channel,
         "b64data": base64.b64encode(publication.data).decode(),
     }
+    if publication.kind:
+        params["kind"] = publication.kind
     if publication.user is not None:
         params["client_info"] = {
             "user": publication.user,
@@ -124,10 +127,13 @@ def publication_params(publication: Publication) -> dict[str, Any]:
 def publish(shard: Shard, params: dict[str, Any]) -> dict[str, Any]:
     """As the channel's writer: order and send a publication (from the API or from a client)."""
     channel = params.get("channel")
+    kind = str(params.get("kind", ""))
     data = _payload(params, "data")
+    if kind:
+        data = data or b""  # join / leave carry only the ClientInfo
     if not isinstance(channel, str) or not channel or data is None:
         raise errors.BAD_REQUEST
-    publication = Publication(channel, data)
+    publication = Publication(channel, data, kind=kind)
     tags = params.get("tags")
     if tags:
         publication.tags = {str(k): str(v) for k, v in tags.items()}
@@ -165,7 +171,6 @@ def subscribe(shard: Shard, params: dict[str, Any]) -> dict[str, Any]:
             if state.chan_info is None:
                 state.chan_info = {}
             state.chan_info[channel] = chan_info
-        shard.subscribe(conn, channel, SOURCE_SERVER_API)
         if expire_at:
             if state.sub_expires is None:
                 state.sub_expires = {}
@@ -174,7 +179,8 @@ def subscribe(shard: Shard, params: dict[str, Any]) -> dict[str, Any]:
         push: dict[str, Any] = {}
         if data is not None:
             push["data"] = data
-        conn.send_push({"channel": channel, "subscribe": push})
+        body = {"channel": channel, "subscribe": push}
+        shard.subscribe(conn, channel, SOURCE_SERVER_API, functools.partial(conn.send_push, body))
     return {}
 
 
@@ -205,6 +211,40 @@ def refresh(shard: Shard, params: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
+def presence(shard: Shard, params: dict[str, Any]) -> dict[str, Any]:
+    """This shard's part of a channel's presence: ClientInfo of every local subscriber."""
+    channel = str(params.get("channel", ""))
+    members = shard.hub.by_channel.get(channel, ())
+    return {"presence": {conn.state.client: _client_info_json(conn.state, channel) for conn in members}}
+
+
+def _client_info_json(state: Any, channel: str) -> dict[str, Any]:
+    info: dict[str, Any] = {"user": state.user, "client": state.client}
+    if state.info:
+        info["conn_info"] = orjson.Fragment(state.info)
+    if state.chan_info and channel in state.chan_info:
+        info["chan_info"] = orjson.Fragment(state.chan_info[channel])
+    return info
+
+
+def presence_stats(shard: Shard, params: dict[str, Any]) -> dict[str, Any]:
+    channel = str(params.get("channel", ""))
+    members = shard.hub.by_channel.get(channel, ())
+    users = {conn.state.user for conn in members}
+    anonymous = "" in users
+    return {"num_clients": len(members), "num_named_users": len(users) - anonymous, "anonymous": anonymous}
+
+
+def channels(shard: Shard, params: dict[str, Any]) -> dict[str, Any]:
+    """Local subscriber counts per channel, optionally filtered by a glob ``pattern``."""
+    pattern = params.get("pattern") or ""
+    counts = {channel: len(members) for channel, members in shard.hub.by_channel.items()}
+    if pattern:
+        matcher = glob_matcher(pattern)
+        counts = {channel: n for channel, n in counts.items() if matcher.match(channel)}
+    return {"channels": counts}
+
+
 def warm_up() -> None:
     """Build the CEL parser at boot rather than on the first API request (it takes ~0.5 s)."""
     compiled("true", 4096)
@@ -218,4 +258,7 @@ HANDLERS = {
     "subscribe": subscribe,
     "unsubscribe": unsubscribe,
     "refresh": refresh,
+    "presence": presence,
+    "presence_stats": presence_stats,
+    "channels": channels,
 }

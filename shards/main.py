@@ -31,8 +31,10 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
+import orjson
 import uvloop
 import zmq
 
@@ -101,7 +103,12 @@ class Shard:
         runtime = self.cfg.runtime_path
         runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._receiver.start()
-        self._publisher = Publisher(self._zmq, paths.publish_endpoint(runtime, self.index))
+        self._publisher = Publisher(
+            self.loop,
+            self._zmq,
+            paths.publish_endpoint(runtime, self.index),
+            lambda channel: writer_for(channel, self.size) == self.index,
+        )
         self._subscriber = Subscriber(
             self.loop,
             self._zmq,
@@ -205,8 +212,12 @@ class Shard:
     def _bucket(self, conn: ClientConnection) -> set[ClientConnection]:
         return self._buckets[int(conn.state.connected_at) % len(self._buckets)]
 
-    def admit(self, conn: ClientConnection) -> Disconnect | None:
-        """Enter a connection that passed connect into every index; refuse it over the user's limit."""
+    def admit(self, conn: ClientConnection, ready: Callable[[], None] | None = None) -> Disconnect | None:
+        """Enter a connection that passed connect into every index; refuse it over the user's limit.
+
+        ``ready`` is called once the data plane delivers every channel the connection starts with (its
+        server-side subscriptions), so that the connect reply never precedes a lost publication.
+        """
         state = conn.state
         limit = self.cfg.client_user_connection_limit
         # All of a user's connections live on this shard, so the count here is the user's count.
@@ -221,12 +232,36 @@ class Shard:
         if state.expire_at:
             heapq.heappush(self._expiry, (state.expire_at, state.client))
         log.debug("client %s connected: user=%r transport=%s", state.client, state.user, state.transport)
+        channels = list(state.channels)
+        waiting = [len(channels)]
+
+        def one_ready(channel: str) -> None:
+            if state.client in self.hub.by_client and channel in state.channels:
+                self._presence_event(conn, channel, "join")
+            waiting[0] -= 1
+            if waiting[0] == 0 and ready is not None:
+                ready()
+
+        if not channels:
+            if ready is not None:
+                ready()
+            return None
+        for channel in channels:
+            self._when_ready(channel, lambda channel=channel: one_ready(channel))  # type: ignore[misc]
         return None
+
+    def _when_ready(self, channel: str, callback: Callable[[], None]) -> None:
+        if self._subscriber is None:
+            callback()
+        else:
+            self._subscriber.when_ready(channel, callback)
 
     def unregister(self, conn: ClientConnection) -> None:
         if self.hub.remove(conn):
             self._bucket(conn).discard(conn)
             log.debug("client %s gone", conn.state.client)
+            for channel in conn.state.channels:
+                self._presence_event(conn, channel, "leave")
 
     def disconnect(self, conn: ClientConnection, reason: Disconnect) -> None:
         conn.close_with(reason)
@@ -241,11 +276,24 @@ class Shard:
         if self._subscriber is not None:
             self._subscriber.release(channel)
 
-    def subscribe(self, conn: ClientConnection, channel: str, source: int) -> None:
+    def subscribe(
+        self, conn: ClientConnection, channel: str, source: int, ready: Callable[[], None] | None = None
+    ) -> None:
+        """Subscribe a connection; ``ready`` (and the join announcement) once publications will reach it."""
         self.hub.subscribe(conn, channel, source)
 
+        def now_ready() -> None:
+            if conn.state.client in self.hub.by_client and channel in conn.state.channels:
+                self._presence_event(conn, channel, "join")
+            if ready is not None:
+                ready()
+
+        self._when_ready(channel, now_ready)
+
     def unsubscribe(self, conn: ClientConnection, channel: str) -> None:
-        self.hub.unsubscribe(conn, channel)
+        if channel in conn.state.channels:
+            self.hub.unsubscribe(conn, channel)
+            self._presence_event(conn, channel, "leave")
 
     def publish(self, publication: Publication, done: Any) -> None:
         """Send a client's publication to its channel's writer; ``done(error, result)`` when it is out."""
@@ -258,9 +306,7 @@ class Shard:
                 return
             done(None, result)
             return
-        task = self.loop.create_task(self._publish_remote(writer, publication, done))
-        self._adoptions.add(task)
-        task.add_done_callback(self._adoptions.discard)
+        self._spawn(self._publish_remote(writer, publication, done))
 
     async def _publish_remote(self, writer: int, publication: Publication, done: Any) -> None:
         assert self._peer_requests is not None
@@ -287,9 +333,12 @@ class Shard:
         return {}
 
     def deliver(self, publication: Publication) -> None:
-        """Fan a publication out to this shard's subscribers of its channel."""
+        """Fan a publication (or a join / leave) out to this shard's subscribers of its channel."""
         members = self.hub.by_channel.get(publication.channel)
         if not members:
+            return
+        if publication.kind:
+            self._deliver_presence_event(publication, members)
             return
         encoded: dict[str, bytes] = {}
         body: dict[str, Any] | None = None
@@ -309,6 +358,109 @@ class Shard:
                     body = publication_push(publication.channel, _pub_dict(publication))
                 frame = encoded[kind] = ENCODERS[kind](body)
             conn.enqueue(frame)
+
+    def _deliver_presence_event(self, event: Publication, members: set[Any]) -> None:
+        """Join / leave pushes go to subscribers that asked for them, or to all when forced."""
+        try:
+            options = self.rules.options_for(event.channel)
+        except ClientError:
+            return
+        forced = options.force_push_join_leave
+        body = {"channel": event.channel, event.kind: {"info": event.client_info() or {}}}
+        encoded: dict[str, bytes] = {}
+        for conn in list(members):
+            assert isinstance(conn, ClientConnection)
+            wanted = conn.state.join_leave
+            if not forced and (wanted is None or event.channel not in wanted):
+                continue
+            frame = encoded.get(conn.kind)
+            if frame is None:
+                frame = encoded[conn.kind] = ENCODERS[conn.kind](body)
+            conn.enqueue(frame)
+
+    def _presence_event(self, conn: ClientConnection, channel: str, kind: str) -> None:
+        """Announce a subscriber joining or leaving a join_leave channel, through its writer (one order)."""
+        try:
+            if not self.rules.options_for(channel).join_leave:
+                return
+        except ClientError:
+            return
+        state = conn.state
+        chan_info = state.chan_info.get(channel, b"") if state.chan_info else b""
+        event = Publication(
+            channel,
+            b"",
+            user=state.user,
+            client=state.client,
+            conn_info=state.info or b"",
+            chan_info=chan_info,
+            kind=kind,
+        )
+        self.publish(event, _ignore_result)
+
+    # -- questions for the whole cluster (client presence, history) ------------------------------
+
+    def cluster_query(self, method: str, params: dict[str, Any], merge: Any, done: Any) -> None:
+        """Ask every shard (this one directly), then ``done(None, merge(parts))``; silent ones are skipped."""
+        # Through JSON and back, so that local and remote parts have the same shape.
+        local = orjson.loads(orjson.dumps(api.HANDLERS[method](self, params)))
+        if self.size == 1:
+            done(None, merge([local]))
+            return
+        self._spawn(self._gather_peers(method, params, local, merge, done))
+
+    async def _gather_peers(
+        self, method: str, params: dict[str, Any], local: Any, merge: Any, done: Any
+    ) -> None:
+        assert self._peer_requests is not None
+        others = [i for i in range(self.size) if i != self.index]
+        outcomes = await asyncio.gather(
+            *(
+                self._peer_requests.request(paths.shard_identity(i), method, params, PEER_TIMEOUT)
+                for i in others
+            ),
+            return_exceptions=True,
+        )
+        parts = [local]
+        for index, outcome in zip(others, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                log.warning("shard %d did not answer %s: %s", index, method, outcome)
+            else:
+                parts.append(outcome)
+        done(None, merge(parts))
+
+    def writer_query(self, channel: str, method: str, params: dict[str, Any], done: Any) -> None:
+        """Ask the channel's writer shard (this one directly when it is the writer)."""
+        writer = writer_for(channel, self.size)
+        if writer == self.index:
+            try:
+                result = orjson.loads(orjson.dumps(api.HANDLERS[method](self, params)))
+            except ClientError as err:
+                done(err, None)
+                return
+            done(None, result)
+            return
+        self._spawn(self._ask_peer(writer, method, params, done))
+
+    async def _ask_peer(self, index: int, method: str, params: dict[str, Any], done: Any) -> None:
+        assert self._peer_requests is not None
+        try:
+            result = await self._peer_requests.request(
+                paths.shard_identity(index), method, params, PEER_TIMEOUT
+            )
+        except ShardUnavailable as exc:
+            log.warning("%s on shard %d: %s", method, index, exc)
+            done(errors.INTERNAL, None)
+            return
+        except RemoteError as exc:
+            done(exc.to_client_error(), None)
+            return
+        done(None, result)
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = self.loop.create_task(coroutine)
+        self._adoptions.add(task)
+        task.add_done_callback(self._adoptions.discard)
 
     # -- write coalescing ------------------------------------------------------------------------
 
@@ -386,7 +538,7 @@ class Shard:
     def server_unsubscribe(self, conn: ClientConnection, channel: str, code: int, reason: str) -> None:
         if channel not in conn.state.channels:
             return
-        self.hub.unsubscribe(conn, channel)
+        self.unsubscribe(conn, channel)
         session = getattr(conn, "session", None)
         if session is not None and hasattr(session, "forget_channel"):
             session.forget_channel(channel)
@@ -409,6 +561,11 @@ class Shard:
                 return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
         except OSError:
             return 0
+
+
+def _ignore_result(err: ClientError | None, result: dict[str, Any] | None) -> None:
+    if err is not None:
+        log.warning("join/leave announcement failed: %s", err.message)
 
 
 def _is_json(data: bytes) -> bool:

@@ -36,7 +36,8 @@ class UniConnection(ClientConnection):
         shard = self.shard
         ended = self.session.start_from_body(body, shard.verifier, shard.rules, shard.cfg, time.time())
         if ended is None:
-            ended = shard.admit(self)
+            # The connect push leaves once the starting channels deliver (see Shard.admit).
+            ended = shard.admit(self, lambda: self.enqueue(self.session.data_to_send()))
         if ended is not None:
             log.info(
                 "connection rejected: client=%s transport=%s code=%d reason=%s",
@@ -51,7 +52,6 @@ class UniConnection(ClientConnection):
                 self.transport.write(self.session.data_to_send())
                 self.transport.close()
             return
-        self.enqueue(self.session.data_to_send())
 
     def data_received(self, data: bytes) -> None:
         # Unidirectional clients only read; anything they send after the request is ignored.

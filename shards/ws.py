@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from broker import errors
@@ -178,24 +179,42 @@ class WsConnection(_WebSocketBase):
     def rules(self) -> ChannelRules:
         return self.shard.rules
 
-    def admit(self, session: ClientSession) -> Disconnect | None:
-        return self.shard.admit(self)
+    def admit(self, session: ClientSession, ready: Callable[[], None]) -> Disconnect | None:
+        return self.shard.admit(self, self._flushing(ready))
 
-    def subscribe(self, session: ClientSession, channel: str, source: int) -> None:
-        self.shard.subscribe(self, channel, source)
+    def subscribe(self, session: ClientSession, channel: str, source: int, ready: Callable[[], None]) -> None:
+        self.shard.subscribe(self, channel, source, self._flushing(ready))
+
+    def _flushing(self, callback: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            callback()
+            self._write_replies()
+
+        return run
 
     def unsubscribe(self, session: ClientSession, channel: str) -> None:
         self.shard.unsubscribe(self, channel)
 
     def publish(self, publication: Publication, done: Done) -> None:
+        self.shard.publish(publication, self._replying(done))
+
+    def expiry_changed(self, session: ClientSession) -> None:
+        self.shard.expiry_changed(self)
+
+    def cluster_query(self, method: str, params: dict[str, Any], merge: Any, done: Done) -> None:
+        self.shard.cluster_query(method, params, merge, self._replying(done))
+
+    def writer_query(self, channel: str, method: str, params: dict[str, Any], done: Done) -> None:
+        self.shard.writer_query(channel, method, params, self._replying(done))
+
+    def _replying(self, done: Done) -> Done:
+        """Wrap a completion so that the reply it queues is written at once."""
+
         def finished(err: ClientError | None, result: dict[str, Any] | None) -> None:
             done(err, result)
             self._write_replies()
 
-        self.shard.publish(publication, finished)
-
-    def expiry_changed(self, session: ClientSession) -> None:
-        self.shard.expiry_changed(self)
+        return finished
 
     def sub_expiry_changed(self, session: ClientSession, channel: str) -> None:
         self.shard.sub_expiry_changed(self, channel)
@@ -238,11 +257,9 @@ class UniWsConnection(_WebSocketBase):
         shard = self.shard
         ended = self.session.start_from_body(payload, shard.verifier, shard.rules, shard.cfg, now)
         if ended is None:
-            ended = shard.admit(self)
+            ended = shard.admit(self, lambda: self.enqueue(self.session.data_to_send()))
         if ended is not None:
             self.close_with(ended)
-            return
-        self.enqueue(self.session.data_to_send())
 
     def ping(self, now: float) -> None:
         self.session.ping()

@@ -33,7 +33,7 @@ async def _flow(tmp_path) -> None:
     loop = asyncio.get_running_loop()
     ctx = zmq.Context()
     endpoints = [f"ipc://{tmp_path}/pub-{i}.ipc" for i in range(2)]
-    publishers = [Publisher(ctx, e) for e in endpoints]
+    publishers = [Publisher(loop, ctx, e, lambda channel, i=i: i == 0) for i, e in enumerate(endpoints)]
     got: list[Publication] = []
     sub = Subscriber(loop, ctx, endpoints, got.append, grace=0.2)
     sub.subscribe("chat:1")
@@ -79,7 +79,7 @@ async def _many_subscriptions(tmp_path) -> None:
     loop = asyncio.get_running_loop()
     ctx = zmq.Context()
     endpoint = f"ipc://{tmp_path}/pub-0.ipc"
-    publisher = Publisher(ctx, endpoint)
+    publisher = Publisher(loop, ctx, endpoint, lambda channel: True)
     got: list[Publication] = []
     sub = Subscriber(loop, ctx, [endpoint], got.append)
     for i in range(3000):
@@ -98,3 +98,39 @@ async def _many_subscriptions(tmp_path) -> None:
 
 def test_thousands_of_subscriptions_are_not_dropped(tmp_path) -> None:
     asyncio.run(_many_subscriptions(tmp_path))
+
+
+async def _welcome(tmp_path) -> None:
+    loop = asyncio.get_running_loop()
+    ctx = zmq.Context()
+    endpoints = [f"ipc://{tmp_path}/w-{i}.ipc" for i in range(2)]
+    # Shard 1 writes every channel; shard 0 writes none.
+    publishers = [Publisher(loop, ctx, e, lambda channel, i=i: i == 1) for i, e in enumerate(endpoints)]
+    got: list[Publication] = []
+    sub = Subscriber(loop, ctx, endpoints, got.append)
+    ready: list[float] = []
+    sub.subscribe("news")
+    sub.when_ready("news", lambda: ready.append(loop.time()))
+    for _ in range(100):
+        if ready:
+            break
+        await asyncio.sleep(0.01)
+    assert ready, "the writer welcomed the subscription"
+    # Once ready, a publication sent right away is delivered (no lost first message).
+    publishers[1].publish(Publication("news", b"first"))
+    for _ in range(100):
+        if got:
+            break
+        await asyncio.sleep(0.01)
+    assert [p.data for p in got] == [b"first"]
+    calls: list[int] = []
+    sub.when_ready("news", lambda: calls.append(1))
+    assert calls == [1]  # already ready: immediate
+    sub.close()
+    for p in publishers:
+        p.close()
+    ctx.term()
+
+
+def test_subscriptions_are_welcomed_by_the_writer(tmp_path) -> None:
+    asyncio.run(_welcome(tmp_path))

@@ -35,13 +35,16 @@ class Host:
         self.refuse: Disconnect | None = None
         self.expiry_changes = 0
 
-    def admit(self, session: ClientSession) -> Disconnect | None:
+    def admit(self, session: ClientSession, ready: Any) -> Disconnect | None:
         self.admitted.append(session)
+        if self.refuse is None:
+            ready()
         return self.refuse
 
-    def subscribe(self, session: ClientSession, channel: str, source: int) -> None:
+    def subscribe(self, session: ClientSession, channel: str, source: int, ready: Any) -> None:
         session.state.channels[channel] = source
         self.subscribed.append((channel, source))
+        ready()
 
     def unsubscribe(self, session: ClientSession, channel: str) -> None:
         session.state.channels.pop(channel, None)

@@ -17,6 +17,14 @@ is silently lost.
 
 A publication travels as frames ``[topic, header (orjson), data, conn_info, chan_info]`` so that payload
 bytes are never re-encoded (no base64) between processes.
+
+Subscribing is asynchronous in ZeroMQ: a publication sent right after a client's subscribe reply could
+reach the writer's PUB before the shard's SUBSCRIBE does, and be lost for that client. So the writer's
+socket is an XPUB that sees every SUBSCRIBE (``XPUB_VERBOSE``) and answers the ones for channels it
+writes with a *welcome* message ``[topic, b"W"]`` on that topic. A shard replies to a subscribe (and
+announces the join) only once the channel is *ready*: the welcome arrived, so everything the writer
+publishes from then on reaches it. If the writer does not answer (it is down), waiters are released
+after ``READY_TIMEOUT`` anyway.
 """
 
 from __future__ import annotations
@@ -33,6 +41,8 @@ import zmq
 log = logging.getLogger("switchboard.pubsub")
 
 UNSUBSCRIBE_GRACE = 5.0
+READY_TIMEOUT = 1.0
+WELCOME = b"W"
 _RECEIVE_HWM = 200_000
 _SEND_HWM = 200_000
 
@@ -55,6 +65,7 @@ class Publication:
     conn_info: bytes = b""
     chan_info: bytes = b""
     time_ms: int = 0
+    kind: str = ""  # "" publication, "join" or "leave"
 
     def to_frames(self) -> list[bytes]:
         header: dict[str, Any] = {"ch": self.channel}
@@ -68,6 +79,8 @@ class Publication:
             header["c"] = self.client
         if self.time_ms:
             header["tm"] = self.time_ms
+        if self.kind:
+            header["k"] = self.kind
         return [topic(self.channel), orjson.dumps(header), self.data, self.conn_info, self.chan_info]
 
     @classmethod
@@ -86,6 +99,7 @@ class Publication:
             conn_info=frames[3],
             chan_info=frames[4],
             time_ms=header.get("tm", 0),
+            kind=header.get("k", ""),
         )
 
     def client_info(self) -> dict[str, Any] | None:
@@ -101,13 +115,26 @@ class Publication:
 
 
 class Publisher:
-    """A writer shard's PUB socket."""
+    """A writer shard's XPUB socket; it welcomes subscriptions to the channels it writes."""
 
-    def __init__(self, context: zmq.Context[zmq.Socket[bytes]], endpoint: str) -> None:
-        self._sock = context.socket(zmq.PUB)
-        self._sock.setsockopt(zmq.SNDHWM, _SEND_HWM)
-        self._sock.setsockopt(zmq.LINGER, 0)
-        self._sock.bind(endpoint)
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        context: zmq.Context[zmq.Socket[bytes]],
+        endpoint: str,
+        is_writer: Callable[[str], bool],
+    ) -> None:
+        self._loop = loop
+        self._is_writer = is_writer
+        sock = context.socket(zmq.XPUB)
+        sock.setsockopt(zmq.SNDHWM, _SEND_HWM)
+        sock.setsockopt(zmq.XPUB_VERBOSE, 1)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.bind(endpoint)
+        self._sock = sock
+        self._fd: int = int(sock.getsockopt(zmq.FD))
+        self._scheduled = False
+        loop.add_reader(self._fd, self._drain)
 
     def publish(self, publication: Publication) -> bool:
         try:
@@ -115,10 +142,42 @@ class Publisher:
         except zmq.Again:
             log.error("publication queue full; dropped a publication to %s", publication.channel)
             return False
+        finally:
+            self._kick()
         return True
 
+    def _kick(self) -> None:
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._drain)
+
+    def _drain(self) -> None:
+        self._scheduled = False
+        sock = self._sock
+        if sock.closed:
+            return
+        while int(sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+            try:
+                message = sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            if not message.startswith(b"\x01") or not message.endswith(b"\x00"):
+                continue  # an unsubscription, or not one of our topics
+            topic_bytes = message[1:]
+            try:
+                channel = topic_bytes[:-1].decode("utf-8")
+            except UnicodeDecodeError:
+                continue
+            if self._is_writer(channel):
+                try:
+                    sock.send_multipart([topic_bytes, WELCOME], zmq.NOBLOCK)
+                except zmq.Again:
+                    log.error("publication queue full; no welcome for %s", channel)
+
     def close(self) -> None:
-        self._sock.close(linger=0)
+        if not self._sock.closed:
+            self._loop.remove_reader(self._fd)
+            self._sock.close(linger=0)
 
 
 Deliver = Callable[[Publication], None]
@@ -147,6 +206,8 @@ class Subscriber:
         self._sock = sock
         self._fd: int = int(sock.getsockopt(zmq.FD))
         self._subscribed: set[str] = set()
+        self._ready: set[str] = set()
+        self._waiters: dict[str, list[Callable[[], None]]] = {}
         self._pending_unsubscribe: dict[str, asyncio.TimerHandle] = {}
         self._scheduled = False
         loop.add_reader(self._fd, self._drain)
@@ -164,6 +225,30 @@ class Subscriber:
             self._sock.setsockopt(zmq.SUBSCRIBE, topic(channel))
             self._kick()
 
+    def when_ready(self, channel: str, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once publications of ``channel`` are sure to reach this subscriber."""
+        if channel in self._ready:
+            callback()
+            return
+        waiters = self._waiters.get(channel)
+        if waiters is None:
+            self._waiters[channel] = [callback]
+            self._loop.call_later(READY_TIMEOUT, self._give_up_waiting, channel)
+        else:
+            waiters.append(callback)
+
+    def _give_up_waiting(self, channel: str) -> None:
+        if channel in self._waiters:
+            log.warning("no welcome from the writer of %s; going on without it", channel)
+            self._release_waiters(channel)
+
+    def _release_waiters(self, channel: str) -> None:
+        for callback in self._waiters.pop(channel, ()):
+            try:
+                callback()
+            except Exception:
+                log.exception("subscription callback for %s failed", channel)
+
     def release(self, channel: str) -> None:
         """The last local subscriber left: unsubscribe after the grace period unless one comes back."""
         if channel in self._subscribed and channel not in self._pending_unsubscribe:
@@ -175,6 +260,7 @@ class Subscriber:
         self._pending_unsubscribe.pop(channel, None)
         if channel in self._subscribed:
             self._subscribed.discard(channel)
+            self._ready.discard(channel)
             self._sock.setsockopt(zmq.UNSUBSCRIBE, topic(channel))
             self._kick()
 
@@ -194,6 +280,12 @@ class Subscriber:
                 frames = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 break
+            if len(frames) == 2 and frames[1] == WELCOME:
+                channel = frames[0][:-1].decode("utf-8", "replace")
+                if channel in self._subscribed:
+                    self._ready.add(channel)
+                    self._release_waiters(channel)
+                continue
             try:
                 publication = Publication.from_frames(frames)
             except (ValueError, KeyError, orjson.JSONDecodeError) as exc:

@@ -25,11 +25,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
+import orjson
+
 from broker import errors
 from broker.auth import TokenExpired, TokenInvalid
 from broker.config import Config
 from broker.errors import ClientError, Disconnect
 from broker.ipc.pubsub import Publication
+from broker.merge import merge_presence, merge_presence_stats
 from broker.protocol.connect import (
     apply_credentials,
     authenticate,
@@ -83,16 +86,25 @@ class SessionHost(Protocol):
     @property
     def rules(self) -> Any: ...
 
-    def admit(self, session: ClientSession) -> Disconnect | None:
-        """Register a session that just connected (indexes, limits); a Disconnect refuses it."""
+    def admit(self, session: ClientSession, ready: Callable[[], None]) -> Disconnect | None:
+        """Register a session that just connected (indexes, limits); a Disconnect refuses it.
 
-    def subscribe(self, session: ClientSession, channel: str, source: int) -> None: ...
+        ``ready`` is called once its server-side channels deliver publications (maybe at once)."""
+
+    def subscribe(self, session: ClientSession, channel: str, source: int, ready: Callable[[], None]) -> None:
+        """Subscribe; ``ready`` once publications of the channel are sure to reach the session."""
 
     def unsubscribe(self, session: ClientSession, channel: str) -> None: ...
 
     def publish(self, publication: Publication, done: Done) -> None: ...
 
     def expiry_changed(self, session: ClientSession) -> None: ...
+
+    def cluster_query(self, method: str, params: dict[str, Any], merge: Any, done: Done) -> None:
+        """Ask every shard and merge the answers (presence)."""
+
+    def writer_query(self, channel: str, method: str, params: dict[str, Any], done: Done) -> None:
+        """Ask the channel's writer shard (history)."""
 
     def sub_expiry_changed(self, session: ClientSession, channel: str) -> None: ...
 
@@ -179,12 +191,11 @@ class ClientSession:
             self.status = FAILED
             self._error(command_id, err)
             return
-        refused = host.admit(self)
+        result = connect_result(state, host.cfg, now, uni=False, sub_data=subscription_data(creds))
+        self.status = CONNECTED
+        refused = host.admit(self, lambda: self._deferred_reply(command_id, "connect", result))
         if refused is not None:
             raise refused
-        self.status = CONNECTED
-        result = connect_result(state, host.cfg, now, uni=False, sub_data=subscription_data(creds))
-        self._reply(command_id, "connect", result)
 
     # -- channels --------------------------------------------------------------------------------
 
@@ -215,16 +226,27 @@ class ClientSession:
             result["ttl"] = max(0, int(decision.expire_at - now))
         if decision.data is not None:
             result["data"] = decision.data
-        self.host.subscribe(self, channel, decision.source)
-        self._reply(command_id, "subscribe", result)
+        if request.get("join_leave") and decision.options.join_leave:
+            # Join/leave pushes also reveal who is there: only for clients allowed to see presence.
+            try:
+                self.host.rules.check_presence(channel, state.user, subscribed=True)
+            except ClientError:
+                pass
+            else:
+                if state.join_leave is None:
+                    state.join_leave = set()
+                state.join_leave.add(channel)
+        self.host.subscribe(
+            self, channel, decision.source, lambda: self._deferred_reply(command_id, "subscribe", result)
+        )
 
     def _on_unsubscribe(self, command_id: int, request: dict[str, Any], now: float) -> None:
         channel = _channel(request)
         source = self.state.channels.get(channel)
         # Server-side subscriptions belong to the server: a client cannot drop them.
         if source is not None and source not in SERVER_SIDE_SOURCES:
-            self.forget_channel(channel)
             self.host.unsubscribe(self, channel)
+            self.forget_channel(channel)
         self._reply(command_id, "unsubscribe", {})
 
     def forget_channel(self, channel: str) -> None:
@@ -233,6 +255,8 @@ class ClientSession:
         for table in (state.sub_tokens, state.chan_info, state.sub_expires):
             if table is not None:
                 table.pop(channel, None)
+        if state.join_leave is not None:
+            state.join_leave.discard(channel)
 
     def _on_publish(self, command_id: int, request: dict[str, Any], now: float) -> None:
         state = self.state
@@ -264,14 +288,39 @@ class ClientSession:
     def _on_presence(self, command_id: int, request: dict[str, Any], now: float) -> None:
         channel = _channel(request)
         self.host.rules.check_presence(channel, self.state.user, subscribed=channel in self.state.channels)
-        raise errors.NOT_AVAILABLE
+
+        def done(err: ClientError | None, result: dict[str, Any] | None) -> None:
+            if err is not None or result is None:
+                self._deferred_error(command_id, err)
+                return
+            presence = {
+                client: _client_info_bytes(info) for client, info in result.get("presence", {}).items()
+            }
+            self._deferred_reply(command_id, "presence", {"presence": presence})
+
+        self.host.cluster_query("presence", {"channel": channel}, merge_presence, done)
 
     def _on_presence_stats(self, command_id: int, request: dict[str, Any], now: float) -> None:
         channel = _channel(request)
         self.host.rules.check_presence_stats(
             channel, self.state.user, subscribed=channel in self.state.channels
         )
-        raise errors.NOT_AVAILABLE
+
+        def done(err: ClientError | None, result: dict[str, Any] | None) -> None:
+            if err is not None or result is None:
+                self._deferred_error(command_id, err)
+                return
+            self._deferred_reply(command_id, "presence_stats", result)
+
+        self.host.cluster_query("presence_stats", {"channel": channel}, merge_presence_stats, done)
+
+    def _deferred_reply(self, command_id: int, key: str, result: dict[str, Any]) -> None:
+        if self.status == CONNECTED:
+            self._reply(command_id, key, result)
+
+    def _deferred_error(self, command_id: int, err: ClientError | None) -> None:
+        if self.status == CONNECTED:
+            self._error(command_id, err or errors.INTERNAL)
 
     def _on_history(self, command_id: int, request: dict[str, Any], now: float) -> None:
         channel = _channel(request)
@@ -384,6 +433,15 @@ def _channel(request: dict[str, Any]) -> str:
     if not channel:
         raise errors.DISCONNECT_BAD_REQUEST
     return channel
+
+
+def _client_info_bytes(info: dict[str, Any]) -> dict[str, Any]:
+    """ClientInfo decoded from another shard's JSON, with conn_info / chan_info back as raw JSON bytes."""
+    out: dict[str, Any] = {"user": info.get("user", ""), "client": info.get("client", "")}
+    for key in ("conn_info", "chan_info"):
+        if info.get(key) is not None:
+            out[key] = orjson.dumps(info[key])
+    return out
 
 
 def _expiry_result(expire_at: float, now: float) -> dict[str, Any]:

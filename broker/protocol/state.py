@@ -39,6 +39,7 @@ class ConnectionState:
         "connected_at",
         "expire_at",
         "info",
+        "join_leave",
         "meta",
         "protocol",
         "session",
@@ -68,6 +69,8 @@ class ConnectionState:
         # Per-channel ClientInfo.chan_info (raw JSON) and subscription expiry (unix seconds), when any.
         self.chan_info: dict[str, bytes] | None = None
         self.sub_expires: dict[str, float] | None = None
+        # Channels where the client asked for join/leave pushes (and may see presence).
+        self.join_leave: set[str] | None = None
         self.expire_at = 0.0  # unix seconds; 0 = never
 
     def client_info(self, channel: str = "") -> dict[str, Any]:
