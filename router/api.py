@@ -9,6 +9,7 @@ gathered from every shard and merged here.
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
 import hmac
 import logging
@@ -67,6 +68,34 @@ def _validate_expression(expression: str, max_length: int) -> None:
     compile_filter(expression, CEL_GETTERS, max_length=max_length)
 
 
+def api_publication(wire: Params) -> Params:
+    """A stored publication (base64 fields between processes) in the server API's JSON shape."""
+    data = base64.b64decode(wire.get("b64data", ""))
+    pub: Params = {"data": _json_or_b64(data, "data")}
+    if wire.get("offset"):
+        pub["offset"] = wire["offset"]
+    if wire.get("tags"):
+        pub["tags"] = wire["tags"]
+    info = wire.get("info")
+    if info:
+        client_info: Params = {"user": info.get("user", ""), "client": info.get("client", "")}
+        for key in ("conn_info", "chan_info"):
+            raw = base64.b64decode(info.get("b64" + key, ""))
+            if raw:
+                client_info[key] = _json_or_b64(raw, key)
+        pub["info"] = client_info
+    return pub
+
+
+def _json_or_b64(raw: bytes, key: str) -> Any:
+    """Raw JSON as it is; binary (from protobuf clients) is not JSON, so it is sent as base64 text."""
+    try:
+        orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return base64.b64encode(raw).decode()
+    return orjson.Fragment(raw)
+
+
 def splice_connections(parts: list[bytes]) -> bytes:
     """Merge shards' ``{"connections":{...}}`` answers without decoding them (client ids never collide)."""
     inner = [part[len(_CONNECTIONS_PREFIX) : -2] for part in parts if part.startswith(_CONNECTIONS_PREFIX)]
@@ -101,6 +130,8 @@ class Api:
             "presence": self.presence,
             "presence_stats": self.presence_stats,
             "channels": self.channels,
+            "history": self.history,
+            "history_remove": self.history_remove,
             "connections": self.connections,
             "disconnect": self.disconnect,
             "info": self.info,
@@ -298,6 +329,34 @@ class Api:
         gathered = await self.cluster.gather("presence_stats", {"channel": channel})
         self._raise_first_error(gathered.errors)
         return merge_presence_stats(gathered.results.values())
+
+    async def history(self, params: Params) -> Params:
+        channel = self._channel(params)
+        if not self.rules.options_for(channel).history_enabled:
+            raise errors.NOT_AVAILABLE
+        limit = params.get("limit", 0) or 0
+        if not isinstance(limit, int) or isinstance(limit, bool):
+            raise errors.BAD_REQUEST.with_message("limit must be an integer")
+        shard_params: Params = {"channel": channel, "limit": limit, "reverse": bool(params.get("reverse"))}
+        since = params.get("since")
+        if since is not None:
+            if not isinstance(since, dict):
+                raise errors.BAD_REQUEST.with_message("since must be an object")
+            shard_params["since"] = since
+        found = await self._ask_one(writer_for(channel, self.cluster.size), "history", shard_params)
+        return {
+            "publications": [api_publication(p) for p in found["publications"]],
+            "epoch": found["epoch"],
+            "offset": found["offset"],
+        }
+
+    async def history_remove(self, params: Params) -> Params:
+        channel = self._channel(params)
+        if not self.rules.options_for(channel).history_enabled:
+            raise errors.NOT_AVAILABLE
+        return await self._ask_one(
+            writer_for(channel, self.cluster.size), "history_remove", {"channel": channel}
+        )
 
     async def channels(self, params: Params) -> Params:
         pattern = _string(params, "pattern")

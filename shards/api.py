@@ -16,6 +16,7 @@ import orjson
 
 from broker import errors
 from broker.cel import CelError, CompiledFilter, compile_filter
+from broker.engine.base import StreamPosition
 from broker.errors import Disconnect
 from broker.ipc.control import Raw
 from broker.ipc.pubsub import Publication
@@ -143,7 +144,98 @@ def publish(shard: Shard, params: dict[str, Any]) -> dict[str, Any]:
         publication.client = str(info.get("client", ""))
         publication.conn_info = _b64(info.get("b64conn_info"))
         publication.chan_info = _b64(info.get("b64chan_info"))
-    return shard.write_publication(publication)
+    idempotency_key = params.get("idempotency_key") or ""
+    return shard.write_publication(
+        publication, skip_history=bool(params.get("skip_history")), idempotency_key=str(idempotency_key)
+    )
+
+
+def wire_publication(publication: Publication) -> dict[str, Any]:
+    """A stored publication as it travels between processes (bytes as base64)."""
+    out: dict[str, Any] = {
+        "b64data": base64.b64encode(publication.data).decode(),
+        "offset": publication.offset,
+    }
+    if publication.tags:
+        out["tags"] = publication.tags
+    if publication.user is not None:
+        out["info"] = {
+            "user": publication.user,
+            "client": publication.client,
+            "b64conn_info": base64.b64encode(publication.conn_info).decode(),
+            "b64chan_info": base64.b64encode(publication.chan_info).decode(),
+        }
+    return out
+
+
+def _since(params: dict[str, Any]) -> StreamPosition | None:
+    since = params.get("since")
+    if since is None:
+        return None
+    if not isinstance(since, dict):
+        raise errors.BAD_REQUEST
+    offset = since.get("offset") or 0
+    epoch = since.get("epoch") or ""
+    if not isinstance(offset, int) or offset < 0 or not isinstance(epoch, str):
+        raise errors.BAD_REQUEST
+    return StreamPosition(offset, epoch)
+
+
+def history(shard: Shard, params: dict[str, Any]) -> dict[str, Any]:
+    """As the channel's writer: publications and the stream position (108 when history is off)."""
+    channel = str(params.get("channel", ""))
+    options = shard.history_options(channel)
+    limit = params.get("limit") or 0
+    if not isinstance(limit, int):
+        raise errors.BAD_REQUEST
+    found = shard.engine.history(
+        channel,
+        limit=limit,
+        since=_since(params),
+        reverse=bool(params.get("reverse")),
+        now=time.time(),
+        history_meta_ttl=shard.meta_ttl(options),
+    )
+    return {
+        "publications": [wire_publication(p) for p in found.publications],
+        "epoch": found.position.epoch,
+        "offset": found.position.offset,
+    }
+
+
+def history_remove(shard: Shard, params: dict[str, Any]) -> dict[str, Any]:
+    channel = str(params.get("channel", ""))
+    shard.history_options(channel)
+    shard.engine.remove_history(channel, now=time.time())
+    return {}
+
+
+def position(shard: Shard, params: dict[str, Any]) -> dict[str, Any]:
+    channel = str(params.get("channel", ""))
+    options = shard.history_options(channel)
+    top = shard.engine.position(channel, now=time.time(), history_meta_ttl=shard.meta_ttl(options))
+    return {"offset": top.offset, "epoch": top.epoch}
+
+
+def recover(shard: Shard, params: dict[str, Any]) -> dict[str, Any]:
+    """Publications a resubscribing client missed since its position, and whether it is whole again."""
+    channel = str(params.get("channel", ""))
+    options = shard.history_options(channel)
+    since = _since(params) or StreamPosition(0, "")
+    now = time.time()
+    meta_ttl = shard.meta_ttl(options)
+    if options.force_recovery_mode == "cache":
+        outcome = shard.engine.recover_cache(channel, since=since, now=now, history_meta_ttl=meta_ttl)
+    else:
+        limit = int(params.get("limit") or 0)
+        outcome = shard.engine.recover(channel, since=since, limit=limit, now=now, history_meta_ttl=meta_ttl)
+    publications = outcome.publications if outcome.recovered else []
+    return {
+        "publications": [wire_publication(p) for p in publications],
+        "epoch": outcome.position.epoch,
+        "offset": outcome.position.offset,
+        "recovered": outcome.recovered,
+    }
 
 
 def _targets(shard: Shard, params: dict[str, Any]) -> list[Any]:
@@ -261,4 +353,8 @@ HANDLERS = {
     "presence": presence,
     "presence_stats": presence_stats,
     "channels": channels,
+    "history": history,
+    "history_remove": history_remove,
+    "position": position,
+    "recover": recover,
 }

@@ -40,8 +40,10 @@ import zmq
 
 from broker import errors
 from broker.auth import TokenVerifier
-from broker.channels import ChannelRules
+from broker.channels import ChannelOptions, ChannelRules
 from broker.config import Config
+from broker.engine.base import HistoryEngine
+from broker.engine.memory import MemoryEngine
 from broker.errors import ClientError, Disconnect
 from broker.hashing import writer_for
 from broker.ids import new_id
@@ -77,6 +79,8 @@ class Shard:
         self.hub = Hub(on_first_subscriber=self._channel_added, on_last_subscriber=self._channel_removed)
         self.verifier = TokenVerifier.for_connections(cfg)
         self.rules = ChannelRules.from_config(cfg)
+        # History of the channels this shard writes (see broker.hashing.writer_for).
+        self.engine: HistoryEngine = MemoryEngine()
         self.started_at = time.monotonic()
         self._buckets: list[set[ClientConnection]] = [
             set() for _ in range(max(1, math.ceil(cfg.ping_interval)))
@@ -324,13 +328,44 @@ class Shard:
             return
         done(None, result)
 
-    def write_publication(self, publication: Publication) -> dict[str, Any]:
-        """As the channel's writer: order the publication and send it to every subscribed shard."""
+    def write_publication(
+        self, publication: Publication, *, skip_history: bool = False, idempotency_key: str = ""
+    ) -> dict[str, Any]:
+        """As the channel's writer: give the publication its place in the stream and send it on.
+
+        The offset is assigned (and the publication stored) before it fans out, so the offset a client
+        sees in a push is the one history returns. A repeated idempotency key returns the first result
+        and sends nothing.
+        """
         assert self._publisher is not None
-        publication.time_ms = int(time.time() * 1000)
+        now = time.time()
+        publication.time_ms = int(now * 1000)
+        if not publication.kind:
+            options = self.rules.options_for(publication.channel)
+            result = self.engine.publish(
+                publication,
+                history_size=options.history_size,
+                history_ttl=options.history_ttl,
+                history_meta_ttl=self.meta_ttl(options),
+                now=now,
+                skip_history=skip_history,
+                idempotency_key=idempotency_key,
+            )
+            if result.duplicate:
+                return _position_result(result.offset, result.epoch)
         if not self._publisher.publish(publication):
             raise errors.INTERNAL
-        return {}
+        return _position_result(publication.offset, publication.epoch)
+
+    def history_options(self, channel: str) -> ChannelOptions:
+        """The channel's options, or 108 when it keeps no history."""
+        options = self.rules.options_for(channel)
+        if not options.history_enabled:
+            raise errors.NOT_AVAILABLE
+        return options
+
+    def meta_ttl(self, options: ChannelOptions) -> float:
+        return options.history_meta_ttl or self.cfg.global_history_meta_ttl
 
     def deliver(self, publication: Publication) -> None:
         """Fan a publication (or a join / leave) out to this shard's subscribers of its channel."""
@@ -345,6 +380,10 @@ class Shard:
         json_ok: bool | None = None
         for conn in list(members):
             assert isinstance(conn, ClientConnection)
+            state = conn.state
+            ordered = state.recovering is None and state.positions is None
+            if not ordered and not self._in_stream_order(conn, publication):
+                continue
             kind = conn.kind
             frame = encoded.get(kind)
             if frame is None:
@@ -358,6 +397,29 @@ class Shard:
                     body = publication_push(publication.channel, _pub_dict(publication))
                 frame = encoded[kind] = ENCODERS[kind](body)
             conn.enqueue(frame)
+
+    def _in_stream_order(self, conn: ClientConnection, publication: Publication) -> bool:
+        """For positioned subscriptions: hold publications during a subscribe, detect gaps after it."""
+        state = conn.state
+        channel = publication.channel
+        if state.recovering is not None and channel in state.recovering:
+            state.recovering[channel].append(publication)
+            return False
+        positions = state.positions
+        if positions is None or channel not in positions or not publication.offset:
+            return True
+        last, epoch = positions[channel]
+        if publication.epoch == epoch and publication.offset == last + 1:
+            positions[channel] = (publication.offset, epoch)
+            return True
+        if publication.epoch == epoch and publication.offset <= last:
+            return False  # already delivered (recovered)
+        log.info("client %s missed publications in %s: insufficient state", state.client, channel)
+        if state.channels.get(channel) in SERVER_SIDE_SOURCES:
+            conn.close_with(errors.INSUFFICIENT_STATE)
+        else:
+            self.server_unsubscribe(conn, channel, 2500, "insufficient state")
+        return False
 
     def _deliver_presence_event(self, event: Publication, members: set[Any]) -> None:
         """Join / leave pushes go to subscribers that asked for them, or to all when forced."""
@@ -510,6 +572,7 @@ class Shard:
             conn.check_pong(now)
         self._expire_connections(now)
         self._expire_subscriptions(now)
+        self.engine.sweep(now, budget=1000)
 
     def _expire_connections(self, now: float) -> None:
         delay = self.cfg.client_expired_close_delay
@@ -542,6 +605,8 @@ class Shard:
         session = getattr(conn, "session", None)
         if session is not None and hasattr(session, "forget_channel"):
             session.forget_channel(channel)
+        if conn.state.positions is not None:
+            conn.state.positions.pop(channel, None)
         conn.send_push({"channel": channel, "unsubscribe": {"code": code, "reason": reason}})
 
     # -- control plane ---------------------------------------------------------------------------
@@ -561,6 +626,10 @@ class Shard:
                 return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
         except OSError:
             return 0
+
+
+def _position_result(offset: int, epoch: str) -> dict[str, Any]:
+    return {"offset": offset, "epoch": epoch} if offset else {}
 
 
 def _ignore_result(err: ClientError | None, result: dict[str, Any] | None) -> None:

@@ -22,6 +22,7 @@ answer within ``pong_timeout`` is disconnected with 3012 (checked by the owner's
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -33,6 +34,7 @@ from broker.config import Config
 from broker.errors import ClientError, Disconnect
 from broker.ipc.pubsub import Publication
 from broker.merge import merge_presence, merge_presence_stats
+from broker.protocol.codec import history_result
 from broker.protocol.connect import (
     apply_credentials,
     authenticate,
@@ -236,9 +238,105 @@ class ClientSession:
                 if state.join_leave is None:
                     state.join_leave = set()
                 state.join_leave.add(channel)
-        self.host.subscribe(
-            self, channel, decision.source, lambda: self._deferred_reply(command_id, "subscribe", result)
+        options = decision.options
+        recoverable = options.history_enabled and (
+            options.force_recovery
+            or (bool(request.get("recoverable")) and self._history_permitted(channel, options))
         )
+        positioned = recoverable or (
+            options.history_enabled
+            and (
+                options.force_positioning
+                or (bool(request.get("positioned")) and self._history_permitted(channel, options))
+            )
+        )
+        if not positioned:
+            self.host.subscribe(
+                self, channel, decision.source, lambda: self._deferred_reply(command_id, "subscribe", result)
+            )
+            return
+        # Hold live publications until the stream position (and any recovery) is known, then merge.
+        if state.recovering is None:
+            state.recovering = {}
+        state.recovering[channel] = []
+        recovering = bool(request.get("recover")) and recoverable
+        if recoverable:
+            result["recoverable"] = True
+        result["positioned"] = True
+
+        def answered(err: ClientError | None, found: dict[str, Any] | None) -> None:
+            self._position_known(command_id, channel, request, result, recovering, err, found)
+
+        def ready() -> None:
+            if recovering:
+                params = {
+                    "channel": channel,
+                    "since": {"offset": _offset(request), "epoch": _string(request, "epoch")},
+                    "limit": self.host.cfg.client_recovery_max_publication_limit,
+                }
+                self.host.writer_query(channel, "recover", params, answered)
+            else:
+                self.host.writer_query(channel, "position", {"channel": channel}, answered)
+
+        self.host.subscribe(self, channel, decision.source, ready)
+
+    def _history_permitted(self, channel: str, options: Any) -> bool:
+        """Positioning and recovery are for clients allowed to read the channel's history."""
+        if options.allow_recovery or options.allow_positioning:
+            return True
+        try:
+            self.host.rules.check_history(channel, self.state.user, subscribed=True)
+        except ClientError:
+            return False
+        return True
+
+    def _position_known(
+        self,
+        command_id: int,
+        channel: str,
+        request: dict[str, Any],
+        result: dict[str, Any],
+        recovering: bool,
+        err: ClientError | None,
+        found: dict[str, Any] | None,
+    ) -> None:
+        state = self.state
+        held = state.recovering.pop(channel, []) if state.recovering is not None else []
+        if not state.recovering:
+            state.recovering = None
+        if self.status != CONNECTED or channel not in state.channels:
+            return
+        if err is not None or found is None:
+            self._error(command_id, err or errors.INTERNAL)
+            self.host.unsubscribe(self, channel)
+            self.forget_channel(channel)
+            return
+        epoch = str(found.get("epoch", ""))
+        top = int(found.get("offset", 0))
+        result["epoch"] = epoch
+        result["offset"] = top
+        last = top
+        if recovering:
+            recovered = bool(found.get("recovered"))
+            publications = [publication_from_wire(p) for p in found.get("publications", [])]
+            result["was_recovering"] = True
+            if recovered:
+                result["recovered"] = True
+                result["offset"] = _offset(request)
+            if publications:
+                result["publications"] = publications
+        if state.positions is None:
+            state.positions = {}
+        self._reply(command_id, "subscribe", result)
+        for publication in held:
+            if publication.epoch == epoch and publication.offset and publication.offset <= last:
+                continue  # already part of the recovered publications or the position
+            if publication.offset:
+                last = publication.offset
+            self._out.append(
+                self.codec.encode_push({"channel": channel, "pub": publication_body(publication)})
+            )
+        state.positions[channel] = (last, epoch)
 
     def _on_unsubscribe(self, command_id: int, request: dict[str, Any], now: float) -> None:
         channel = _channel(request)
@@ -257,6 +355,10 @@ class ClientSession:
                 table.pop(channel, None)
         if state.join_leave is not None:
             state.join_leave.discard(channel)
+        if state.positions is not None:
+            state.positions.pop(channel, None)
+        if state.recovering is not None:
+            state.recovering.pop(channel, None)
 
     def _on_publish(self, command_id: int, request: dict[str, Any], now: float) -> None:
         state = self.state
@@ -325,7 +427,31 @@ class ClientSession:
     def _on_history(self, command_id: int, request: dict[str, Any], now: float) -> None:
         channel = _channel(request)
         self.host.rules.check_history(channel, self.state.user, subscribed=channel in self.state.channels)
-        raise errors.NOT_AVAILABLE
+        limit = request.get("limit", 0)
+        if not isinstance(limit, int):
+            raise errors.BAD_REQUEST
+        params: dict[str, Any] = {
+            "channel": channel,
+            "limit": self.host.rules.history_limit(limit),
+            "reverse": bool(request.get("reverse")),
+        }
+        since = request.get("since")
+        if isinstance(since, dict):
+            params["since"] = {
+                "offset": int(since.get("offset") or 0),
+                "epoch": str(since.get("epoch") or ""),
+            }
+
+        def done(err: ClientError | None, found: dict[str, Any] | None) -> None:
+            if err is not None or found is None:
+                self._deferred_error(command_id, err)
+                return
+            publications = [publication_from_wire(p) for p in found.get("publications", [])]
+            self._deferred_reply(
+                command_id, "history", history_result(publications, str(found["epoch"]), int(found["offset"]))
+            )
+
+        self.host.writer_query(channel, "history", params, done)
 
     def _on_rpc(self, command_id: int, request: dict[str, Any], now: float) -> None:
         raise errors.METHOD_NOT_FOUND
@@ -433,6 +559,46 @@ def _channel(request: dict[str, Any]) -> str:
     if not channel:
         raise errors.DISCONNECT_BAD_REQUEST
     return channel
+
+
+def _offset(request: dict[str, Any]) -> int:
+    value = request.get("offset") or 0
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if not isinstance(value, int) or value < 0:
+        raise errors.DISCONNECT_BAD_REQUEST
+    return value
+
+
+def publication_from_wire(wire: dict[str, Any]) -> dict[str, Any]:
+    """A stored publication from the writer shard (base64 fields) in the reply dict shape (bytes)."""
+    pub: dict[str, Any] = {"data": base64.b64decode(wire.get("b64data", ""))}
+    if wire.get("offset"):
+        pub["offset"] = wire["offset"]
+    if wire.get("tags"):
+        pub["tags"] = wire["tags"]
+    info = wire.get("info")
+    if info:
+        client_info: dict[str, Any] = {"user": info.get("user", ""), "client": info.get("client", "")}
+        for key in ("conn_info", "chan_info"):
+            raw = base64.b64decode(info.get("b64" + key, ""))
+            if raw:
+                client_info[key] = raw
+        pub["info"] = client_info
+    return pub
+
+
+def publication_body(publication: Publication) -> dict[str, Any]:
+    """A live publication in the reply dict shape."""
+    pub: dict[str, Any] = {"data": publication.data}
+    info = publication.client_info()
+    if info is not None:
+        pub["info"] = info
+    if publication.offset:
+        pub["offset"] = publication.offset
+    if publication.tags:
+        pub["tags"] = publication.tags
+    return pub
 
 
 def _client_info_bytes(info: dict[str, Any]) -> dict[str, Any]:

@@ -41,7 +41,9 @@ class ConnectionState:
         "info",
         "join_leave",
         "meta",
+        "positions",
         "protocol",
+        "recovering",
         "session",
         "sub_expires",
         "sub_tokens",
@@ -71,6 +73,10 @@ class ConnectionState:
         self.sub_expires: dict[str, float] | None = None
         # Channels where the client asked for join/leave pushes (and may see presence).
         self.join_leave: set[str] | None = None
+        # Positioned subscriptions: channel → (last offset delivered, epoch), to detect a gap.
+        self.positions: dict[str, tuple[int, str]] | None = None
+        # Subscriptions waiting for their position or recovery: live publications are held here.
+        self.recovering: dict[str, list[Any]] | None = None
         self.expire_at = 0.0  # unix seconds; 0 = never
 
     def client_info(self, channel: str = "") -> dict[str, Any]:
