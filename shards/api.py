@@ -337,6 +337,10 @@ def channels(shard: Shard, params: dict[str, Any]) -> dict[str, Any]:
     return {"channels": counts}
 
 
+def shard_started(shard: Shard, params: dict[str, Any]) -> dict[str, Any]:
+    return {"leaves": shard.forget_shard(int(params.get("index", -1)))}
+
+
 def warm_up() -> None:
     """Build the CEL parser at boot rather than on the first API request (it takes ~0.5 s)."""
     compiled("true", 4096)
@@ -357,4 +361,5 @@ HANDLERS = {
     "history_remove": history_remove,
     "position": position,
     "recover": recover,
+    "shard_started": shard_started,
 }

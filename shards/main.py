@@ -23,7 +23,6 @@ close until ``shutdown_timeout``, abort the rest, exit. A second SIGTERM exits a
 from __future__ import annotations
 
 import asyncio
-import base64
 import heapq
 import logging
 import math
@@ -45,7 +44,7 @@ from broker.config import Config
 from broker.engine.base import HistoryEngine
 from broker.engine.memory import MemoryEngine
 from broker.errors import ClientError, Disconnect
-from broker.hashing import writer_for
+from broker.hashing import shard_for, writer_for
 from broker.ids import new_id
 from broker.ipc import paths
 from broker.ipc.control import ControlClient, ControlServer, RemoteError, ShardUnavailable
@@ -53,6 +52,7 @@ from broker.ipc.handoff import HandoffReceiver
 from broker.ipc.pubsub import Publication, Publisher, Subscriber
 from broker.lifecycle import ChildContext, standalone_context
 from broker.protocol.codec import get_codec
+from broker.protocol.publications import publication_body
 from broker.protocol.state import SERVER_SIDE_SOURCES, ConnectionState
 from broker.protocol.uni import HTTP_STREAM, SSE
 from shards import api
@@ -81,6 +81,9 @@ class Shard:
         self.rules = ChannelRules.from_config(cfg)
         # History of the channels this shard writes (see broker.hashing.writer_for).
         self.engine: HistoryEngine = MemoryEngine()
+        # join_leave channels this shard writes: channel → client → its join event. Kept so that the
+        # clients of a shard that died can be announced as gone once it starts again.
+        self.members: dict[str, dict[str, Publication]] = {}
         self.started_at = time.monotonic()
         self._buckets: list[set[ClientConnection]] = [
             set() for _ in range(max(1, math.ceil(cfg.ping_interval)))
@@ -136,6 +139,7 @@ class Shard:
 
     async def serve(self) -> None:
         ticker = self.loop.create_task(self._tick_loop())
+        self._spawn(self._announce_start())
         await self._stopping.wait()
         ticker.cancel()
         await self._drain()
@@ -353,9 +357,56 @@ class Shard:
             )
             if result.duplicate:
                 return _position_result(result.offset, result.epoch)
+        elif publication.kind == "join":
+            self.members.setdefault(publication.channel, {})[publication.client] = publication
+        elif publication.kind == "leave":
+            joined = self.members.get(publication.channel)
+            if joined is not None:
+                joined.pop(publication.client, None)
+                if not joined:
+                    del self.members[publication.channel]
         if not self._publisher.publish(publication):
             raise errors.INTERNAL
         return _position_result(publication.offset, publication.epoch)
+
+    def forget_shard(self, index: int) -> int:
+        """Shard ``index`` (re)started: its former clients left every join_leave channel we write."""
+        gone = 0
+        for channel, joined in list(self.members.items()):
+            for client, join in list(joined.items()):
+                if shard_for(join.user or "", client, self.size) != index:
+                    continue
+                leave = Publication(
+                    channel,
+                    b"",
+                    user=join.user,
+                    client=client,
+                    conn_info=join.conn_info,
+                    chan_info=join.chan_info,
+                    kind="leave",
+                )
+                self.write_publication(leave)
+                gone += 1
+        if gone:
+            log.info("announced %d leaves for the clients shard %d had before it restarted", gone, index)
+        return gone
+
+    async def _announce_start(self) -> None:
+        """Tell the other shards this one started, so they emit leaves for the clients it lost."""
+        assert self._peer_requests is not None
+        waiting = {i for i in range(self.size) if i != self.index}
+        deadline = time.monotonic() + 15
+        while waiting and time.monotonic() < deadline:
+            for index in list(waiting):
+                try:
+                    await self._peer_requests.request(
+                        paths.shard_identity(index), "shard_started", {"index": self.index}, PEER_TIMEOUT
+                    )
+                except (ShardUnavailable, RemoteError):
+                    continue
+                waiting.discard(index)
+            if waiting:
+                await asyncio.sleep(0.2)
 
     def history_options(self, channel: str) -> ChannelOptions:
         """The channel's options, or 108 when it keeps no history."""
@@ -394,7 +445,7 @@ class Shard:
                         conn.close_with(errors.INAPPROPRIATE_PROTOCOL)
                         continue
                 if body is None:
-                    body = publication_push(publication.channel, _pub_dict(publication))
+                    body = publication_push(publication.channel, publication_body(publication))
                 frame = encoded[kind] = ENCODERS[kind](body)
             conn.enqueue(frame)
 
@@ -645,24 +696,6 @@ def _is_json(data: bytes) -> bool:
     except orjson.JSONDecodeError:
         return False
     return True
-
-
-def _pub_dict(publication: Publication) -> dict[str, Any]:
-    pub: dict[str, Any] = {"data": publication.data}
-    info = publication.client_info()
-    if info is not None:
-        pub["info"] = info
-    if publication.offset:
-        pub["offset"] = publication.offset
-    if publication.tags:
-        pub["tags"] = publication.tags
-    return pub
-
-
-def decode_b64(value: Any) -> bytes:
-    if not value:
-        return b""
-    return base64.b64decode(value)
 
 
 def run(cfg: Config, index: int, ctx: ChildContext) -> None:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from broker.errors import Disconnect
+from broker.errors import ClientError, Disconnect
 from broker.protocol.state import ConnectionState
 from broker.protocol.uni import HttpStreamFraming, UniSession
 from shards.connection import ClientConnection
@@ -36,8 +36,9 @@ class UniConnection(ClientConnection):
         shard = self.shard
         ended = self.session.start_from_body(body, shard.verifier, shard.rules, shard.cfg, time.time())
         if ended is None:
-            # The connect push leaves once the starting channels deliver (see Shard.admit).
-            ended = shard.admit(self, lambda: self.enqueue(self.session.data_to_send()))
+            # The connect push leaves once the starting channels deliver (see Shard.admit) and the
+            # recoveries the client asked for are answered.
+            ended = shard.admit(self, lambda: recover_then_flush(self, self.session))
         if ended is not None:
             log.info(
                 "connection rejected: client=%s transport=%s code=%d reason=%s",
@@ -64,3 +65,29 @@ class UniConnection(ClientConnection):
     def farewell(self, disconnect: Disconnect) -> bytes:
         self.session.disconnect(disconnect)
         return self.session.data_to_send()
+
+
+def recover_then_flush(conn: ClientConnection, session: UniSession) -> None:
+    """Write a unidirectional session's connect push, after the recoveries its ConnectRequest asked for."""
+    requests = session.recovery_requests
+    if not requests:
+        conn.enqueue(session.data_to_send())
+        return
+    limit = conn.shard.cfg.client_recovery_max_publication_limit
+
+    def answer_for(channel: str) -> Any:
+        def answered(err: ClientError | None, found: dict[str, Any] | None) -> None:
+            if conn.closed:
+                return
+            if err is not None:
+                log.warning(
+                    "recovery of %s for client %s failed: %s", channel, conn.state.client, err.message
+                )
+            if session.recovered(channel, found if err is None else None):
+                conn.enqueue(session.data_to_send())
+
+        return answered
+
+    for channel, (offset, epoch) in requests.items():
+        params = {"channel": channel, "since": {"offset": offset, "epoch": epoch}, "limit": limit}
+        conn.shard.writer_query(channel, "recover", params, answer_for(channel))

@@ -37,6 +37,7 @@ from broker.websocket.frames import (
     encode_frame,
 )
 from shards.connection import ClientConnection
+from shards.uni import recover_then_flush
 
 if TYPE_CHECKING:
     from broker.auth import TokenVerifier
@@ -257,7 +258,7 @@ class UniWsConnection(_WebSocketBase):
         shard = self.shard
         ended = self.session.start_from_body(payload, shard.verifier, shard.rules, shard.cfg, now)
         if ended is None:
-            ended = shard.admit(self, lambda: self.enqueue(self.session.data_to_send()))
+            ended = shard.admit(self, lambda: recover_then_flush(self, self.session))
         if ended is not None:
             self.close_with(ended)
 

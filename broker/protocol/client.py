@@ -22,7 +22,6 @@ answer within ``pong_timeout`` is disconnected with 3012 (checked by the owner's
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -42,6 +41,7 @@ from broker.protocol.connect import (
     personal_subscription,
     subscription_data,
 )
+from broker.protocol.publications import publication_body, publication_from_wire
 from broker.protocol.state import SERVER_SIDE_SOURCES, ConnectionState
 
 CONNECTING, CONNECTED, FAILED, CLOSED = range(4)
@@ -568,37 +568,6 @@ def _offset(request: dict[str, Any]) -> int:
     if not isinstance(value, int) or value < 0:
         raise errors.DISCONNECT_BAD_REQUEST
     return value
-
-
-def publication_from_wire(wire: dict[str, Any]) -> dict[str, Any]:
-    """A stored publication from the writer shard (base64 fields) in the reply dict shape (bytes)."""
-    pub: dict[str, Any] = {"data": base64.b64decode(wire.get("b64data", ""))}
-    if wire.get("offset"):
-        pub["offset"] = wire["offset"]
-    if wire.get("tags"):
-        pub["tags"] = wire["tags"]
-    info = wire.get("info")
-    if info:
-        client_info: dict[str, Any] = {"user": info.get("user", ""), "client": info.get("client", "")}
-        for key in ("conn_info", "chan_info"):
-            raw = base64.b64decode(info.get("b64" + key, ""))
-            if raw:
-                client_info[key] = raw
-        pub["info"] = client_info
-    return pub
-
-
-def publication_body(publication: Publication) -> dict[str, Any]:
-    """A live publication in the reply dict shape."""
-    pub: dict[str, Any] = {"data": publication.data}
-    info = publication.client_info()
-    if info is not None:
-        pub["info"] = info
-    if publication.offset:
-        pub["offset"] = publication.offset
-    if publication.tags:
-        pub["tags"] = publication.tags
-    return pub
 
 
 def _client_info_bytes(info: dict[str, Any]) -> dict[str, Any]:

@@ -169,16 +169,21 @@ def personal_subscription(state: ConnectionState, rules: Any, cfg: Config) -> No
         state.channels.setdefault(rules.personal_channel(state.user), SOURCE_USER_PERSONAL)
 
 
-def uni_request_subscriptions(state: ConnectionState, requested: Any, rules: Any, now: float) -> None:
+def uni_request_subscriptions(
+    state: ConnectionState, requested: Any, rules: Any, now: float
+) -> dict[str, tuple[int, str]]:
     """ConnectRequest ``subs`` of a unidirectional client: subscribed where the normal rules allow it.
 
     A channel the rules refuse is silently left out; one in an undefined namespace is a bad request.
+    Returns the channels that asked to recover (``recover: true``) and keep history, with the position
+    ``(offset, epoch)`` to recover from.
     """
+    to_recover: dict[str, tuple[int, str]] = {}
     if not requested:
-        return
+        return to_recover
     if not isinstance(requested, dict):
         raise errors.DISCONNECT_BAD_REQUEST
-    for channel in requested:
+    for channel, options in requested.items():
         if not isinstance(channel, str) or channel in state.channels:
             continue
         try:
@@ -191,8 +196,15 @@ def uni_request_subscriptions(state: ConnectionState, requested: Any, rules: Any
             continue
         except errors.Disconnect:
             continue
-        del decision
         state.channels[channel] = SOURCE_UNI_CONNECT_SUBS
+        if isinstance(options, dict) and options.get("recover") and decision.options.history_enabled:
+            offset = options.get("offset") or 0
+            epoch = options.get("epoch") or ""
+            if isinstance(offset, str) and offset.isdigit():
+                offset = int(offset)
+            if isinstance(offset, int) and offset >= 0 and isinstance(epoch, str):
+                to_recover[channel] = (offset, epoch)
+    return to_recover
 
 
 def subscription_data(creds: Credentials) -> dict[str, bytes]:

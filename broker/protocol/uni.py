@@ -27,6 +27,7 @@ from broker.protocol.connect import (
     subscription_data,
     uni_request_subscriptions,
 )
+from broker.protocol.publications import publication_body, publication_from_wire
 from broker.protocol.state import ConnectionState
 
 _STREAM_HEADERS = (
@@ -91,6 +92,15 @@ def _raw_json(value: Any) -> Any:
     raise TypeError(f"cannot encode {type(value).__name__}")
 
 
+class _PendingRecovery:
+    __slots__ = ("answers", "result", "since")
+
+    def __init__(self, result: dict[str, Any], since: dict[str, tuple[int, str]]) -> None:
+        self.result = result
+        self.since = since
+        self.answers: dict[str, dict[str, Any] | None] = {}
+
+
 def parse_connect_request(body: bytes) -> dict[str, Any]:
     """The ConnectRequest object; an empty body is an empty request; anything not an object is 3501."""
     if not body.strip():
@@ -114,13 +124,16 @@ def _string_field(request: dict[str, Any], key: str) -> str:
 
 
 class UniSession:
-    __slots__ = ("_out", "closed", "framing", "state")
+    __slots__ = ("_out", "_pending", "closed", "framing", "state")
 
     def __init__(self, state: ConnectionState, framing: HttpStreamFraming) -> None:
         self.state = state
         self.framing = framing
         self._out: list[bytes] = []
         self.closed = False
+        # While recoveries asked for in the ConnectRequest are answered: the connect result, the
+        # positions to recover from, and the answers so far.
+        self._pending: _PendingRecovery | None = None
 
     def start(
         self,
@@ -143,14 +156,19 @@ class UniSession:
             creds = authenticate(token, verifier, cfg, now)
             apply_credentials(self.state, creds, rules)
             personal_subscription(self.state, rules, cfg)
-            uni_request_subscriptions(self.state, request.get("subs"), rules, now)
+            to_recover = uni_request_subscriptions(self.state, request.get("subs"), rules, now)
         except Disconnect as exc:
             ended = exc
         except ClientError as err:
             ended = errors.uni_disconnect_for(err)
         else:
             result = connect_result(self.state, cfg, now, uni=True, sub_data=subscription_data(creds))
-            self.push({"connect": result})
+            if to_recover:
+                # The connect push waits for the recoveries: it reports their outcome per channel.
+                self._pending = _PendingRecovery(result, to_recover)
+                self.state.recovering = {channel: [] for channel in to_recover}
+            else:
+                self.push({"connect": result})
             return None
         self.disconnect(ended)
         return ended
@@ -168,6 +186,58 @@ class UniSession:
             return exc
         return self.start(request, verifier, rules, cfg, now)
 
+    @property
+    def recovery_requests(self) -> dict[str, tuple[int, str]]:
+        """Channels to recover before the connect push can be written: channel → (offset, epoch)."""
+        return dict(self._pending.since) if self._pending is not None else {}
+
+    def recovered(self, channel: str, found: dict[str, Any] | None) -> bool:
+        """One recovery answered (``found`` is None when it failed); True once the session is complete.
+
+        ``found`` is the writer's answer: ``publications`` (wire form), ``epoch``, ``offset``,
+        ``recovered``. When the last one arrives, the connect push is written with each channel's
+        outcome, followed by the recovered publications and the live ones held meanwhile, in order.
+        """
+        pending = self._pending
+        if pending is None or channel not in pending.since:
+            return pending is None
+        pending.answers[channel] = found
+        if len(pending.answers) < len(pending.since):
+            return False
+        self._pending = None
+        subs = pending.result.setdefault("subs", {})
+        held_by_channel = self.state.recovering or {}
+        self.state.recovering = None
+        follow: list[dict[str, Any]] = []
+        positions = self.state.positions if self.state.positions is not None else {}
+        for name, answer in pending.answers.items():
+            entry: dict[str, Any] = dict(subs.get(name, {}))
+            last = 0
+            epoch = ""
+            if answer is not None:
+                epoch = str(answer.get("epoch", ""))
+                last = int(answer.get("offset", 0))
+                entry.update(
+                    {"recoverable": True, "positioned": True, "was_recovering": True, "epoch": epoch}
+                )
+                entry["offset"] = last
+                if answer.get("recovered"):
+                    entry["recovered"] = True
+                for wire in answer.get("publications", []):
+                    follow.append({"channel": name, "pub": publication_from_wire(wire)})
+            for publication in held_by_channel.get(name, []):
+                if publication.epoch == epoch and publication.offset and publication.offset <= last:
+                    continue
+                last = max(last, publication.offset)
+                follow.append({"channel": name, "pub": publication_body(publication)})
+            subs[name] = entry
+            positions[name] = (last, epoch)
+        self.state.positions = positions
+        self.push({"connect": pending.result})
+        for body in follow:
+            self.push(body)
+        return True
+
     def push(self, message: dict[str, Any]) -> None:
         self.push_encoded(orjson.dumps(message, default=_raw_json))
 
@@ -176,7 +246,8 @@ class UniSession:
             self._out.append(self.framing.frame(message))
 
     def ping(self) -> None:
-        self.push_encoded(PING_MESSAGE)
+        if self._pending is None:  # nothing before the connect push
+            self.push_encoded(PING_MESSAGE)
 
     def disconnect(self, disconnect: Disconnect) -> None:
         if self.closed:

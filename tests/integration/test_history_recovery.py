@@ -168,3 +168,27 @@ def test_recovery_across_a_shard_restart(server: Server) -> None:
         await again.close()
 
     asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+def test_uni_stream_recovers_through_connect_request_subs(server: Server) -> None:
+    from tests.integration.harness import StreamClient, make_token
+
+    first = server.api("publish", {"channel": "hist:uni", "data": {"n": 0}})["result"]
+    epoch, offset = first["epoch"], first["offset"]
+    for n in range(1, 11):
+        server.api("publish", {"channel": "hist:uni", "data": {"n": n}})
+    body = {
+        "token": make_token("uni-user"),
+        "subs": {"hist:uni": {"recover": True, "offset": offset, "epoch": epoch}},
+    }
+    client = StreamClient(server.port, body)
+    connect = client.connect()
+    sub = connect["subs"]["hist:uni"]
+    assert sub["recovered"] is True and sub["was_recovering"] is True and sub["epoch"] == epoch
+    recovered = [client.read_until("pub") for _ in range(10)]
+    assert [m["pub"]["data"]["n"] for m in recovered] == list(range(1, 11))
+    assert all(m["channel"] == "hist:uni" for m in recovered)
+    server.api("publish", {"channel": "hist:uni", "data": {"n": 11}})
+    live = client.read_until("pub")
+    assert live["pub"]["data"]["n"] == 11 and live["pub"]["offset"] == offset + 11
+    client.close()

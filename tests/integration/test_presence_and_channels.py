@@ -49,15 +49,20 @@ class Ws:
         self.reader = asyncio.get_running_loop().create_task(self._read())
 
     async def _read(self) -> None:
-        async for frame in self.conn:
-            for line in frame.strip().split("\n"):
-                message = json.loads(line)
-                if message.get("id"):
-                    self.replies[message["id"]].set_result(message)
-                elif "push" in message:
-                    await self.pushes.put(message["push"])
-                elif message == {}:
-                    await self.conn.send("{}")
+        import websockets
+
+        try:
+            async for frame in self.conn:
+                for line in frame.strip().split("\n"):
+                    message = json.loads(line)
+                    if message.get("id"):
+                        self.replies[message["id"]].set_result(message)
+                    elif "push" in message:
+                        await self.pushes.put(message["push"])
+                    elif message == {}:
+                        await self.conn.send("{}")
+        except websockets.ConnectionClosed:
+            pass  # the tests look at what arrived before the end
 
     async def call(self, **command: Any) -> dict[str, Any]:
         command_id = self.next_id
@@ -182,3 +187,34 @@ def test_api_errors(server: Server) -> None:
     raw = server.api("batch", {"commands": [{"publish": {"channel": "nope:x", "data": {}}}, {"info": {}}]})
     assert raw["replies"][0]["error"]["code"] == 102
     assert raw["replies"][1]["info"]["nodes"][0]["uid"]
+
+
+def test_leave_for_clients_of_a_dead_shard(tmp_path) -> None:
+    import os
+    import signal
+
+    from broker.hashing import writer_for
+
+    extra = {"namespaces": NAMESPACES, "allow_subscribe_for_client": True}
+    with Server(tmp_path, shards=2, extra=extra) as server:
+        # The channel is written by shard 1; the watcher lives on shard 1, the victim on shard 0.
+        channel = next(f"forced:d{i}" for i in range(1000) if writer_for(f"forced:d{i}", 2) == 1)
+        watcher_user = next(f"w-{i}" for i in range(1000) if shard_for_user(f"w-{i}", 2) == 1)
+        victim_user = next(f"v-{i}" for i in range(1000) if shard_for_user(f"v-{i}", 2) == 0)
+
+        async def scenario() -> None:
+            watcher = await connect(server, watcher_user)
+            await watcher.call(subscribe={"channel": channel})
+            assert (await watcher.push())["join"]["info"]["user"] == watcher_user
+            victim = await connect(server, victim_user)
+            await victim.call(subscribe={"channel": channel})
+            assert (await watcher.push())["join"]["info"]["user"] == victim_user
+            os.kill(server.shard_pids()[0], signal.SIGKILL)
+            leave = await asyncio.wait_for(watcher.pushes.get(), 25)
+            assert leave == {
+                "channel": channel,
+                "leave": {"info": {"user": victim_user, "client": victim.client_id}},
+            }
+            await watcher.close()
+
+        asyncio.run(asyncio.wait_for(scenario(), 40))
