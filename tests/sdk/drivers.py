@@ -7,7 +7,13 @@ report the same event shapes into an :class:`EventLog`:
 ``connected {client}``, ``disconnected {code, reason}``, ``connecting {code, reason}``,
 ``error {code, message}``, ``get_token {n}``, ``sub_get_token {channel, n}``,
 ``subscribing / subscribed / unsubscribed {channel, server_side[, code, reason]}``,
-``publication {channel, data, info, server_side}``, ``sub_error {channel, code, message}``.
+``publication {channel, data, info, offset, server_side}``, ``sub_error {channel, code, message}``,
+``join / leave {channel, info, server_side}``. ``subscribed`` also carries the stream position the SDK
+reports: ``recoverable, positioned, was_recovering, recovered, offset, epoch``.
+
+Both also answer ``history`` (``{publications: [{data, offset, info}], offset, epoch}``), ``presence``
+(``{client: {user, client}}``) and ``presence_stats`` (``{num_clients, num_users}``) in the same shapes,
+and ``disconnect`` / ``connect`` the client on demand.
 
 Publication data is a JSON value in both protocols: on protobuf the SDKs carry bytes, which hold JSON.
 """
@@ -30,7 +36,11 @@ from centrifuge import (
     ConnectingContext,
     DisconnectedContext,
     ErrorContext,
+    JoinContext,
+    LeaveContext,
     PublicationContext,
+    ServerJoinContext,
+    ServerLeaveContext,
     ServerPublicationContext,
     ServerSubscribedContext,
     ServerSubscribingContext,
@@ -42,7 +52,7 @@ from centrifuge import (
     SubscriptionEventHandler,
     UnsubscribedContext,
 )
-from centrifuge.types import ClientInfo
+from centrifuge.types import ClientInfo, Publication, StreamPosition
 
 from tests.sdk.common import Event, EventLog
 
@@ -123,16 +133,54 @@ class NodeClient:
         assert result["event"] == "done", f"{op} {fields} failed: {result}\n{self.log.describe()}"
         return result
 
-    async def subscribe(self, channel: str, token: str = "", refresh_tokens: list[str] | None = None) -> None:
+    async def subscribe(
+        self,
+        channel: str,
+        token: str = "",
+        refresh_tokens: list[str] | None = None,
+        recoverable: bool = False,
+        positioned: bool = False,
+        join_leave: bool = False,
+    ) -> None:
         options: dict[str, Any] = {}
         if token:
             options["token"] = token
         if refresh_tokens:
             options["refresh_tokens"] = refresh_tokens
+        flags = {"recoverable": recoverable, "positioned": positioned, "join_leave": join_leave}
+        options.update({name: True for name, value in flags.items() if value})
         await self.command("subscribe", channel=channel, **options)
+
+    async def unsubscribe(self, channel: str) -> None:
+        await self.command("unsubscribe", channel=channel)
 
     async def publish(self, channel: str, data: Any) -> None:
         await self.command("publish", channel=channel, data=data)
+
+    async def history(
+        self, channel: str, limit: int = 0, since: dict[str, Any] | None = None, reverse: bool = False
+    ) -> dict[str, Any]:
+        options: dict[str, Any] = {"limit": limit}
+        if since is not None:
+            options["since"] = since
+        if reverse:
+            options["reverse"] = True
+        done = await self.command("history", channel=channel, **options)
+        return dict(done["result"])
+
+    async def presence(self, channel: str) -> dict[str, Any]:
+        done = await self.command("presence", channel=channel)
+        return dict(done["result"]["clients"])
+
+    async def presence_stats(self, channel: str) -> dict[str, Any]:
+        done = await self.command("presence_stats", channel=channel)
+        return dict(done["result"])
+
+    async def disconnect(self) -> None:
+        await self.command("disconnect")
+
+    async def connect(self) -> None:
+        await self.command("connect")
 
     async def close(self) -> None:
         proc = self.proc
@@ -163,6 +211,18 @@ class NodeClient:
 
 def _info(info: ClientInfo | None) -> dict[str, str] | None:
     return {"user": info.user, "client": info.client} if info is not None else None
+
+
+def _position(ctx: SubscribedContext | ServerSubscribedContext) -> dict[str, Any]:
+    position = ctx.stream_position
+    return {
+        "recoverable": bool(ctx.recoverable),
+        "positioned": bool(ctx.positioned),
+        "was_recovering": bool(ctx.was_recovering),
+        "recovered": bool(ctx.recovered),
+        "offset": position.offset if position is not None else None,
+        "epoch": position.epoch if position is not None else None,
+    }
 
 
 class PyClient:
@@ -228,20 +288,66 @@ class PyClient:
         return self
 
     async def subscribe(
-        self, channel: str, token: str = "", refresh_tokens: list[str] | None = None
+        self,
+        channel: str,
+        token: str = "",
+        refresh_tokens: list[str] | None = None,
+        recoverable: bool = False,
+        positioned: bool = False,
+        join_leave: bool = False,
     ) -> Subscription:
         """Create the subscription and start subscribing (``subscribed`` tells when it is done)."""
         get_token = self._token_supplier(
             refresh_tokens, lambda n: self.log.add({"event": "sub_get_token", "channel": channel, "n": n})
         )
         sub = self.client.new_subscription(
-            channel, events=_SubscriptionEvents(self, channel), token=token, get_token=get_token
+            channel,
+            events=_SubscriptionEvents(self, channel),
+            token=token,
+            get_token=get_token,
+            recoverable=recoverable,
+            positioned=positioned,
+            join_leave=join_leave,
         )
         await sub.subscribe()
         return sub
 
+    async def unsubscribe(self, channel: str) -> None:
+        sub = self.client.get_subscription(channel)
+        assert sub is not None, f"no subscription to {channel}"
+        await asyncio.wait_for(sub.unsubscribe(), 10)
+        self.client.remove_subscription(sub)
+
     async def publish(self, channel: str, data: Any) -> None:
         await self.client.publish(channel, self.encode(data))
+
+    def publication(self, pub: Publication) -> dict[str, Any]:
+        return {"data": self.decode(pub.data), "offset": pub.offset, "info": _info(pub.info)}
+
+    async def history(
+        self, channel: str, limit: int = 0, since: dict[str, Any] | None = None, reverse: bool = False
+    ) -> dict[str, Any]:
+        position = StreamPosition(offset=since["offset"], epoch=since["epoch"]) if since else None
+        result = await self.client.history(channel, limit=limit, since=position, reverse=reverse)
+        return {
+            "publications": [self.publication(pub) for pub in result.publications],
+            "offset": result.offset,
+            "epoch": result.epoch,
+        }
+
+    async def presence(self, channel: str) -> dict[str, Any]:
+        result = await self.client.presence(channel)
+        return {client_id: _info(info) for client_id, info in result.clients.items()}
+
+    async def presence_stats(self, channel: str) -> dict[str, Any]:
+        result = await self.client.presence_stats(channel)
+        return {"num_clients": result.num_clients, "num_users": result.num_users}
+
+    async def disconnect(self) -> None:
+        await asyncio.wait_for(self.client.disconnect(), 10)
+
+    async def connect(self) -> None:
+        await asyncio.wait_for(self.client.connect(), 10)
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -276,7 +382,7 @@ class _ClientEvents(ClientEventHandler):
         self.add({"event": "error", "code": ctx.code, "message": repr(ctx.error)})
 
     async def on_subscribed(self, ctx: ServerSubscribedContext) -> None:
-        self.add({"event": "subscribed", "channel": ctx.channel, "server_side": True})
+        self.add({"event": "subscribed", "channel": ctx.channel, "server_side": True, **_position(ctx)})
 
     async def on_subscribing(self, ctx: ServerSubscribingContext) -> None:
         self.add({"event": "subscribing", "channel": ctx.channel, "server_side": True})
@@ -291,9 +397,16 @@ class _ClientEvents(ClientEventHandler):
                 "channel": ctx.channel,
                 "data": self.owner.decode(ctx.pub.data),
                 "info": _info(ctx.pub.info),
+                "offset": ctx.pub.offset,
                 "server_side": True,
             }
         )
+
+    async def on_join(self, ctx: ServerJoinContext) -> None:
+        self.add({"event": "join", "channel": ctx.channel, "info": _info(ctx.info), "server_side": True})
+
+    async def on_leave(self, ctx: ServerLeaveContext) -> None:
+        self.add({"event": "leave", "channel": ctx.channel, "info": _info(ctx.info), "server_side": True})
 
 
 class _SubscriptionEvents(SubscriptionEventHandler):
@@ -308,7 +421,7 @@ class _SubscriptionEvents(SubscriptionEventHandler):
         self.add({"event": "subscribing", "code": ctx.code, "reason": ctx.reason, "server_side": False})
 
     async def on_subscribed(self, ctx: SubscribedContext) -> None:
-        self.add({"event": "subscribed", "server_side": False})
+        self.add({"event": "subscribed", "server_side": False, **_position(ctx)})
 
     async def on_unsubscribed(self, ctx: UnsubscribedContext) -> None:
         self.add({"event": "unsubscribed", "code": ctx.code, "reason": ctx.reason, "server_side": False})
@@ -319,9 +432,16 @@ class _SubscriptionEvents(SubscriptionEventHandler):
                 "event": "publication",
                 "data": self.owner.decode(ctx.pub.data),
                 "info": _info(ctx.pub.info),
+                "offset": ctx.pub.offset,
                 "server_side": False,
             }
         )
+
+    async def on_join(self, ctx: JoinContext) -> None:
+        self.add({"event": "join", "info": _info(ctx.info), "server_side": False})
+
+    async def on_leave(self, ctx: LeaveContext) -> None:
+        self.add({"event": "leave", "info": _info(ctx.info), "server_side": False})
 
     async def on_error(self, ctx: SubscriptionErrorContext) -> None:
         self.add({"event": "sub_error", "code": ctx.code, "message": repr(ctx.error)})

@@ -10,19 +10,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import signal
 import time
 from typing import Any, Protocol
 
 import websockets
 
+from broker.hashing import shard_for_user, writer_for
 from tests.integration.harness import Server
 from tests.sdk.common import (
     EXPIRED_CLOSE_DELAY,
+    SERVER_EXTRA,
+    SHARDS,
+    Event,
     EventLog,
     api,
     channel_sources,
     connection_token,
     connections,
+    matches,
     poll,
     subscription_token,
     unique,
@@ -43,10 +50,30 @@ class SdkClient(Protocol):
     log: EventLog
 
     async def subscribe(
-        self, channel: str, token: str = "", refresh_tokens: list[str] | None = None
+        self,
+        channel: str,
+        token: str = "",
+        refresh_tokens: list[str] | None = None,
+        recoverable: bool = False,
+        positioned: bool = False,
+        join_leave: bool = False,
     ) -> Any: ...
 
+    async def unsubscribe(self, channel: str) -> None: ...
+
     async def publish(self, channel: str, data: Any) -> None: ...
+
+    async def history(
+        self, channel: str, limit: int = 0, since: dict[str, Any] | None = None, reverse: bool = False
+    ) -> dict[str, Any]: ...
+
+    async def presence(self, channel: str) -> dict[str, Any]: ...
+
+    async def presence_stats(self, channel: str) -> dict[str, Any]: ...
+
+    async def disconnect(self) -> None: ...
+
+    async def connect(self) -> None: ...
 
     async def close(self) -> None: ...
 
@@ -378,3 +405,241 @@ async def server_api_subscribe_broadcast_unsubscribe(server: Server, sdk: str, p
         assert channel_sources(listed[client_id]) == {chat: SOURCE_CLIENT_ALLOWED}, listed
         # The client-side subscription is untouched and the connection is still up.
         assert not client.log.all("disconnected"), client.log.describe()
+
+
+# History, recovery, presence and join/leave need namespaces with those features on: the tests using
+# them run against a server with FEATURES_EXTRA (SERVER_EXTRA plus these namespaces).
+FEATURE_NAMESPACES: list[dict[str, Any]] = [
+    {
+        # Channels with history: recoverable subscriptions, history for subscribers, publishing for them.
+        "name": "hist",
+        "history_size": 200,
+        "history_ttl": "300s",
+        "allow_subscribe_for_client": True,
+        "allow_history_for_subscriber": True,
+        "allow_publish_for_subscriber": True,
+        "allow_recovery": True,
+    },
+    {
+        # Presence and join/leave, for subscribers that ask for them.
+        "name": "room",
+        "presence": True,
+        "join_leave": True,
+        "allow_subscribe_for_client": True,
+        "allow_presence_for_subscriber": True,
+    },
+]
+FEATURES_EXTRA: dict[str, Any] = {
+    **SERVER_EXTRA,
+    "namespaces": [*SERVER_EXTRA["namespaces"], *FEATURE_NAMESPACES],
+}
+MISSED = 50
+
+
+async def publish_numbers(server: Server, channel: str, numbers: range) -> list[int]:
+    """Publish ``{"n": n}`` for each number through the API, in order: the offsets the API returned."""
+    offsets = []
+    for n in numbers:
+        result = await api(server, "publish", {"channel": channel, "data": {"n": n}})
+        offsets.append(int(result["offset"]))
+    return offsets
+
+
+async def numbers_received(client: SdkClient, channel: str, count: int, timeout: float = 20.0) -> list[Event]:
+    """Wait until ``count`` publications arrived in ``channel``, then a little longer for duplicates."""
+    await client.log.wait_until(
+        lambda _: len(client.log.all("publication", channel=channel)) >= count,
+        f"{count} publications in {channel}",
+        timeout,
+    )
+    await asyncio.sleep(0.5)
+    return client.log.all("publication", channel=channel)
+
+
+def assert_exactly_once_in_order(
+    client: SdkClient, publications: list[Event], numbers: list[int], offsets: list[int]
+) -> None:
+    received = [p["data"]["n"] for p in publications]
+    assert received == numbers, f"expected {numbers}, got {received}\n{client.log.describe()}"
+    assert [p["offset"] for p in publications] == offsets, publications
+
+
+async def recovery_after_reconnect(server: Server, sdk: str, protocol: str) -> None:
+    """A recoverable subscription gets every publication made while its client was away, once, in order,
+    and the SDK reports ``recovered``."""
+    user = unique(f"{sdk}-recover")
+    channel = unique("hist:recover")
+    async with contextlib.AsyncExitStack() as stack:
+        client = await open_client(stack, sdk, server, "recovering", protocol, connection_token(user))
+        await connected(client)
+        await client.subscribe(channel, recoverable=True)
+        first = await client.log.wait("subscribed", channel=channel, server_side=False)
+        assert first["recoverable"] is True and first["was_recovering"] is False, first
+        offsets = await publish_numbers(server, channel, range(1))
+        await numbers_received(client, channel, 1)
+
+        await client.disconnect()
+        gone = await client.log.wait("disconnected")
+        after = client.log.events.index(gone) + 1
+        offsets += await publish_numbers(server, channel, range(1, MISSED + 1))
+        await client.connect()
+        await client.log.wait("connected", start=after)
+        again = await client.log.wait("subscribed", channel=channel, server_side=False, start=after)
+        assert again["was_recovering"] is True and again["recovered"] is True, again
+        assert again["epoch"] == first["epoch"], (first, again)
+
+        publications = await numbers_received(client, channel, MISSED + 1)
+        assert_exactly_once_in_order(client, publications, list(range(MISSED + 1)), offsets)
+        # Live publications go on after the recovered ones.
+        offsets += await publish_numbers(server, channel, range(MISSED + 1, MISSED + 2))
+        publications = await numbers_received(client, channel, MISSED + 2)
+        assert_exactly_once_in_order(client, publications, list(range(MISSED + 2)), offsets)
+
+
+async def _server_ready(server: Server) -> None:
+    await asyncio.to_thread(server.wait_ready, 30)
+
+
+async def recovery_across_shard_restart(server: Server, sdk: str, protocol: str) -> None:
+    """The shard holding the client is killed while the channel's writer (the other shard) keeps the
+    stream: the SDK reconnects by itself once the shard is back and recovers what it missed."""
+    user = unique(f"{sdk}-shardkill")
+    home = shard_for_user(user, SHARDS)
+    assert home is not None
+    channel = next(
+        name for name in (unique("hist:far") for _ in range(1000)) if writer_for(name, SHARDS) != home
+    )
+    async with contextlib.AsyncExitStack() as stack:
+        # Whatever happens here, the next test gets a server with every shard up.
+        stack.push_async_callback(_server_ready, server)
+        client = await open_client(stack, sdk, server, "shard-victim", protocol, connection_token(user))
+        client_id = await connected(client)
+        listed = await connections(server, user=user)
+        assert set(listed) == {client_id}, listed
+        await client.subscribe(channel, recoverable=True)
+        first = await client.log.wait("subscribed", channel=channel, server_side=False)
+        assert first["recoverable"] is True, first
+        offsets = await publish_numbers(server, channel, range(1))
+        await numbers_received(client, channel, 1)
+
+        pid = (await asyncio.to_thread(server.shard_pids))[home]
+        mark = len(client.log.events)
+        os.kill(pid, signal.SIGKILL)
+        offsets += await publish_numbers(server, channel, range(1, MISSED + 1))
+        lost = await client.log.wait("connecting", start=mark)
+        assert lost["code"] != 0, lost  # not a disconnect the client asked for
+
+        again = await client.log.wait("subscribed", 30, mark, channel=channel, server_side=False)
+        assert again["was_recovering"] is True and again["recovered"] is True, again
+        assert again["epoch"] == first["epoch"], (first, again)
+        new_id = str(client.log.after(mark, "connected")[0]["client"])
+        assert new_id != client_id
+        restarted = (await asyncio.to_thread(server.shard_pids)).get(home)
+        assert restarted is not None and restarted != pid, (pid, restarted)
+
+        publications = await numbers_received(client, channel, MISSED + 1)
+        assert_exactly_once_in_order(client, publications, list(range(MISSED + 1)), offsets)
+        offsets += await publish_numbers(server, channel, range(MISSED + 1, MISSED + 2))
+        publications = await numbers_received(client, channel, MISSED + 2)
+        assert_exactly_once_in_order(client, publications, list(range(MISSED + 2)), offsets)
+
+
+async def _joined(
+    client: SdkClient, name: str, channel: str, user: str, client_id: str, start: int = 0
+) -> Event:
+    return await client.log.wait_until(
+        lambda e: matches(e, name, {"channel": channel, "info": {"user": user, "client": client_id}}),
+        f"{name} of {user} ({client_id}) in {channel}",
+        start=start,
+    )
+
+
+async def presence_and_join_leave_across_shards(server: Server, sdk: str, protocol: str) -> None:
+    """Two SDK clients on different shards see each other in presence and get each other's join/leave."""
+    first_user, second_user = users_on_different_shards(f"{sdk}-presence")
+    channel = unique("room:lobby")
+    async with contextlib.AsyncExitStack() as stack:
+        first = await open_client(stack, sdk, server, "first", protocol, connection_token(first_user))
+        second = await open_client(stack, sdk, server, "second", protocol, connection_token(second_user))
+        first_id = await connected(first)
+        second_id = await connected(second)
+        await first.subscribe(channel, join_leave=True)
+        await subscribed(first, channel)
+        await second.subscribe(channel, join_leave=True)
+        await subscribed(second, channel)
+        await _joined(first, "join", channel, second_user, second_id)
+
+        everyone = {first_id: {"user": first_user, "client": first_id}}
+        everyone[second_id] = {"user": second_user, "client": second_id}
+        for client in (first, second):
+            assert await client.presence(channel) == everyone, client.label
+            assert await client.presence_stats(channel) == {"num_clients": 2, "num_users": 2}, client.label
+        from_api = (await api(server, "presence", {"channel": channel}))["presence"]
+        assert {k: {"user": v["user"], "client": v["client"]} for k, v in from_api.items()} == everyone
+        assert await api(server, "presence_stats", {"channel": channel}) == {"num_clients": 2, "num_users": 2}
+
+        # Leave by unsubscribing, then come back and leave by disconnecting: the other shard sees all three.
+        await second.unsubscribe(channel)
+        await _joined(first, "leave", channel, second_user, second_id)
+        remaining = await poll(lambda: first.presence(channel), lambda p: len(p) == 1, "one client left")
+        assert remaining == {first_id: everyone[first_id]}, remaining
+        assert await first.presence_stats(channel) == {"num_clients": 1, "num_users": 1}
+
+        mark = len(first.log.events)
+        await second.subscribe(channel, join_leave=True)
+        await _joined(first, "join", channel, second_user, second_id, start=mark)
+        mark = len(first.log.events)
+        await second.disconnect()
+        await _joined(first, "leave", channel, second_user, second_id, start=mark)
+        for name in ("join", "leave"):
+            seen = first.log.all(name, channel=channel, info=everyone[second_id])
+            assert len(seen) == 2, f"{name}: {seen}\n{first.log.describe()}"
+        assert not second.log.all("leave", channel=channel, info=everyone[first_id]), second.log.describe()
+
+
+async def history_from_sdk_matches_api(server: Server, sdk: str, protocol: str) -> None:
+    """The SDK's history calls return what the API's history returns, for every query shape."""
+    user = unique(f"{sdk}-history")
+    channel = unique("hist:same")
+    async with contextlib.AsyncExitStack() as stack:
+        client = await open_client(stack, sdk, server, "historian", protocol, connection_token(user))
+        client_id = await connected(client)
+        await publish_numbers(server, channel, range(5))
+        await client.subscribe(channel)
+        await subscribed(client, channel)
+        await client.publish(channel, {"n": 5})
+        await client.log.wait("publication", channel=channel)
+
+        def shaped(result: dict[str, Any]) -> dict[str, Any]:
+            return {
+                "publications": [
+                    {"data": p["data"], "offset": int(p["offset"]), "info": _api_info(p.get("info"))}
+                    for p in result.get("publications", [])
+                ],
+                "offset": int(result["offset"]),
+                "epoch": result["epoch"],
+            }
+
+        everything = await client.history(channel, limit=-1)
+        assert [p["data"] for p in everything["publications"]] == [{"n": n} for n in range(6)], everything
+        assert [p["offset"] for p in everything["publications"]] == list(range(1, 7)), everything
+        assert everything["publications"][-1]["info"] == {"user": user, "client": client_id}, everything
+        assert everything["offset"] == 6 and everything["epoch"], everything
+
+        queries: list[dict[str, Any]] = [
+            {"limit": -1},
+            {"limit": 0},
+            {"limit": 2},
+            {"limit": 2, "since": {"offset": 3, "epoch": everything["epoch"]}},
+            {"limit": 3, "reverse": True},
+        ]
+        for query in queries:
+            from_sdk = await client.history(channel, **query)
+            from_api = shaped(await api(server, "history", {"channel": channel, **query}))
+            assert from_sdk == from_api, (query, from_sdk, from_api)
+        since = await client.history(channel, limit=2, since={"offset": 3, "epoch": everything["epoch"]})
+        assert [p["offset"] for p in since["publications"]] == [4, 5], since
+
+
+def _api_info(info: dict[str, Any] | None) -> dict[str, str] | None:
+    return {"user": info.get("user", ""), "client": info.get("client", "")} if info else None

@@ -5,13 +5,14 @@ The clients run on this process's event loop; the scenarios themselves are in ``
 
 from __future__ import annotations
 
+from collections.abc import Coroutine, Iterator
 from typing import Any
 
 import pytest
 
 from tests.integration.harness import Server
 from tests.sdk import scenarios
-from tests.sdk.common import PROTOCOLS, run
+from tests.sdk.common import PROTOCOLS, SHARDS, run
 
 SDK = "python"
 
@@ -65,3 +66,38 @@ def test_connections_list_every_session(server: Server, protocol: str) -> None:
 
 def test_server_api_subscribe_broadcast_unsubscribe(server: Server, protocol: str) -> None:
     run(scenarios.server_api_subscribe_broadcast_unsubscribe(server, SDK, protocol))
+
+
+@pytest.fixture(scope="module")
+def features_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A two-shard server whose namespaces also have history, recovery, presence and join/leave."""
+    extra = scenarios.FEATURES_EXTRA
+    with Server(tmp_path_factory.mktemp(f"sdk-{SDK}-features"), shards=SHARDS, extra=extra) as srv:
+        yield srv
+
+
+def run_logged(server: Server, coro: Coroutine[Any, Any, None], timeout: float = 90.0) -> None:
+    """``run``, printing the end of the server's log when the scenario fails."""
+    try:
+        run(coro, timeout)
+    except BaseException:
+        print(f"server log (tail):\n{server.logs()}")
+        raise
+
+
+def test_recovery_after_reconnect(features_server: Server, protocol: str) -> None:
+    run_logged(features_server, scenarios.recovery_after_reconnect(features_server, SDK, protocol))
+
+
+def test_presence_and_join_leave_across_shards(features_server: Server, protocol: str) -> None:
+    run_logged(
+        features_server, scenarios.presence_and_join_leave_across_shards(features_server, SDK, protocol)
+    )
+
+
+def test_history_from_sdk_matches_api(features_server: Server, protocol: str) -> None:
+    run_logged(features_server, scenarios.history_from_sdk_matches_api(features_server, SDK, protocol))
+
+
+def test_recovery_across_shard_restart(features_server: Server, protocol: str) -> None:
+    run_logged(features_server, scenarios.recovery_across_shard_restart(features_server, SDK, protocol))

@@ -10,17 +10,27 @@
 //   refresh_tokens  tokens handed out by getToken, in order (the last one is repeated); without it
 //                   there is no getToken
 //   name, version   sent in the connect request
-//   subscriptions   [{channel, token?, refresh_tokens?}] created (and subscribed) before connecting
+//   subscriptions   [{channel, token?, refresh_tokens?, recoverable?, positioned?, join_leave?}] created
+//                   (and subscribed) before connecting
 //   actions         commands run in order once the client is first connected
 //   timeout         seconds after which the script reports {"event":"timeout"} and exits 3 (default 30)
 //   frames          true: every WebSocket frame in and out is written to stderr as a JSON line
 //   exit_on_eof     false: keep running until the timeout when stdin ends (default true)
 //
 // Commands (in `actions`, or one JSON object per stdin line after the scenario):
-//   {"op":"subscribe","channel":c,"token"?:t,"refresh_tokens"?:[...]}   {"op":"unsubscribe","channel":c}
+//   {"op":"subscribe","channel":c,"token"?:t,"refresh_tokens"?:[...],"recoverable"?:b,"positioned"?:b,
+//    "join_leave"?:b}   {"op":"unsubscribe","channel":c}
 //   {"op":"publish","channel":c,"data":d}   {"op":"sleep","ms":n}   {"op":"state"}
+//   {"op":"history","channel":c,"limit"?:n,"since"?:{offset,epoch},"reverse"?:b}
+//   {"op":"presence","channel":c}   {"op":"presence_stats","channel":c}
 //   {"op":"connect"}   {"op":"disconnect"}   {"op":"exit"}
-// Every command with an "id" is acknowledged by {"event":"done","id":...} (or "failed" with the error).
+// Every command with an "id" is acknowledged by {"event":"done","id":...,"result"?:...} (or "failed" with
+// the error); history, presence and presence_stats carry their result there:
+//   history         {publications: [{data, offset, info}], offset, epoch}
+//   presence        {clients: {<client>: {user, client}}}
+//   presence_stats  {num_clients, num_users}
+// Subscription events carry the stream position: subscribed {recoverable, positioned, was_recovering,
+// recovered, offset, epoch}; publication {offset}; join / leave {channel, info, server_side}.
 // The script exits by itself at the timeout, on {"op":"exit"} and when stdin ends.
 
 import { createInterface } from 'node:readline';
@@ -88,6 +98,15 @@ async function main() {
     }
   };
   const clientInfo = (info) => (info ? { user: info.user, client: info.client } : null);
+  const subscribedFields = (ctx) => ({
+    recoverable: Boolean(ctx.recoverable),
+    positioned: Boolean(ctx.positioned),
+    was_recovering: Boolean(ctx.wasRecovering),
+    recovered: Boolean(ctx.recovered),
+    offset: ctx.streamPosition ? Number(ctx.streamPosition.offset) : null,
+    epoch: ctx.streamPosition ? ctx.streamPosition.epoch : null,
+  });
+  const offsetOf = (ctx) => (ctx.offset === undefined || ctx.offset === null ? null : Number(ctx.offset));
 
   let WebSocketClass = WebSocket;
   if (scenario.frames) {
@@ -135,7 +154,9 @@ async function main() {
   client.on('connecting', (ctx) => emit('connecting', { code: ctx.code, reason: ctx.reason }));
   client.on('disconnected', (ctx) => emit('disconnected', { code: ctx.code, reason: ctx.reason }));
   client.on('error', (ctx) => emit('error', { type: ctx.type, ...errorFields(ctx.error) }));
-  client.on('subscribed', (ctx) => emit('subscribed', { channel: ctx.channel, server_side: true }));
+  client.on('subscribed', (ctx) =>
+    emit('subscribed', { channel: ctx.channel, server_side: true, ...subscribedFields(ctx) }),
+  );
   client.on('subscribing', (ctx) => emit('subscribing', { channel: ctx.channel, server_side: true }));
   client.on('unsubscribed', (ctx) => emit('unsubscribed', { channel: ctx.channel, server_side: true }));
   client.on('publication', (ctx) =>
@@ -143,8 +164,15 @@ async function main() {
       channel: ctx.channel,
       data: decode(ctx.data),
       info: clientInfo(ctx.info),
+      offset: offsetOf(ctx),
       server_side: true,
     }),
+  );
+  client.on('join', (ctx) =>
+    emit('join', { channel: ctx.channel, info: clientInfo(ctx.info), server_side: true }),
+  );
+  client.on('leave', (ctx) =>
+    emit('leave', { channel: ctx.channel, info: clientInfo(ctx.info), server_side: true }),
   );
 
   const newSubscription = (spec) => {
@@ -154,11 +182,16 @@ async function main() {
       emit('sub_get_token', { channel: spec.channel, n }),
     );
     if (subGetToken) subOptions.getToken = subGetToken;
+    if (spec.recoverable) subOptions.recoverable = true;
+    if (spec.positioned) subOptions.positioned = true;
+    if (spec.join_leave) subOptions.joinLeave = true;
     const sub = client.newSubscription(spec.channel, subOptions);
     sub.on('subscribing', (ctx) =>
       emit('subscribing', { channel: spec.channel, code: ctx.code, reason: ctx.reason, server_side: false }),
     );
-    sub.on('subscribed', (ctx) => emit('subscribed', { channel: ctx.channel, server_side: false }));
+    sub.on('subscribed', (ctx) =>
+      emit('subscribed', { channel: ctx.channel, server_side: false, ...subscribedFields(ctx) }),
+    );
     sub.on('unsubscribed', (ctx) =>
       emit('unsubscribed', { channel: ctx.channel, code: ctx.code, reason: ctx.reason, server_side: false }),
     );
@@ -167,8 +200,15 @@ async function main() {
         channel: ctx.channel,
         data: decode(ctx.data),
         info: clientInfo(ctx.info),
+        offset: offsetOf(ctx),
         server_side: false,
       }),
+    );
+    sub.on('join', (ctx) =>
+      emit('join', { channel: spec.channel, info: clientInfo(ctx.info), server_side: false }),
+    );
+    sub.on('leave', (ctx) =>
+      emit('leave', { channel: spec.channel, info: clientInfo(ctx.info), server_side: false }),
     );
     sub.on('error', (ctx) =>
       emit('sub_error', { channel: ctx.channel, type: ctx.type, ...errorFields(ctx.error) }),
@@ -195,6 +235,32 @@ async function main() {
       case 'publish':
         await client.publish(command.channel, encode(command.data));
         return;
+      case 'history': {
+        const historyOptions = {};
+        if (command.limit !== undefined) historyOptions.limit = command.limit;
+        if (command.since) historyOptions.since = command.since;
+        if (command.reverse) historyOptions.reverse = true;
+        const result = await client.history(command.channel, historyOptions);
+        return {
+          publications: result.publications.map((pub) => ({
+            data: decode(pub.data),
+            offset: offsetOf(pub),
+            info: clientInfo(pub.info),
+          })),
+          offset: Number(result.offset),
+          epoch: result.epoch,
+        };
+      }
+      case 'presence': {
+        const result = await client.presence(command.channel);
+        const clients = {};
+        for (const [id, info] of Object.entries(result.clients ?? {})) clients[id] = clientInfo(info);
+        return { clients };
+      }
+      case 'presence_stats': {
+        const result = await client.presenceStats(command.channel);
+        return { num_clients: Number(result.numClients ?? 0), num_users: Number(result.numUsers ?? 0) };
+      }
       case 'sleep':
         await new Promise((resolve) => setTimeout(resolve, Number(command.ms ?? 0)));
         return;
@@ -221,8 +287,10 @@ async function main() {
 
   const runReported = async (command) => {
     try {
-      await run(command);
-      if (command.id !== undefined) emit('done', { id: command.id, op: command.op });
+      const result = await run(command);
+      if (command.id !== undefined) {
+        emit('done', { id: command.id, op: command.op, ...(result === undefined ? {} : { result }) });
+      }
     } catch (error) {
       emit('failed', { id: command.id ?? null, op: command.op, ...errorFields(error) });
     }
