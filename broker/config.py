@@ -168,6 +168,8 @@ class Config:
     api_shard_timeout: Duration = Duration(5)
     heartbeat_timeout: Duration = Duration(30)
     connections_expression_max_length: int = 4096
+    shm_index: bool = True  # per-shard channel subscriber counts in shared memory, read by the router
+    shm_index_capacity: int = 65536
 
     # Top-level channel options (the "without namespace" channel options).
     channel_options: dict[str, Any] = field(default_factory=dict)

@@ -492,5 +492,12 @@ def _ignore_exit(child: _Child, pid: int | None, exitcode: int | None) -> None:
 
 def serve(cfg: Config, specs: Iterable[ChildSpec] | None = None) -> int:
     """Run the whole server (supervisor + router + shards) until it is stopped; returns the exit status."""
+    from broker.ipc.channel_counts import remove_counts
+
     setup_logging(cfg.log_level, "supervisor")
-    return Arbiter(cfg, list(specs) if specs is not None else None).run()
+    # The shared channel counts belong to this run: none left from a previous one, none left behind.
+    remove_counts(cfg)
+    try:
+        return Arbiter(cfg, list(specs) if specs is not None else None).run()
+    finally:
+        remove_counts(cfg)

@@ -27,7 +27,9 @@ from broker.channels import ChannelRules
 from broker.config import Config
 from broker.errors import ClientError
 from broker.hashing import shard_for_user, writer_for
+from broker.ipc.channel_counts import open_counts
 from broker.ipc.control import RemoteError, ShardUnavailable
+from broker.ipc.shm_index import CountIndex
 from broker.merge import merge_channels, merge_presence, merge_presence_stats
 from broker.protocol.state import CEL_GETTERS
 from router.cluster import Cluster
@@ -120,6 +122,7 @@ class Api:
         self.uid = str(uuid.uuid4())
         self.started_at = time.monotonic()
         self.rules = ChannelRules.from_config(cfg)
+        self._counts: CountIndex | None = None
         _validate_expression("true", cfg.connections_expression_max_length)  # builds the CEL parser now
         self._methods: dict[str, Callable[[Params], Awaitable[Any]]] = {
             "publish": self.publish,
@@ -314,11 +317,22 @@ class Api:
                 shard_params[key] = params[key]
         return await self._ask_user(user, "refresh", shard_params)
 
+    def _shards_with_subscribers(self, channel: str) -> list[int] | None:
+        """From the shared channel counts: the shards that have subscribers (None = unknown, ask all)."""
+        if self._counts is None and self.cfg.shm_index:
+            self._counts = open_counts(self.cfg)
+        if self._counts is None:
+            return None
+        return self._counts.nonzero_columns(channel)
+
     async def presence(self, params: Params) -> Params:
         channel = self._channel(params)
         if not self.rules.options_for(channel).presence:
             raise errors.NOT_AVAILABLE
-        gathered = await self.cluster.gather("presence", {"channel": channel})
+        only = self._shards_with_subscribers(channel)
+        if only == []:
+            return {"presence": {}}
+        gathered = await self.cluster.gather("presence", {"channel": channel}, only=only)
         self._raise_first_error(gathered.errors)
         return merge_presence(gathered.results.values())
 
@@ -326,7 +340,10 @@ class Api:
         channel = self._channel(params)
         if not self.rules.options_for(channel).presence:
             raise errors.NOT_AVAILABLE
-        gathered = await self.cluster.gather("presence_stats", {"channel": channel})
+        only = self._shards_with_subscribers(channel)
+        if only == []:
+            return {"num_clients": 0, "num_users": 0}
+        gathered = await self.cluster.gather("presence_stats", {"channel": channel}, only=only)
         self._raise_first_error(gathered.errors)
         return merge_presence_stats(gathered.results.values())
 

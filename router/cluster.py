@@ -59,10 +59,16 @@ class Cluster:
         )
 
     async def gather(
-        self, method: str, params: Any, timeout: float | None = None, *, raw: bool = False
+        self,
+        method: str,
+        params: Any,
+        timeout: float | None = None,
+        *,
+        raw: bool = False,
+        only: list[int] | None = None,
     ) -> Gathered:
-        """Ask every shard at once; with ``raw`` the results stay undecoded (``Raw``)."""
-        indexes = list(range(self.size))
+        """Ask every shard (or the ``only`` ones) at once; with ``raw`` results stay undecoded (``Raw``)."""
+        indexes = list(range(self.size)) if only is None else only
         ask = self.ask_raw if raw else self.ask
         outcomes = await asyncio.gather(
             *(ask(i, method, params, timeout) for i in indexes), return_exceptions=True

@@ -36,12 +36,14 @@ class Hub:
         self,
         on_first_subscriber: Callable[[str], None] = _ignore,
         on_last_subscriber: Callable[[str], None] = _ignore,
+        on_count: Callable[[str, int], None] | None = None,
     ) -> None:
         self.by_client: dict[str, Connection] = {}
         self.by_user: dict[str, set[Connection]] = {}
         self.by_channel: dict[str, set[Connection]] = {}
         self._on_first = on_first_subscriber
         self._on_last = on_last_subscriber
+        self._on_count = on_count
 
     def __len__(self) -> int:
         return len(self.by_client)
@@ -86,15 +88,19 @@ class Hub:
     def _index_channel(self, conn: Connection, channel: str) -> None:
         members = self.by_channel.get(channel)
         if members is None:
-            self.by_channel[channel] = {conn}
+            members = self.by_channel[channel] = {conn}
             self._on_first(channel)
         else:
             members.add(conn)
+        if self._on_count is not None:
+            self._on_count(channel, len(members))
 
     def _unindex_channel(self, conn: Connection, channel: str) -> None:
         members = self.by_channel.get(channel)
         if members is not None:
             members.discard(conn)
+            if self._on_count is not None:
+                self._on_count(channel, len(members))
             if not members:
                 del self.by_channel[channel]
                 self._on_last(channel)

@@ -47,6 +47,7 @@ from broker.errors import ClientError, Disconnect
 from broker.hashing import shard_for, writer_for
 from broker.ids import new_id
 from broker.ipc import paths
+from broker.ipc.channel_counts import open_counts
 from broker.ipc.control import ControlClient, ControlServer, RemoteError, ShardUnavailable
 from broker.ipc.handoff import HandoffReceiver
 from broker.ipc.pubsub import Publication, Publisher, Subscriber
@@ -76,7 +77,15 @@ class Shard:
         self.ctx = ctx
         self.loop = loop
         self.pid = os.getpid()
-        self.hub = Hub(on_first_subscriber=self._channel_added, on_last_subscriber=self._channel_removed)
+        self.counts = open_counts(cfg)
+        if self.counts is not None:
+            self.counts.reset_column(index)  # nothing left from a previous life of this shard
+        self._counts_full = False
+        self.hub = Hub(
+            on_first_subscriber=self._channel_added,
+            on_last_subscriber=self._channel_removed,
+            on_count=self._channel_count if self.counts is not None else None,
+        )
         self.verifier = TokenVerifier.for_connections(cfg)
         self.rules = ChannelRules.from_config(cfg)
         # History of the channels this shard writes (see broker.hashing.writer_for).
@@ -275,6 +284,16 @@ class Shard:
         conn.close_with(reason)
 
     # -- subscriptions and publications ----------------------------------------------------------
+
+    def _channel_count(self, channel: str, count: int) -> None:
+        assert self.counts is not None
+        try:
+            stored = self.counts.set(channel, self.index, count)
+        except ValueError:
+            stored = False  # a channel name too long for the table: the router asks the shards
+        if not stored and not self._counts_full:
+            self._counts_full = True
+            log.warning("channel counts table is full; the router falls back to asking every shard")
 
     def _channel_added(self, channel: str) -> None:
         if self._subscriber is not None:

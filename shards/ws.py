@@ -102,7 +102,20 @@ class _WebSocketBase(ClientConnection):
             transport.close()
 
     def _peer_failed(self) -> None:
-        self._peer_closed()
+        """The peer broke the protocol: send our close frame, but keep reading a little before closing.
+
+        Closing at once would make the kernel reset the connection if more of the peer's input arrives,
+        and the client could lose the close frame that tells it why (e.g. 1009 message too big).
+        """
+        self.shard.unregister(self)
+        self.closed = True
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            self.flush_before_close()
+            reply = self.ws.data_to_send()
+            if reply:
+                transport.write(reply)
+            self.shard.loop.call_later(CLOSE_WAIT, self._close_transport)
 
     def farewell(self, disconnect: Disconnect) -> bytes:
         return self.ws.send_close(disconnect.code, disconnect.reason)

@@ -279,8 +279,8 @@ def test_expired_token_is_109() -> None:
         encode_token({"sub": 42, "channel": "$s"}, SECRET),  # sub of the wrong type
     ],
 )
-def test_invalid_token_disconnects(token: str) -> None:
-    assert_disconnect(3500, subscribe, make_rules(), "$s", token=token)
+def test_invalid_token_is_permission_denied(token: str) -> None:
+    assert_client_error(103, subscribe, make_rules(), "$s", token=token)
 
 
 @pytest.mark.parametrize(
@@ -309,15 +309,15 @@ def test_anonymous_connection_with_anonymous_token() -> None:
 
 def test_token_is_verified_on_public_channels_too() -> None:
     rules = one_ns(allow_subscribe_for_client=True)
-    assert_disconnect(3500, subscribe, rules, "ns:open", token="bad.token.here")
+    assert_client_error(103, subscribe, rules, "ns:open", token="bad.token.here")
     assert subscribe(rules, "ns:open", token=sub_token("42", "ns:open")).source == SOURCE_SUBSCRIPTION_TOKEN
 
 
 def test_without_keys_every_token_is_refused() -> None:
     rules = ChannelRules.from_config(Config())
-    assert_disconnect(3500, subscribe, rules, "$s", token=sub_token("42", "$s"))
+    assert_client_error(103, subscribe, rules, "$s", token=sub_token("42", "$s"))
     bare = ChannelRules(ChannelOptions(), {})
-    assert_disconnect(3500, subscribe, bare, "$s", token=sub_token("42", "$s"))
+    assert_client_error(103, subscribe, bare, "$s", token=sub_token("42", "$s"))
 
 
 def test_separate_subscription_token_keys() -> None:
@@ -327,7 +327,7 @@ def test_separate_subscription_token_keys() -> None:
         subscription_token_hmac_secret_key="sub-secret-" + "s" * 53,
     )
     rules = ChannelRules.from_config(cfg)
-    assert_disconnect(3500, subscribe, rules, "$s", token=sub_token("42", "$s"))
+    assert_client_error(103, subscribe, rules, "$s", token=sub_token("42", "$s"))
     decision = subscribe(rules, "$s", token=sub_token("42", "$s", secret="sub-secret-" + "s" * 53))
     assert decision.source == SOURCE_SUBSCRIPTION_TOKEN
 

@@ -311,13 +311,14 @@ class ChannelRules:
         self, channel: str, user: str, client: str, token: str, now: float, options: ChannelOptions
     ) -> SubscribeDecision:
         if self.verifier is None:
-            raise INVALID_TOKEN
+            raise PERMISSION_DENIED
         try:
             claims = self.verifier.verify_subscription_token(token, now)
         except TokenExpired:
             raise TOKEN_EXPIRED from None
         except TokenInvalid:
-            raise INVALID_TOKEN from None
+            # A token that does not verify grants nothing: permission denied (the reference's 103).
+            raise PERMISSION_DENIED from None
         # A token is a grant for one user, one channel and optionally one connection; presenting it
         # anywhere else means the client is misbehaving, hence a terminal disconnect, not an error.
         if claims.user != user or claims.channel != channel:

@@ -490,7 +490,13 @@ class ClientSession:
         token = _string(request, "token")
         if not token:
             raise errors.BAD_REQUEST
-        decision = self.host.rules.check_subscribe(channel, state.user, state.client, token, now)
+        try:
+            decision = self.host.rules.check_subscribe(channel, state.user, state.client, token, now)
+        except ClientError as err:
+            if err.code == errors.PERMISSION_DENIED.code:
+                # A refresh token that does not verify ends the connection (subscribing only fails).
+                raise errors.INVALID_TOKEN from None
+            raise
         expire_at = float(decision.expire_at)
         if state.sub_tokens is None:
             state.sub_tokens = {}
