@@ -53,12 +53,11 @@ from broker.ipc.handoff import HandoffReceiver
 from broker.ipc.pubsub import Publication, Publisher, Subscriber
 from broker.lifecycle import ChildContext, standalone_context
 from broker.protocol.codec import get_codec
-from broker.protocol.publications import publication_body
 from broker.protocol.state import SERVER_SIDE_SOURCES, ConnectionState
 from broker.protocol.uni import HTTP_STREAM, SSE
 from shards import api
 from shards.connection import ClientConnection
-from shards.encoding import ENCODERS, JSON_KINDS, publication_push
+from shards.fanout import FanOut
 from shards.hub import Hub
 from shards.uni import UniConnection
 from shards.ws import UniWsConnection, WsConnection
@@ -67,9 +66,10 @@ log = logging.getLogger("switchboard.shard")
 
 UNI_FRAMINGS = {"uni_http_stream": HTTP_STREAM, "uni_sse": SSE}
 PEER_TIMEOUT = 5.0
+POSITION_CHECK_INTERVAL = 40.0
 
 
-class Shard:
+class Shard(FanOut):
     def __init__(self, cfg: Config, index: int, ctx: ChildContext, loop: asyncio.AbstractEventLoop) -> None:
         self.cfg = cfg
         self.index = index
@@ -111,6 +111,7 @@ class Shard:
         # Every adopted connection whose socket is still open, registered in the hub or not.
         self._live: set[ClientConnection] = set()
         self._dirty: list[ClientConnection] = []
+        self._next_position_check = time.time() + POSITION_CHECK_INTERVAL
         self._flush_scheduled = False
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -437,99 +438,6 @@ class Shard:
     def meta_ttl(self, options: ChannelOptions) -> float:
         return options.history_meta_ttl or self.cfg.global_history_meta_ttl
 
-    def deliver(self, publication: Publication) -> None:
-        """Fan a publication (or a join / leave) out to this shard's subscribers of its channel."""
-        members = self.hub.by_channel.get(publication.channel)
-        if not members:
-            return
-        if publication.kind:
-            self._deliver_presence_event(publication, members)
-            return
-        encoded: dict[str, bytes] = {}
-        body: dict[str, Any] | None = None
-        json_ok: bool | None = None
-        for conn in list(members):
-            assert isinstance(conn, ClientConnection)
-            state = conn.state
-            ordered = state.recovering is None and state.positions is None
-            if not ordered and not self._in_stream_order(conn, publication):
-                continue
-            kind = conn.kind
-            frame = encoded.get(kind)
-            if frame is None:
-                if kind in JSON_KINDS:
-                    if json_ok is None:
-                        json_ok = _is_json(publication.data)
-                    if not json_ok:
-                        conn.close_with(errors.INAPPROPRIATE_PROTOCOL)
-                        continue
-                if body is None:
-                    body = publication_push(publication.channel, publication_body(publication))
-                frame = encoded[kind] = ENCODERS[kind](body)
-            conn.enqueue(frame)
-
-    def _in_stream_order(self, conn: ClientConnection, publication: Publication) -> bool:
-        """For positioned subscriptions: hold publications during a subscribe, detect gaps after it."""
-        state = conn.state
-        channel = publication.channel
-        if state.recovering is not None and channel in state.recovering:
-            state.recovering[channel].append(publication)
-            return False
-        positions = state.positions
-        if positions is None or channel not in positions or not publication.offset:
-            return True
-        last, epoch = positions[channel]
-        if publication.epoch == epoch and publication.offset == last + 1:
-            positions[channel] = (publication.offset, epoch)
-            return True
-        if publication.epoch == epoch and publication.offset <= last:
-            return False  # already delivered (recovered)
-        log.info("client %s missed publications in %s: insufficient state", state.client, channel)
-        if state.channels.get(channel) in SERVER_SIDE_SOURCES:
-            conn.close_with(errors.INSUFFICIENT_STATE)
-        else:
-            self.server_unsubscribe(conn, channel, 2500, "insufficient state")
-        return False
-
-    def _deliver_presence_event(self, event: Publication, members: set[Any]) -> None:
-        """Join / leave pushes go to subscribers that asked for them, or to all when forced."""
-        try:
-            options = self.rules.options_for(event.channel)
-        except ClientError:
-            return
-        forced = options.force_push_join_leave
-        body = {"channel": event.channel, event.kind: {"info": event.client_info() or {}}}
-        encoded: dict[str, bytes] = {}
-        for conn in list(members):
-            assert isinstance(conn, ClientConnection)
-            wanted = conn.state.join_leave
-            if not forced and (wanted is None or event.channel not in wanted):
-                continue
-            frame = encoded.get(conn.kind)
-            if frame is None:
-                frame = encoded[conn.kind] = ENCODERS[conn.kind](body)
-            conn.enqueue(frame)
-
-    def _presence_event(self, conn: ClientConnection, channel: str, kind: str) -> None:
-        """Announce a subscriber joining or leaving a join_leave channel, through its writer (one order)."""
-        try:
-            if not self.rules.options_for(channel).join_leave:
-                return
-        except ClientError:
-            return
-        state = conn.state
-        chan_info = state.chan_info.get(channel, b"") if state.chan_info else b""
-        event = Publication(
-            channel,
-            b"",
-            user=state.user,
-            client=state.client,
-            conn_info=state.info or b"",
-            chan_info=chan_info,
-            kind=kind,
-        )
-        self.publish(event, _ignore_result)
-
     # -- questions for the whole cluster (client presence, history) ------------------------------
 
     def cluster_query(self, method: str, params: dict[str, Any], merge: Any, done: Any) -> None:
@@ -643,6 +551,9 @@ class Shard:
         self._expire_connections(now)
         self._expire_subscriptions(now)
         self.engine.sweep(now, budget=1000)
+        if now >= self._next_position_check:
+            self._next_position_check = now + POSITION_CHECK_INTERVAL
+            self._spawn(self._check_positions())
 
     def _expire_connections(self, now: float) -> None:
         delay = self.cfg.client_expired_close_delay
@@ -700,21 +611,6 @@ class Shard:
 
 def _position_result(offset: int, epoch: str) -> dict[str, Any]:
     return {"offset": offset, "epoch": epoch} if offset else {}
-
-
-def _ignore_result(err: ClientError | None, result: dict[str, Any] | None) -> None:
-    if err is not None:
-        log.warning("join/leave announcement failed: %s", err.message)
-
-
-def _is_json(data: bytes) -> bool:
-    import orjson
-
-    try:
-        orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return False
-    return True
 
 
 def run(cfg: Config, index: int, ctx: ChildContext) -> None:

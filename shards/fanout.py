@@ -1,0 +1,194 @@
+"""Fan-out on a shard: publications and join/leave announcements to local subscribers, in stream order.
+
+A publication reaching a shard is encoded once per connection kind (see :mod:`shards.encoding`) and the
+same bytes are queued on every local subscriber; nothing here awaits a client. Positioned subscriptions
+(history channels) are kept in stream order: while a subscribe is waiting for its position or recovery
+the live publications are held for it, and a publication that does not follow the last one delivered
+(or a periodic check that finds the subscriber behind its stream) ends the subscription with 2500 —
+3010 for a server-side one — so that the client recovers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from broker import errors
+from broker.errors import ClientError
+from broker.ipc.pubsub import Publication
+from broker.protocol.publications import publication_body
+from broker.protocol.state import SERVER_SIDE_SOURCES
+from shards.connection import ClientConnection
+from shards.encoding import ENCODERS, JSON_KINDS, publication_push
+
+if TYPE_CHECKING:
+    from broker.channels import ChannelRules
+    from shards.hub import Hub
+
+log = logging.getLogger("switchboard.shard")
+
+# Publications that left the writer before it reported its top may still be on their way.
+POSITION_CHECK_GRACE = 2.0
+
+
+class FanOut:
+    """Mixed into :class:`shards.main.Shard`."""
+
+    hub: Hub
+    rules: ChannelRules
+
+    def publish(self, publication: Publication, done: Any) -> None:
+        raise NotImplementedError
+
+    def writer_query(self, channel: str, method: str, params: dict[str, Any], done: Any) -> None:
+        raise NotImplementedError
+
+    def server_unsubscribe(self, conn: ClientConnection, channel: str, code: int, reason: str) -> None:
+        raise NotImplementedError
+
+    def deliver(self, publication: Publication) -> None:
+        """Fan a publication (or a join / leave) out to this shard's subscribers of its channel."""
+        members = self.hub.by_channel.get(publication.channel)
+        if not members:
+            return
+        if publication.kind:
+            self._deliver_presence_event(publication, members)
+            return
+        encoded: dict[str, bytes] = {}
+        body: dict[str, Any] | None = None
+        json_ok: bool | None = None
+        for conn in list(members):
+            assert isinstance(conn, ClientConnection)
+            state = conn.state
+            ordered = state.recovering is None and state.positions is None
+            if not ordered and not self._in_stream_order(conn, publication):
+                continue
+            kind = conn.kind
+            frame = encoded.get(kind)
+            if frame is None:
+                if kind in JSON_KINDS:
+                    if json_ok is None:
+                        json_ok = _is_json(publication.data)
+                    if not json_ok:
+                        conn.close_with(errors.INAPPROPRIATE_PROTOCOL)
+                        continue
+                if body is None:
+                    body = publication_push(publication.channel, publication_body(publication))
+                frame = encoded[kind] = ENCODERS[kind](body)
+            conn.enqueue(frame)
+
+    def _in_stream_order(self, conn: ClientConnection, publication: Publication) -> bool:
+        """For positioned subscriptions: hold publications during a subscribe, detect gaps after it."""
+        state = conn.state
+        channel = publication.channel
+        if state.recovering is not None and channel in state.recovering:
+            state.recovering[channel].append(publication)
+            return False
+        positions = state.positions
+        if positions is None or channel not in positions or not publication.offset:
+            return True
+        last, epoch = positions[channel]
+        if publication.epoch == epoch and publication.offset == last + 1:
+            positions[channel] = (publication.offset, epoch)
+            return True
+        if publication.epoch == epoch and publication.offset <= last:
+            return False  # already delivered (recovered)
+        log.info("client %s missed publications in %s: insufficient state", state.client, channel)
+        if state.channels.get(channel) in SERVER_SIDE_SOURCES:
+            conn.close_with(errors.INSUFFICIENT_STATE)
+        else:
+            self.server_unsubscribe(conn, channel, 2500, "insufficient state")
+        return False
+
+    async def _check_positions(self) -> None:
+        """Positioned subscribers must not trail their stream: a lost last publication shows only here.
+
+        For each channel with positioned subscribers, ask its writer for the top, wait for anything
+        already on its way, then cut the subscriptions still behind (or in an old epoch).
+        """
+        by_channel: dict[str, list[ClientConnection]] = {}
+        for conn in self.hub.by_client.values():
+            positions = conn.state.positions
+            if positions:
+                assert isinstance(conn, ClientConnection)
+                for channel in positions:
+                    by_channel.setdefault(channel, []).append(conn)
+        tops: dict[str, dict[str, Any]] = {}
+        for channel in by_channel:
+            self.writer_query(
+                channel,
+                "position",
+                {"channel": channel},
+                lambda err, top, ch=channel: tops.__setitem__(ch, top or {}),
+            )
+        await asyncio.sleep(POSITION_CHECK_GRACE)
+        for channel, conns in by_channel.items():
+            top = tops.get(channel)
+            if not top:
+                continue
+            top_offset, top_epoch = int(top.get("offset", 0)), str(top.get("epoch", ""))
+            for conn in conns:
+                position = conn.state.positions.get(channel) if conn.state.positions else None
+                if position is None or conn.closed:
+                    continue
+                if position[1] != top_epoch or position[0] < top_offset:
+                    log.info("client %s is behind in %s: insufficient state", conn.state.client, channel)
+                    if conn.state.channels.get(channel) in SERVER_SIDE_SOURCES:
+                        conn.close_with(errors.INSUFFICIENT_STATE)
+                    else:
+                        self.server_unsubscribe(conn, channel, 2500, "insufficient state")
+
+    def _deliver_presence_event(self, event: Publication, members: set[Any]) -> None:
+        """Join / leave pushes go to subscribers that asked for them, or to all when forced."""
+        try:
+            options = self.rules.options_for(event.channel)
+        except ClientError:
+            return
+        forced = options.force_push_join_leave
+        body = {"channel": event.channel, event.kind: {"info": event.client_info() or {}}}
+        encoded: dict[str, bytes] = {}
+        for conn in list(members):
+            assert isinstance(conn, ClientConnection)
+            wanted = conn.state.join_leave
+            if not forced and (wanted is None or event.channel not in wanted):
+                continue
+            frame = encoded.get(conn.kind)
+            if frame is None:
+                frame = encoded[conn.kind] = ENCODERS[conn.kind](body)
+            conn.enqueue(frame)
+
+    def _presence_event(self, conn: ClientConnection, channel: str, kind: str) -> None:
+        """Announce a subscriber joining or leaving a join_leave channel, through its writer (one order)."""
+        try:
+            if not self.rules.options_for(channel).join_leave:
+                return
+        except ClientError:
+            return
+        state = conn.state
+        chan_info = state.chan_info.get(channel, b"") if state.chan_info else b""
+        event = Publication(
+            channel,
+            b"",
+            user=state.user,
+            client=state.client,
+            conn_info=state.info or b"",
+            chan_info=chan_info,
+            kind=kind,
+        )
+        self.publish(event, _ignore_result)
+
+
+def _is_json(data: bytes) -> bool:
+    try:
+        orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return False
+    return True
+
+
+def _ignore_result(err: ClientError | None, result: dict[str, Any] | None) -> None:
+    if err is not None:
+        log.warning("join/leave announcement failed: %s", err.message)
