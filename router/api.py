@@ -264,19 +264,28 @@ class Api:
         if not isinstance(channels, list) or not channels or not all(isinstance(c, str) for c in channels):
             raise errors.BAD_REQUEST.with_message("channels required")
         publication = self._publication_params(params)
-
-        async def one(channel: str) -> Params:
+        responses: list[Params | None] = [None] * len(channels)
+        by_writer: dict[int, list[int]] = {}
+        for position, channel in enumerate(channels):
             try:
                 self.rules.validate_name(channel)
-                result = await self._ask_one(
-                    writer_for(channel, self.cluster.size), "publish", {**publication, "channel": channel}
-                )
             except ClientError as err:
-                return {"error": {"code": err.code, "message": err.message}}
-            return {"result": result}
+                responses[position] = {"error": {"code": err.code, "message": err.message}}
+                continue
+            by_writer.setdefault(writer_for(channel, self.cluster.size), []).append(position)
 
-        responses = await asyncio.gather(*(one(channel) for channel in channels))
-        return {"responses": list(responses)}
+        async def one_writer(writer: int, positions: list[int]) -> None:
+            # One request per writer shard, however many of the channels it writes.
+            request = {**publication, "channels": [channels[p] for p in positions]}
+            try:
+                answers = (await self._ask_one(writer, "publish_many", request))["responses"]
+            except ClientError as err:
+                answers = [{"error": {"code": err.code, "message": err.message}}] * len(positions)
+            for position, answer in zip(positions, answers, strict=True):
+                responses[position] = answer
+
+        await asyncio.gather(*(one_writer(w, p) for w, p in by_writer.items()))
+        return {"responses": responses}
 
     async def subscribe(self, params: Params) -> Params:
         user = _string(params, "user", required=True)

@@ -150,6 +150,17 @@ def publish(shard: Shard, params: dict[str, Any]) -> dict[str, Any]:
     )
 
 
+def publish_many(shard: Shard, params: dict[str, Any]) -> dict[str, Any]:
+    """``broadcast`` to the channels this shard writes: one answer per channel, in order."""
+    responses: list[dict[str, Any]] = []
+    for channel in params.get("channels") or []:
+        try:
+            responses.append({"result": publish(shard, {**params, "channel": channel})})
+        except errors.ClientError as err:
+            responses.append({"error": {"code": err.code, "message": err.message}})
+    return {"responses": responses}
+
+
 def wire_publication(publication: Publication) -> dict[str, Any]:
     """A stored publication as it travels between processes (bytes as base64)."""
     out: dict[str, Any] = {
@@ -351,6 +362,7 @@ HANDLERS = {
     "disconnect": disconnect,
     "info": info,
     "publish": publish,
+    "publish_many": publish_many,
     "subscribe": subscribe,
     "unsubscribe": unsubscribe,
     "refresh": refresh,

@@ -11,9 +11,7 @@ splice large answers (a connections scan) into its HTTP response without decodin
 once (so a dead shard is reported, not waited for) and ``ROUTER_HANDOVER`` lets a restarted shard take its
 routing id back.
 
-Both sides use plain (non-asyncio) pyzmq sockets watched with ``loop.add_reader`` on ``ZMQ_FD``. That
-descriptor is edge-triggered, so every wake-up drains until ``ZMQ_EVENTS`` shows no more input, and every
-send is followed by a drain scheduled on the loop (a send can consume the edge of a pending read).
+Both sides use plain pyzmq sockets served by the loop (:class:`broker.ipc.zmqloop.SocketReader`).
 """
 
 from __future__ import annotations
@@ -30,6 +28,7 @@ import orjson
 import zmq
 
 from broker.errors import ClientError
+from broker.ipc.zmqloop import SocketReader
 
 log = logging.getLogger("switchboard.control")
 
@@ -61,46 +60,7 @@ class Raw:
         self.json = json
 
 
-class _Drainer:
-    """Watches a pyzmq socket's FD on the loop and drains it completely on every wake-up."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, sock: zmq.Socket[bytes]) -> None:
-        self._loop = loop
-        self._sock = sock
-        self._fd: int = int(sock.getsockopt(zmq.FD))
-        self._scheduled = False
-        loop.add_reader(self._fd, self._drain)
-
-    def _on_frames(self, frames: list[bytes]) -> None:
-        raise NotImplementedError
-
-    def _drain(self) -> None:
-        self._scheduled = False
-        sock = self._sock
-        if sock.closed:
-            return
-        while int(sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
-            try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                break
-            try:
-                self._on_frames(frames)
-            except Exception:
-                log.exception("control message handling failed")
-
-    def _kick(self) -> None:
-        if not self._scheduled:
-            self._scheduled = True
-            self._loop.call_soon(self._drain)
-
-    def _close_socket(self) -> None:
-        if not self._sock.closed:
-            self._loop.remove_reader(self._fd)
-            self._sock.close(linger=0)
-
-
-class ControlServer(_Drainer):
+class ControlServer(SocketReader):
     """The router's end: sends requests to shards and matches replies to waiting futures."""
 
     def __init__(
@@ -174,7 +134,7 @@ def _expire(future: asyncio.Future[Raw], identity: bytes, timeout: float) -> Non
 Handler = Callable[[str, Any], Any]
 
 
-class ControlClient(_Drainer):
+class ControlClient(SocketReader):
     """A shard's end: receives requests, runs the handler, sends the answer back."""
 
     def __init__(

@@ -38,6 +38,8 @@ from typing import Any
 import orjson
 import zmq
 
+from broker.ipc.zmqloop import SocketReader
+
 log = logging.getLogger("switchboard.pubsub")
 
 UNSUBSCRIBE_GRACE = 5.0
@@ -114,7 +116,7 @@ class Publication:
         return info
 
 
-class Publisher:
+class Publisher(SocketReader):
     """A writer shard's XPUB socket; it welcomes subscriptions to the channels it writes."""
 
     def __init__(
@@ -124,17 +126,13 @@ class Publisher:
         endpoint: str,
         is_writer: Callable[[str], bool],
     ) -> None:
-        self._loop = loop
         self._is_writer = is_writer
         sock = context.socket(zmq.XPUB)
         sock.setsockopt(zmq.SNDHWM, _SEND_HWM)
         sock.setsockopt(zmq.XPUB_VERBOSE, 1)
         sock.setsockopt(zmq.LINGER, 0)
         sock.bind(endpoint)
-        self._sock = sock
-        self._fd: int = int(sock.getsockopt(zmq.FD))
-        self._scheduled = False
-        loop.add_reader(self._fd, self._drain)
+        super().__init__(loop, sock)
 
     def publish(self, publication: Publication) -> bool:
         try:
@@ -146,44 +144,29 @@ class Publisher:
             self._kick()
         return True
 
-    def _kick(self) -> None:
-        if not self._scheduled:
-            self._scheduled = True
-            self._loop.call_soon(self._drain)
-
-    def _drain(self) -> None:
-        self._scheduled = False
-        sock = self._sock
-        if sock.closed:
+    def _on_frames(self, frames: list[bytes]) -> None:
+        message = frames[0]
+        if not message.startswith(b"\x01") or not message.endswith(b"\x00"):
+            return  # an unsubscription, or not one of our topics
+        topic_bytes = message[1:]
+        try:
+            channel = topic_bytes[:-1].decode("utf-8")
+        except UnicodeDecodeError:
             return
-        while int(sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+        if self._is_writer(channel):
             try:
-                message = sock.recv(zmq.NOBLOCK)
+                self._sock.send_multipart([topic_bytes, WELCOME], zmq.NOBLOCK)
             except zmq.Again:
-                break
-            if not message.startswith(b"\x01") or not message.endswith(b"\x00"):
-                continue  # an unsubscription, or not one of our topics
-            topic_bytes = message[1:]
-            try:
-                channel = topic_bytes[:-1].decode("utf-8")
-            except UnicodeDecodeError:
-                continue
-            if self._is_writer(channel):
-                try:
-                    sock.send_multipart([topic_bytes, WELCOME], zmq.NOBLOCK)
-                except zmq.Again:
-                    log.error("publication queue full; no welcome for %s", channel)
+                log.error("publication queue full; no welcome for %s", channel)
 
     def close(self) -> None:
-        if not self._sock.closed:
-            self._loop.remove_reader(self._fd)
-            self._sock.close(linger=0)
+        self._close_socket()
 
 
 Deliver = Callable[[Publication], None]
 
 
-class Subscriber:
+class Subscriber(SocketReader):
     """A shard's SUB socket, subscribed to the channels that have local subscribers."""
 
     def __init__(
@@ -194,7 +177,6 @@ class Subscriber:
         deliver: Deliver,
         grace: float = UNSUBSCRIBE_GRACE,
     ) -> None:
-        self._loop = loop
         self._deliver = deliver
         self._grace = grace
         sock = context.socket(zmq.SUB)
@@ -203,14 +185,11 @@ class Subscriber:
         sock.setsockopt(zmq.LINGER, 0)
         for endpoint in endpoints:
             sock.connect(endpoint)
-        self._sock = sock
-        self._fd: int = int(sock.getsockopt(zmq.FD))
         self._subscribed: set[str] = set()
         self._ready: set[str] = set()
         self._waiters: dict[str, list[Callable[[], None]]] = {}
         self._pending_unsubscribe: dict[str, asyncio.TimerHandle] = {}
-        self._scheduled = False
-        loop.add_reader(self._fd, self._drain)
+        super().__init__(loop, sock)
 
     @property
     def channels(self) -> set[str]:
@@ -264,42 +243,25 @@ class Subscriber:
             self._sock.setsockopt(zmq.UNSUBSCRIBE, topic(channel))
             self._kick()
 
-    def _kick(self) -> None:
-        # The FD is edge-triggered: a setsockopt or send may consume a pending read edge.
-        if not self._scheduled:
-            self._scheduled = True
-            self._loop.call_soon(self._drain)
-
-    def _drain(self) -> None:
-        self._scheduled = False
-        sock = self._sock
-        if sock.closed:
+    def _on_frames(self, frames: list[bytes]) -> None:
+        if len(frames) == 2 and frames[1] == WELCOME:
+            channel = frames[0][:-1].decode("utf-8", "replace")
+            if channel in self._subscribed:
+                self._ready.add(channel)
+                self._release_waiters(channel)
             return
-        while int(sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
-            try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                break
-            if len(frames) == 2 and frames[1] == WELCOME:
-                channel = frames[0][:-1].decode("utf-8", "replace")
-                if channel in self._subscribed:
-                    self._ready.add(channel)
-                    self._release_waiters(channel)
-                continue
-            try:
-                publication = Publication.from_frames(frames)
-            except (ValueError, KeyError, orjson.JSONDecodeError) as exc:
-                log.error("dropping a malformed publication: %s", exc)
-                continue
-            try:
-                self._deliver(publication)
-            except Exception:
-                log.exception("delivering a publication to %s failed", publication.channel)
+        try:
+            publication = Publication.from_frames(frames)
+        except (ValueError, KeyError, orjson.JSONDecodeError) as exc:
+            log.error("dropping a malformed publication: %s", exc)
+            return
+        try:
+            self._deliver(publication)
+        except Exception:
+            log.exception("delivering a publication to %s failed", publication.channel)
 
     def close(self) -> None:
         for timer in self._pending_unsubscribe.values():
             timer.cancel()
         self._pending_unsubscribe.clear()
-        if not self._sock.closed:
-            self._loop.remove_reader(self._fd)
-            self._sock.close(linger=0)
+        self._close_socket()
