@@ -121,6 +121,8 @@ async def _serve(cfg: Config, ctx: ChildContext) -> None:
 
     def request_stop() -> None:
         if stopping.is_set():
+            if ctx.supervised:
+                return  # the same stop reaching the whole process group; the supervisor escalates
             log.warning("second stop signal: exiting now")
             raise SystemExit(1)
         stopping.set()

@@ -156,6 +156,10 @@ class Shard(FanOut):
 
     def request_stop(self) -> None:
         if self._stopping.is_set():
+            if self.ctx.supervised:
+                # Under the supervisor a repeated SIGTERM is usually the same stop reaching the whole
+                # process group (systemd, a terminal); the supervisor escalates with SIGKILL itself.
+                return
             log.warning("second stop signal: exiting now")
             os._exit(1)
         log.info("shutting down: disconnecting %d clients", len(self.hub))

@@ -38,8 +38,14 @@ class Server:
     """``switchboard`` (supervisor + router + shards) started as a real process tree."""
 
     def __init__(
-        self, tmp_path: Path, shards: int = 2, extra: dict[str, Any] | None = None, env=None
+        self,
+        tmp_path: Path,
+        shards: int = 2,
+        extra: dict[str, Any] | None = None,
+        env=None,
+        new_session: bool = False,
     ) -> None:
+        self.new_session = new_session  # its own process group, to be signalled as a whole
         self.port = free_port()
         self.shards = shards
         self.dir = tmp_path / f"server-{uuid.uuid4().hex[:6]}"
@@ -81,6 +87,7 @@ class Server:
             stdout=log,
             stderr=subprocess.STDOUT,
             env=self.env,
+            start_new_session=self.new_session,
         )
         self.wait_ready(timeout)
         return self

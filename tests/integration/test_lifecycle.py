@@ -80,6 +80,21 @@ def test_sigterm_drains_clients_with_shutdown(tmp_path: Path) -> None:
         client.close()
 
 
+def test_sigterm_to_the_whole_process_group_still_drains(tmp_path: Path) -> None:
+    """systemd (KillMode=control-group) or a shell signals every process at once: still a graceful stop."""
+    server = Server(tmp_path, shards=2, new_session=True).start()
+    clients = [StreamClient(server.port, {"token": make_token(f"group-{i}")}) for i in range(10)]
+    for client in clients:
+        client.connect()
+    assert server.proc is not None
+    os.killpg(server.proc.pid, signal.SIGTERM)
+    assert server.proc.wait(20) == 0
+    for client in clients:
+        assert client.read_until("disconnect") == {"disconnect": {"code": 3001, "reason": "shutdown"}}
+        client.close()
+    assert "exiting now" not in server.logs()
+
+
 def test_boot_failure_halts_with_the_error(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
