@@ -228,25 +228,45 @@ def position(shard: Shard, params: dict[str, Any]) -> dict[str, Any]:
     return {"offset": top.offset, "epoch": top.epoch}
 
 
-def recover(shard: Shard, params: dict[str, Any]) -> dict[str, Any]:
-    """Publications a resubscribing client missed since its position, and whether it is whole again."""
+def recover(shard: Shard, params: dict[str, Any]) -> Raw:
+    """Publications a resubscribing client missed since its position, and whether it is whole again.
+
+    After an outage many clients of a channel come back from the same position at once; the answer is
+    kept (as JSON) while the stream's top is unchanged, so it is read and encoded once, not per client.
+    """
     channel = str(params.get("channel", ""))
     options = shard.history_options(channel)
     since = _since(params) or StreamPosition(0, "")
     now = time.time()
     meta_ttl = shard.meta_ttl(options)
+    limit = int(params.get("limit") or 0)
+    top = shard.engine.position(channel, now=now, history_meta_ttl=meta_ttl)
+    key = (channel, since.offset, since.epoch, limit, options.force_recovery_mode)
+    cached = shard.recovery_answers.get(key)
+    if cached is not None and cached[0] == top:
+        return cached[1]
     if options.force_recovery_mode == "cache":
         outcome = shard.engine.recover_cache(channel, since=since, now=now, history_meta_ttl=meta_ttl)
     else:
-        limit = int(params.get("limit") or 0)
         outcome = shard.engine.recover(channel, since=since, limit=limit, now=now, history_meta_ttl=meta_ttl)
     publications = outcome.publications if outcome.recovered else []
-    return {
-        "publications": [wire_publication(p) for p in publications],
-        "epoch": outcome.position.epoch,
-        "offset": outcome.position.offset,
-        "recovered": outcome.recovered,
-    }
+    answer = Raw(
+        orjson.dumps(
+            {
+                "publications": [wire_publication(p) for p in publications],
+                "epoch": outcome.position.epoch,
+                "offset": outcome.position.offset,
+                "recovered": outcome.recovered,
+            }
+        )
+    )
+    if len(shard.recovery_answers) >= RECOVERY_ANSWERS_KEPT:
+        shard.recovery_answers.pop(next(iter(shard.recovery_answers)))
+    shard.recovery_answers[key] = (top, answer)
+    return answer
+
+
+RECOVERY_ANSWERS_KEPT = 64
 
 
 def _targets(shard: Shard, params: dict[str, Any]) -> list[Any]:

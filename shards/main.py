@@ -48,7 +48,7 @@ from broker.hashing import shard_for, writer_for
 from broker.ids import new_id
 from broker.ipc import paths
 from broker.ipc.channel_counts import open_counts
-from broker.ipc.control import ControlClient, ControlServer, RemoteError, ShardUnavailable
+from broker.ipc.control import ControlClient, ControlServer, Raw, RemoteError, ShardUnavailable
 from broker.ipc.handoff import HandoffReceiver
 from broker.ipc.pubsub import Publication, Publisher, Subscriber
 from broker.lifecycle import ChildContext, standalone_context
@@ -93,6 +93,10 @@ class Shard(FanOut):
         # join_leave channels this shard writes: channel → client → its join event. Kept so that the
         # clients of a shard that died can be announced as gone once it starts again.
         self.members: dict[str, dict[str, Publication]] = {}
+        # Recent recovery answers (see shards.api.recover): key → (stream top when made, JSON answer).
+        self.recovery_answers: dict[tuple[Any, ...], tuple[Any, Raw]] = {}
+        # Identical questions to a writer already on their way: key → callbacks waiting for the answer.
+        self._inflight: dict[tuple[str, bytes], list[Any]] = {}
         self.started_at = time.monotonic()
         self._buckets: list[set[ClientConnection]] = [
             set() for _ in range(max(1, math.ceil(cfg.ping_interval)))
@@ -474,17 +478,32 @@ class Shard(FanOut):
         done(None, merge(parts))
 
     def writer_query(self, channel: str, method: str, params: dict[str, Any], done: Any) -> None:
-        """Ask the channel's writer shard (this one directly when it is the writer)."""
+        """Ask the channel's writer shard (this one directly when it is the writer).
+
+        Identical questions in flight at the same time (many clients subscribing or recovering from
+        the same position after an outage) share one request and one answer.
+        """
         writer = writer_for(channel, self.size)
         if writer == self.index:
             try:
-                result = orjson.loads(orjson.dumps(api.HANDLERS[method](self, params)))
+                result = api.HANDLERS[method](self, params)
             except ClientError as err:
                 done(err, None)
                 return
-            done(None, result)
+            done(None, orjson.loads(result.json if isinstance(result, Raw) else orjson.dumps(result)))
             return
-        self._spawn(self._ask_peer(writer, method, params, done))
+        key = (method, orjson.dumps(params, option=orjson.OPT_SORT_KEYS))
+        waiting = self._inflight.get(key)
+        if waiting is not None:
+            waiting.append(done)
+            return
+        self._inflight[key] = [done]
+
+        def answered(err: ClientError | None, result: Any) -> None:
+            for callback in self._inflight.pop(key, []):
+                callback(err, result)
+
+        self._spawn(self._ask_peer(writer, method, params, answered))
 
     async def _ask_peer(self, index: int, method: str, params: dict[str, Any], done: Any) -> None:
         assert self._peer_requests is not None
