@@ -41,7 +41,7 @@ from broker.protocol.connect import (
     personal_subscription,
     subscription_data,
 )
-from broker.protocol.publications import publication_body, publication_from_wire
+from broker.protocol.publications import publication_body, publication_from_wire, publications_of
 from broker.protocol.state import SERVER_SIDE_SOURCES, ConnectionState
 
 CONNECTING, CONNECTED, FAILED, CLOSED = range(4)
@@ -318,7 +318,7 @@ class ClientSession:
         last = top
         if recovering:
             recovered = bool(found.get("recovered"))
-            publications = [publication_from_wire(p) for p in found.get("publications", [])]
+            publications = publications_of(found)
             result["was_recovering"] = True
             if recovered:
                 result["recovered"] = True

@@ -40,3 +40,18 @@ def publication_body(publication: Publication) -> dict[str, Any]:
     if publication.tags:
         pub["tags"] = publication.tags
     return pub
+
+
+_CONVERTED = "\x00publications"
+
+
+def publications_of(answer: dict[str, Any]) -> list[dict[str, Any]]:
+    """The publications of a writer's answer in the reply dict shape, converted once per answer.
+
+    One answer can serve many clients at once (identical recoveries after an outage share it), so the
+    converted list is kept in the answer itself. Callers must not change the dicts they get.
+    """
+    converted = answer.get(_CONVERTED)
+    if converted is None:
+        converted = answer[_CONVERTED] = [publication_from_wire(p) for p in answer.get("publications", [])]
+    return converted

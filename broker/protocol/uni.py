@@ -27,7 +27,7 @@ from broker.protocol.connect import (
     subscription_data,
     uni_request_subscriptions,
 )
-from broker.protocol.publications import publication_body, publication_from_wire
+from broker.protocol.publications import publication_body, publications_of
 from broker.protocol.state import ConnectionState
 
 _STREAM_HEADERS = (
@@ -223,8 +223,8 @@ class UniSession:
                 entry["offset"] = last
                 if answer.get("recovered"):
                     entry["recovered"] = True
-                for wire in answer.get("publications", []):
-                    follow.append({"channel": name, "pub": publication_from_wire(wire)})
+                for pub in publications_of(answer):
+                    follow.append({"channel": name, "pub": pub})
             for publication in held_by_channel.get(name, []):
                 if publication.epoch == epoch and publication.offset and publication.offset <= last:
                     continue
