@@ -2,7 +2,7 @@
 
 Each scenario takes the server, the SDK (``"js"``: centrifuge-js in Node, ``"python"``:
 centrifuge-python) and the protocol (``"json"`` or ``"protobuf"``), and drives real clients over
-``/connection/websocket``. ``test_centrifuge_js.py`` and ``test_centrifuge_python.py`` run them.
+``/connection/websocket``. ``test_official_sdks.py`` runs them for each library and protocol.
 """
 
 from __future__ import annotations
