@@ -122,3 +122,30 @@ def test_boot_failure_halts_with_the_error(tmp_path: Path) -> None:
         )
     assert result.returncode != 0
     assert "address already in use" in result.stderr.lower() or "errno 98" in result.stderr.lower()
+
+
+def test_router_restart_keeps_client_connections(tmp_path: Path) -> None:
+    """Clients live on the shards: the router can die and come back without dropping them."""
+    with Server(tmp_path, shards=2) as server:
+        client = StreamClient(server.port, {"token": make_token("survivor")})
+        client_id = client.connect()["client"]
+        router_pid = next(
+            int(line.split("pid ")[1].split(")")[0])
+            for line in open(server.log_path)
+            if "spawned router" in line
+        )
+        os.kill(router_pid, signal.SIGKILL)
+
+        def answered() -> dict | None:
+            try:
+                return server.connections(user="survivor")
+            except Exception:
+                return None
+
+        assert list(wait_for(answered)) == [client_id]
+        server.api("disconnect", {"user": "survivor"})
+        assert client.read_until("disconnect")["disconnect"]["code"] == 3503
+        newcomer = StreamClient(server.port, {"token": make_token("newcomer")})
+        assert newcomer.connect()["client"]
+        client.close()
+        newcomer.close()
