@@ -129,10 +129,9 @@ def test_router_restart_keeps_client_connections(tmp_path: Path) -> None:
     with Server(tmp_path, shards=2) as server:
         client = StreamClient(server.port, {"token": make_token("survivor")})
         client_id = client.connect()["client"]
+        log_lines = server.log_path.read_text().splitlines()
         router_pid = next(
-            int(line.split("pid ")[1].split(")")[0])
-            for line in open(server.log_path)
-            if "spawned router" in line
+            int(line.split("pid ")[1].split(")")[0]) for line in log_lines if "spawned router" in line
         )
         os.kill(router_pid, signal.SIGKILL)
 
