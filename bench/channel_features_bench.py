@@ -67,6 +67,7 @@ from bench.connections_bench import (
     ServerProcess,
     git_commit,
     machine,
+    run_and_report,
     timed,
 )
 from bench.fanout_bench import PAD, Child, Outcome, Publisher, connect, markdown_table, start_generators
@@ -812,18 +813,7 @@ def quick_options() -> Options:
 
 
 def main(argv: list[str] | None = None) -> int:
-    opts = parse_args(argv)
-    try:
-        result = run(opts)
-    except BenchError as exc:
-        print(f"benchmark failed: {exc}", file=sys.stderr)
-        return 2
-    text = report(result)
-    print(text)
-    if opts.append_results is not None:
-        with open(opts.append_results, "a") as out:
-            out.write("\n" + text)
-    return 0 if result.correct else 1
+    return run_and_report(parse_args(argv), run, report)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -739,19 +740,26 @@ def smoke_options() -> Options:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    opts = parse_args(argv)
+def run_and_report(opts: Any, run: Callable[[Any], Any], report: Callable[[Any], str]) -> int:
+    """The command line's common end: run, print the report, append it to RESULTS.md when asked.
+
+    Exit status: 0 every check passed, 1 a check failed, 2 the run could not complete.
+    """
     try:
-        result = run(opts)
+        outcome = run(opts)
     except BenchError as exc:
         print(f"benchmark failed: {exc}", file=sys.stderr)
         return 2
-    text = report(result)
+    text = report(outcome)
     print(text)
     if opts.append_results is not None:
         with open(opts.append_results, "a") as out:
             out.write("\n" + text)
-    return 0 if result.correct else 1
+    return 0 if outcome.correct else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_and_report(parse_args(argv), run, report)
 
 
 if __name__ == "__main__":

@@ -69,6 +69,7 @@ from bench.connections_bench import (
     git_commit,
     machine,
     rss_bytes,
+    run_and_report,
     split,
     stop_process,
 )
@@ -791,18 +792,7 @@ def quick_options() -> Options:
 
 
 def main(argv: list[str] | None = None) -> int:
-    opts = parse_args(argv)
-    try:
-        outcome = run(opts)
-    except BenchError as exc:
-        print(f"benchmark failed: {exc}", file=sys.stderr)
-        return 2
-    text = report(outcome)
-    print(text)
-    if opts.append_results is not None:
-        with open(opts.append_results, "a") as out:
-            out.write("\n" + text)
-    return 0 if outcome.correct else 1
+    return run_and_report(parse_args(argv), run, report)
 
 
 if __name__ == "__main__":
