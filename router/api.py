@@ -31,6 +31,7 @@ from broker.ipc.channel_counts import open_counts
 from broker.ipc.control import RemoteError, ShardUnavailable
 from broker.ipc.shm_index import CountIndex
 from broker.merge import merge_channels, merge_presence, merge_presence_stats
+from broker.protocol.publications import publication_from_wire
 from broker.protocol.state import CEL_GETTERS
 from router.cluster import Cluster
 from router.http import Request
@@ -72,24 +73,17 @@ def _validate_expression(expression: str, max_length: int) -> None:
 
 def api_publication(wire: Params) -> Params:
     """A stored publication (base64 fields between processes) in the server API's JSON shape."""
-    data = base64.b64decode(wire.get("b64data", ""))
-    pub: Params = {"data": _json_or_b64(data, "data")}
-    if wire.get("offset"):
-        pub["offset"] = wire["offset"]
-    if wire.get("tags"):
-        pub["tags"] = wire["tags"]
-    info = wire.get("info")
-    if info:
-        client_info: Params = {"user": info.get("user", ""), "client": info.get("client", "")}
+    pub = publication_from_wire(wire)
+    pub["data"] = _json_or_b64(pub["data"])
+    info = pub.get("info")
+    if info is not None:
         for key in ("conn_info", "chan_info"):
-            raw = base64.b64decode(info.get("b64" + key, ""))
-            if raw:
-                client_info[key] = _json_or_b64(raw, key)
-        pub["info"] = client_info
+            if key in info:
+                info[key] = _json_or_b64(info[key])
     return pub
 
 
-def _json_or_b64(raw: bytes, key: str) -> Any:
+def _json_or_b64(raw: bytes) -> Any:
     """Raw JSON as it is; binary (from protobuf clients) is not JSON, so it is sent as base64 text."""
     try:
         orjson.loads(raw)
