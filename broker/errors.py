@@ -3,7 +3,12 @@
 Client errors travel in a reply's ``error`` field ``(code, message, temporary)``; disconnects close a
 connection with ``(code, reason, reconnect)``. Codes and texts match Centrifugo's so that the official
 SDKs react the same way (retry, reconnect or give up). Exception text is never sent to a client: callers
-raise these objects, and anything else is logged and mapped to ``INTERNAL``.
+raise these errors, and anything else is logged and mapped to ``INTERNAL``.
+
+The module-level constants are values (to compare codes, to pass to ``close_with``), never raised as they
+are: raising an exception object links the raising frames into its ``__traceback__``, and a shared object
+raised again and again would keep every frame it passed through, with their sessions and buffers, alive.
+Calling a constant makes a fresh exception to raise: ``raise errors.BAD_REQUEST()``.
 """
 
 from __future__ import annotations
@@ -26,6 +31,10 @@ class ClientError(Exception):
     def with_message(self, message: str) -> ClientError:
         return ClientError(self.code, message, self.temporary)
 
+    def __call__(self) -> ClientError:
+        """A fresh copy to raise (see the module docstring)."""
+        return ClientError(self.code, self.message, self.temporary)
+
 
 @dataclass(frozen=True, slots=True)
 class Disconnect(Exception):
@@ -39,6 +48,10 @@ class Disconnect(Exception):
 
     def to_dict(self) -> dict[str, object]:
         return {"code": self.code, "reason": self.reason}
+
+    def __call__(self) -> Disconnect:
+        """A fresh copy to raise (see the module docstring)."""
+        return Disconnect(self.code, self.reason)
 
 
 # Client / API error codes (reference §2.1, §6.1).

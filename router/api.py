@@ -167,7 +167,7 @@ class Api:
         )
         try:
             if not isinstance(params, dict):
-                raise errors.BAD_REQUEST
+                raise errors.BAD_REQUEST()
             result = await handler(params)
             if method == "batch":
                 return HTTPStatus.OK, orjson.dumps(result)
@@ -210,9 +210,9 @@ class Api:
             try:
                 handler = self._methods.get(name)
                 if handler is None:
-                    raise errors.METHOD_NOT_FOUND
+                    raise errors.METHOD_NOT_FOUND()
                 if not isinstance(params, dict):
-                    raise errors.BAD_REQUEST
+                    raise errors.BAD_REQUEST()
                 reply["result"] = await handler(params)
             except ClientError as err:
                 reply["error"] = {"code": err.code, "message": err.message}
@@ -331,7 +331,7 @@ class Api:
     async def presence(self, params: Params) -> Params:
         channel = self._channel(params)
         if not self.rules.options_for(channel).presence:
-            raise errors.NOT_AVAILABLE
+            raise errors.NOT_AVAILABLE()
         only = self._shards_with_subscribers(channel)
         if only == []:
             return {"presence": {}}
@@ -342,7 +342,7 @@ class Api:
     async def presence_stats(self, params: Params) -> Params:
         channel = self._channel(params)
         if not self.rules.options_for(channel).presence:
-            raise errors.NOT_AVAILABLE
+            raise errors.NOT_AVAILABLE()
         only = self._shards_with_subscribers(channel)
         if only == []:
             return {"num_clients": 0, "num_users": 0}
@@ -353,7 +353,7 @@ class Api:
     async def history(self, params: Params) -> Params:
         channel = self._channel(params)
         if not self.rules.options_for(channel).history_enabled:
-            raise errors.NOT_AVAILABLE
+            raise errors.NOT_AVAILABLE()
         limit = params.get("limit", 0) or 0
         if not isinstance(limit, int) or isinstance(limit, bool):
             raise errors.BAD_REQUEST.with_message("limit must be an integer")
@@ -373,7 +373,7 @@ class Api:
     async def history_remove(self, params: Params) -> Params:
         channel = self._channel(params)
         if not self.rules.options_for(channel).history_enabled:
-            raise errors.NOT_AVAILABLE
+            raise errors.NOT_AVAILABLE()
         return await self._ask_one(
             writer_for(channel, self.cluster.size), "history_remove", {"channel": channel}
         )
@@ -400,9 +400,9 @@ class Api:
             handler = self._methods.get(method)
             try:
                 if handler is None or method == "batch":
-                    raise errors.METHOD_NOT_FOUND
+                    raise errors.METHOD_NOT_FOUND()
                 if not isinstance(method_params, dict):
-                    raise errors.BAD_REQUEST
+                    raise errors.BAD_REQUEST()
                 return {method: await handler(method_params)}
             except ClientError as err:
                 return {"error": {"code": err.code, "message": err.message}}

@@ -91,7 +91,7 @@ def _b64(value: Any) -> bytes:
     if not value:
         return b""
     if not isinstance(value, str):
-        raise errors.BAD_REQUEST
+        raise errors.BAD_REQUEST()
     try:
         return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
@@ -133,7 +133,7 @@ def publish(shard: Shard, params: dict[str, Any]) -> dict[str, Any]:
     if kind:
         data = data or b""  # join / leave carry only the ClientInfo
     if not isinstance(channel, str) or not channel or data is None:
-        raise errors.BAD_REQUEST
+        raise errors.BAD_REQUEST()
     publication = Publication(channel, data, kind=kind)
     tags = params.get("tags")
     if tags:
@@ -184,11 +184,11 @@ def _since(params: dict[str, Any]) -> StreamPosition | None:
     if since is None:
         return None
     if not isinstance(since, dict):
-        raise errors.BAD_REQUEST
+        raise errors.BAD_REQUEST()
     offset = since.get("offset") or 0
     epoch = since.get("epoch") or ""
     if not isinstance(offset, int) or offset < 0 or not isinstance(epoch, str):
-        raise errors.BAD_REQUEST
+        raise errors.BAD_REQUEST()
     return StreamPosition(offset, epoch)
 
 
@@ -198,7 +198,7 @@ def history(shard: Shard, params: dict[str, Any]) -> dict[str, Any]:
     options = shard.history_options(channel)
     limit = params.get("limit") or 0
     if not isinstance(limit, int):
-        raise errors.BAD_REQUEST
+        raise errors.BAD_REQUEST()
     found = shard.engine.history(
         channel,
         limit=limit,

@@ -394,7 +394,7 @@ class Shard(FanOut):
                 if not joined:
                     del self.members[publication.channel]
         if not self._publisher.publish(publication):
-            raise errors.INTERNAL
+            raise errors.INTERNAL()
         return _position_result(publication.offset, publication.epoch)
 
     def forget_shard(self, index: int) -> int:
@@ -440,7 +440,7 @@ class Shard(FanOut):
         """The channel's options, or 108 when it keeps no history."""
         options = self.rules.options_for(channel)
         if not options.history_enabled:
-            raise errors.NOT_AVAILABLE
+            raise errors.NOT_AVAILABLE()
         return options
 
     def meta_ttl(self, options: ChannelOptions) -> float:
@@ -618,7 +618,7 @@ class Shard(FanOut):
     def handle_control(self, method: str, params: Any) -> Any:
         handler = api.HANDLERS.get(method)
         if handler is None:
-            raise errors.METHOD_NOT_FOUND
+            raise errors.METHOD_NOT_FOUND()
         return handler(self, params if isinstance(params, dict) else {})
 
     def uptime(self) -> float:

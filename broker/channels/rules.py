@@ -216,7 +216,7 @@ class ChannelRules:
             return self._top
         options = self._namespaces.get(namespace)
         if options is None:
-            raise UNKNOWN_CHANNEL
+            raise UNKNOWN_CHANNEL()
         return options
 
     def validate_name(self, channel: str) -> ChannelOptions:
@@ -287,14 +287,14 @@ class ChannelRules:
         """
         self._check_length(channel)
         if self.client_channel_limit > 0 and channel_count >= self.client_channel_limit:
-            raise LIMIT_EXCEEDED
+            raise LIMIT_EXCEEDED()
         if already_subscribed:
-            raise ALREADY_SUBSCRIBED
+            raise ALREADY_SUBSCRIBED()
         options = self.options_for(channel)
         self._check_shape(channel, options)
 
         if not token and self.is_private(channel):
-            raise PERMISSION_DENIED
+            raise PERMISSION_DENIED()
         if token:
             return self._subscribe_with_token(channel, user, client, token, now, options)
         if self.is_user_limited_allowed(channel, user, options):
@@ -305,29 +305,29 @@ class ChannelRules:
             return SubscribeDecision(SOURCE_CLIENT_ALLOWED, options)
         if self.client_insecure:
             return SubscribeDecision(SOURCE_CLIENT_INSECURE, options)
-        raise PERMISSION_DENIED
+        raise PERMISSION_DENIED()
 
     def _subscribe_with_token(
         self, channel: str, user: str, client: str, token: str, now: float, options: ChannelOptions
     ) -> SubscribeDecision:
         if self.verifier is None:
-            raise PERMISSION_DENIED
+            raise PERMISSION_DENIED()
         try:
             claims = self.verifier.verify_subscription_token(token, now)
         except TokenExpired:
-            raise TOKEN_EXPIRED from None
+            raise TOKEN_EXPIRED() from None
         except TokenInvalid:
             # A token that does not verify grants nothing: permission denied (the reference's 103).
-            raise PERMISSION_DENIED from None
+            raise PERMISSION_DENIED() from None
         # A token is a grant for one user, one channel and optionally one connection; presenting it
         # anywhere else means the client is misbehaving, hence a terminal disconnect, not an error.
         if claims.user != user or claims.channel != channel:
-            raise INVALID_TOKEN
+            raise INVALID_TOKEN()
         if claims.client and claims.client != client:
-            raise INVALID_TOKEN
+            raise INVALID_TOKEN()
         expire_at = claims.expire_at if claims.expire_at is not None else (claims.exp or 0)
         if expire_at > 0 and expire_at <= int(now):
-            raise EXPIRED
+            raise EXPIRED()
         if claims.override:
             changes: dict[str, Any] = dict(claims.override)
             options = dataclasses.replace(options, **changes)
@@ -348,13 +348,13 @@ class ChannelRules:
             subscribed,
         ):
             return PublishDecision(options)
-        raise PERMISSION_DENIED
+        raise PERMISSION_DENIED()
 
     def check_presence(self, channel: str, user: str, *, subscribed: bool) -> ChannelOptions:
         """Whether a client may read presence (and presence_stats); raises 102, 103, 107 or 108."""
         options = self.validate_name(channel)
         if not options.presence:
-            raise NOT_AVAILABLE
+            raise NOT_AVAILABLE()
         if self._granted(
             options.allow_presence_for_client,
             options.allow_presence_for_subscriber,
@@ -363,7 +363,7 @@ class ChannelRules:
             subscribed,
         ):
             return options
-        raise PERMISSION_DENIED
+        raise PERMISSION_DENIED()
 
     def check_presence_stats(self, channel: str, user: str, *, subscribed: bool) -> ChannelOptions:
         # Centrifugo guards presence_stats with the presence permissions.
@@ -373,7 +373,7 @@ class ChannelRules:
         """Whether a client may read history; raises 102, 103, 107 or 108."""
         options = self.validate_name(channel)
         if not options.history_enabled:
-            raise NOT_AVAILABLE
+            raise NOT_AVAILABLE()
         if self._granted(
             options.allow_history_for_client,
             options.allow_history_for_subscriber,
@@ -382,7 +382,7 @@ class ChannelRules:
             subscribed,
         ):
             return options
-        raise PERMISSION_DENIED
+        raise PERMISSION_DENIED()
 
     def _granted(
         self, for_client: bool, for_subscriber: bool, for_anonymous: bool, user: str, subscribed: bool
@@ -395,18 +395,18 @@ class ChannelRules:
 
     def _check_length(self, channel: str) -> None:
         if not channel:
-            raise BAD_REQUEST
+            raise BAD_REQUEST()
         if self.max_length > 0 and byte_length(channel) > self.max_length:
-            raise BAD_REQUEST
+            raise BAD_REQUEST()
 
     def _check_shape(self, channel: str, options: ChannelOptions) -> None:
         if "\x00" in channel:
             # NUL terminates channel topics on the publication data plane, whatever a regex allows.
-            raise BAD_REQUEST
+            raise BAD_REQUEST()
         if options.compiled_regex is not None:
             rest = split_namespace(channel, self.private_prefix, self.namespace_boundary)[1]
             # Unanchored search, as Go's MatchString: patterns anchor themselves with ^ and $.
             if options.compiled_regex.search(rest) is None:
-                raise BAD_REQUEST
+                raise BAD_REQUEST()
         elif not is_printable_ascii(channel):
-            raise BAD_REQUEST
+            raise BAD_REQUEST()

@@ -196,11 +196,11 @@ class MemoryEngine(HistoryEngine):
     ) -> HistoryResult:
         if since is not None and reverse and since.offset == 0:
             # Nothing lies before offset 0: Centrifugo rejects the request rather than answering empty.
-            raise errors.BAD_REQUEST
+            raise errors.BAD_REQUEST()
         stream = self._touch(channel, now, history_meta_ttl)
         position = stream.position()
         if since is not None and since.epoch and since.epoch != stream.epoch:
-            raise errors.UNRECOVERABLE_POSITION
+            raise errors.UNRECOVERABLE_POSITION()
         if limit == 0 or not stream.pubs:
             return HistoryResult([], position)
         if reverse:

@@ -30,6 +30,7 @@ import zmq
 from broker.errors import ClientError
 from broker.ipc.zmqloop import SocketReader
 
+_INTERNAL_ANSWER = orjson.dumps({"code": 100, "message": "internal server error"})
 log = logging.getLogger("switchboard.control")
 
 _REQUEST_ID = struct.Struct("!Q")
@@ -181,16 +182,19 @@ class ControlClient(SocketReader):
         self._answer(request_id, result)
 
     def _answer(self, request_id: bytes, result: Any) -> None:
-        kind = b"r"
-        try:
-            if isinstance(result, Exception):
-                raise result
-            payload = result.json if isinstance(result, Raw) else orjson.dumps(result)
-        except ClientError as err:
-            kind, payload = b"e", orjson.dumps({"code": err.code, "message": err.message})
-        except Exception:
-            log.exception("control request failed")
-            kind, payload = b"e", orjson.dumps({"code": 100, "message": "internal server error"})
+        # An exception is inspected, never raised again here: re-raising would link this frame into its
+        # traceback (and a handler may hand back a shared error constant).
+        kind, payload = b"e", _INTERNAL_ANSWER
+        if isinstance(result, ClientError):
+            payload = orjson.dumps({"code": result.code, "message": result.message})
+        elif isinstance(result, Exception):
+            log.error("control request failed", exc_info=result)
+        else:
+            try:
+                payload = result.json if isinstance(result, Raw) else orjson.dumps(result)
+                kind = b"r"
+            except TypeError as exc:  # orjson.JSONEncodeError is one
+                log.error("control answer cannot be encoded: %s", exc)
         try:
             self._sock.send_multipart([request_id, kind, payload], zmq.NOBLOCK)
         except zmq.ZMQError as exc:

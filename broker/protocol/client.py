@@ -142,25 +142,25 @@ class ClientSession:
         request_key = next((key for key in _REQUEST_KEYS if command.get(key) is not None), None)
         if request_key is None:
             if command_id:
-                raise errors.DISCONNECT_BAD_REQUEST  # a command without a known request
+                raise errors.DISCONNECT_BAD_REQUEST()  # a command without a known request
             self._on_pong()
             return
         request = command[request_key]
         if not isinstance(request, dict):
-            raise errors.DISCONNECT_BAD_REQUEST
+            raise errors.DISCONNECT_BAD_REQUEST()
         if request_key == "send":
             self._require_connected()
             # There is no handler for asynchronous messages from clients.
-            raise errors.DISCONNECT_NOT_AVAILABLE
+            raise errors.DISCONNECT_NOT_AVAILABLE()
         if not command_id:
-            raise errors.DISCONNECT_BAD_REQUEST
+            raise errors.DISCONNECT_BAD_REQUEST()
         if request_key == "connect":
             self._on_connect(command_id, request, now)
             return
         self._require_connected()
         handler = _HANDLERS.get(request_key)
         if handler is None:
-            raise errors.DISCONNECT_BAD_REQUEST  # ping requests are not routed
+            raise errors.DISCONNECT_BAD_REQUEST()  # ping requests are not routed
         try:
             handler(self, command_id, request, now)
         except ClientError as err:
@@ -168,18 +168,18 @@ class ClientSession:
 
     def _require_connected(self) -> None:
         if self.status != CONNECTED:
-            raise errors.DISCONNECT_BAD_REQUEST
+            raise errors.DISCONNECT_BAD_REQUEST()
 
     def _on_pong(self) -> None:
         if self.status != CONNECTED or not self.ping_sent_at:
-            raise errors.DISCONNECT_BAD_REQUEST
+            raise errors.DISCONNECT_BAD_REQUEST()
         self.ping_sent_at = 0.0
 
     # -- connect ---------------------------------------------------------------------------------
 
     def _on_connect(self, command_id: int, request: dict[str, Any], now: float) -> None:
         if self.status != CONNECTING:
-            raise errors.DISCONNECT_BAD_REQUEST
+            raise errors.DISCONNECT_BAD_REQUEST()
         host = self.host
         state = self.state
         try:
@@ -197,7 +197,7 @@ class ClientSession:
         self.status = CONNECTED
         refused = host.admit(self, lambda: self._deferred_reply(command_id, "connect", result))
         if refused is not None:
-            raise refused
+            raise refused()
 
     # -- channels --------------------------------------------------------------------------------
 
@@ -365,7 +365,7 @@ class ClientSession:
         channel = _channel(request)
         data = request.get("data")
         if not isinstance(data, bytes) or not data:
-            raise errors.BAD_REQUEST
+            raise errors.BAD_REQUEST()
         self.host.rules.check_publish(channel, state.user, subscribed=channel in state.channels)
         chan_info = state.chan_info.get(channel, b"") if state.chan_info else b""
         publication = Publication(
@@ -429,7 +429,7 @@ class ClientSession:
         self.host.rules.check_history(channel, self.state.user, subscribed=channel in self.state.channels)
         limit = request.get("limit", 0)
         if not isinstance(limit, int):
-            raise errors.BAD_REQUEST
+            raise errors.BAD_REQUEST()
         params: dict[str, Any] = {
             "channel": channel,
             "limit": self.host.rules.history_limit(limit),
@@ -454,26 +454,26 @@ class ClientSession:
         self.host.writer_query(channel, "history", params, done)
 
     def _on_rpc(self, command_id: int, request: dict[str, Any], now: float) -> None:
-        raise errors.METHOD_NOT_FOUND
+        raise errors.METHOD_NOT_FOUND()
 
     # -- token refresh ---------------------------------------------------------------------------
 
     def _on_refresh(self, command_id: int, request: dict[str, Any], now: float) -> None:
         token = _string(request, "token")
         if not token:
-            raise errors.DISCONNECT_BAD_REQUEST
+            raise errors.DISCONNECT_BAD_REQUEST()
         state = self.state
         try:
             claims = self.host.verifier.verify_connect_token(token, now)
         except TokenExpired:
-            raise errors.CONNECTION_EXPIRED from None
+            raise errors.CONNECTION_EXPIRED() from None
         except TokenInvalid:
-            raise errors.INVALID_TOKEN from None
+            raise errors.INVALID_TOKEN() from None
         if claims.user != state.user:
-            raise errors.INVALID_TOKEN
+            raise errors.INVALID_TOKEN()
         expire_at = float(claims.expire_at) if claims.expire_at is not None else float(claims.exp or 0)
         if expire_at and expire_at <= now:
-            raise errors.CONNECTION_EXPIRED
+            raise errors.CONNECTION_EXPIRED()
         state.expire_at = expire_at
         if claims.info is not None:
             state.info = claims.info
@@ -486,16 +486,16 @@ class ClientSession:
         state = self.state
         channel = _channel(request)
         if channel not in state.channels:
-            raise errors.PERMISSION_DENIED
+            raise errors.PERMISSION_DENIED()
         token = _string(request, "token")
         if not token:
-            raise errors.BAD_REQUEST
+            raise errors.BAD_REQUEST()
         try:
             decision = self.host.rules.check_subscribe(channel, state.user, state.client, token, now)
         except ClientError as err:
             if err.code == errors.PERMISSION_DENIED.code:
                 # A refresh token that does not verify ends the connection (subscribing only fails).
-                raise errors.INVALID_TOKEN from None
+                raise errors.INVALID_TOKEN() from None
             raise
         expire_at = float(decision.expire_at)
         if state.sub_tokens is None:
@@ -556,14 +556,14 @@ def _string(request: dict[str, Any], key: str) -> str:
     if value is None:
         return ""
     if not isinstance(value, str):
-        raise errors.DISCONNECT_BAD_REQUEST
+        raise errors.DISCONNECT_BAD_REQUEST()
     return value
 
 
 def _channel(request: dict[str, Any]) -> str:
     channel = _string(request, "channel")
     if not channel:
-        raise errors.DISCONNECT_BAD_REQUEST
+        raise errors.DISCONNECT_BAD_REQUEST()
     return channel
 
 
@@ -572,7 +572,7 @@ def _offset(request: dict[str, Any]) -> int:
     if isinstance(value, str) and value.isdigit():
         value = int(value)
     if not isinstance(value, int) or value < 0:
-        raise errors.DISCONNECT_BAD_REQUEST
+        raise errors.DISCONNECT_BAD_REQUEST()
     return value
 
 

@@ -66,7 +66,7 @@ def _string(value: Any) -> Any:
         return value or _OMIT
     if value is None:
         return _OMIT
-    raise _BAD
+    raise _BAD()
 
 
 def _bool(value: Any) -> Any:
@@ -74,7 +74,7 @@ def _bool(value: Any) -> Any:
         return True
     if value is False or value is None:
         return _OMIT
-    raise _BAD
+    raise _BAD()
 
 
 def _raw(value: Any) -> Any:
@@ -89,14 +89,14 @@ def _int_range(low: int, high: int, strings: bool) -> Validator:
         if value.__class__ is int:  # not isinstance: bool is an int subclass
             if low <= value <= high:
                 return value or _OMIT
-            raise _BAD
+            raise _BAD()
         if value is None:
             return _OMIT
         if strings and value.__class__ is str:
             digits = value[1:] if value[:1] == "-" else value
             if len(digits) <= 20 and digits.isascii() and digits.isdigit():
                 return check(int(value))
-        raise _BAD
+        raise _BAD()
 
     return check
 
@@ -151,7 +151,7 @@ def _compile_message(message: Message, memo: dict[int, Validator]) -> Validator:
         if value.__class__ is not dict:
             if value is None:
                 return _OMIT
-            raise _BAD
+            raise _BAD()
         out: dict[str, Any] = {}
         for key, item in value.items():
             field = fields.get(key)
@@ -174,7 +174,7 @@ def _compile_map(field: MapOf, memo: dict[int, Validator]) -> Validator:
         if value.__class__ is not dict:
             if value is None:
                 return _OMIT
-            raise _BAD
+            raise _BAD()
         if not value:
             return _OMIT
         out: dict[str, Any] = {}
@@ -193,7 +193,7 @@ def _compile_list(field: ListOf, memo: dict[int, Validator]) -> Validator:
         if value.__class__ is not list:
             if value is None:
                 return _OMIT
-            raise _BAD
+            raise _BAD()
         if not value:
             return _OMIT
         out = []
@@ -210,7 +210,7 @@ _check_command: Final = _compile(COMMAND, {})
 
 def _command(value: Any) -> Command:
     if value.__class__ is not dict:
-        raise _BAD
+        raise _BAD()
     command: Command = _check_command(value)
     return command
 
@@ -261,11 +261,11 @@ class JsonCodec(Codec):
                 _command(orjson.loads(line)) for line in data.split(b"\n") if line and not line.isspace()
             ]
         except orjson.JSONDecodeError:
-            raise _BAD from None
+            raise _BAD() from None
         except RecursionError:  # absurdly nested tag filters
-            raise _BAD from None
+            raise _BAD() from None
         if not commands:
-            raise _BAD
+            raise _BAD()
         return commands
 
     def encode_reply(self, reply: ReplyDict) -> bytes:

@@ -85,7 +85,7 @@ def _read_prefix(data: bytes, pos: int, size: int) -> tuple[int, int]:
         if byte < 0x80:
             return length, pos
         shift += 7
-    raise _BAD  # truncated, or longer than any real prefix
+    raise _BAD()  # truncated, or longer than any real prefix
 
 
 def _varint(value: int) -> bytes:
@@ -120,17 +120,17 @@ class ProtobufCodec(Codec):
         pos = 0
         size = len(data)
         if not size:
-            raise _BAD
+            raise _BAD()
         while pos < size:
             length, start = _read_prefix(data, pos, size)
             pos = start + length
             if pos > size:
-                raise _BAD
+                raise _BAD()
             try:
                 message = _Command.FromString(data[start:pos])
                 commands.append(_message_to_dict(message))
             except Exception:  # the parser's DecodeError and whatever else malformed input may cause
-                raise _BAD from None
+                raise _BAD() from None
         return commands
 
     def encode_reply(self, reply: ReplyDict) -> bytes:

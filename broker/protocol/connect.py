@@ -58,7 +58,7 @@ def authenticate(token: str, verifier: ConnectVerifier, cfg: Config, now: float)
     if not token:
         if cfg.client_insecure or cfg.allow_anonymous_connect_without_token:
             return Credentials()
-        raise errors.DISCONNECT_BAD_REQUEST
+        raise errors.DISCONNECT_BAD_REQUEST()
     claims: ConnectClaims
     if cfg.client_insecure:
         claims = _unchecked_claims(token)
@@ -66,15 +66,15 @@ def authenticate(token: str, verifier: ConnectVerifier, cfg: Config, now: float)
         try:
             claims = verifier.verify_connect_token(token, now)
         except TokenExpired:
-            raise errors.TOKEN_EXPIRED from None
+            raise errors.TOKEN_EXPIRED() from None
         except TokenInvalid:
-            raise errors.INVALID_TOKEN from None
+            raise errors.INVALID_TOKEN() from None
     if not claims.user and cfg.disallow_anonymous_connection_tokens and not cfg.client_insecure:
-        raise errors.DISCONNECT_PERMISSION_DENIED
+        raise errors.DISCONNECT_PERMISSION_DENIED()
     # expire_at overrides exp for the connection's lifetime; expire_at 0 means it never expires.
     expire_at = float(claims.expire_at) if claims.expire_at is not None else float(claims.exp or 0)
     if expire_at and expire_at <= now and not cfg.client_insecure:
-        raise errors.EXPIRED
+        raise errors.EXPIRED()
     return Credentials(
         user=claims.user,
         expire_at=0.0 if cfg.client_insecure else expire_at,
@@ -136,7 +136,7 @@ def _raw_json_or_b64(spec: dict[str, Any], key: str) -> bytes | None:
         try:
             return base64.b64decode(b64, validate=True)
         except ValueError:
-            raise errors.INVALID_TOKEN from None
+            raise errors.INVALID_TOKEN() from None
     if key in spec and spec[key] is not None:
         return orjson.dumps(spec[key])
     return None
@@ -182,7 +182,7 @@ def uni_request_subscriptions(
     if not requested:
         return to_recover
     if not isinstance(requested, dict):
-        raise errors.DISCONNECT_BAD_REQUEST
+        raise errors.DISCONNECT_BAD_REQUEST()
     for channel, options in requested.items():
         if not isinstance(channel, str) or channel in state.channels:
             continue
@@ -192,7 +192,7 @@ def uni_request_subscriptions(
             )
         except errors.ClientError as err:
             if err.code == errors.UNKNOWN_CHANNEL.code:
-                raise errors.DISCONNECT_BAD_REQUEST from None
+                raise errors.DISCONNECT_BAD_REQUEST() from None
             continue
         except errors.Disconnect:
             continue

@@ -108,9 +108,9 @@ def parse_connect_request(body: bytes) -> dict[str, Any]:
     try:
         request = orjson.loads(body)
     except orjson.JSONDecodeError:
-        raise errors.DISCONNECT_BAD_REQUEST from None
+        raise errors.DISCONNECT_BAD_REQUEST() from None
     if not isinstance(request, dict):
-        raise errors.DISCONNECT_BAD_REQUEST
+        raise errors.DISCONNECT_BAD_REQUEST()
     return request
 
 
@@ -119,7 +119,7 @@ def _string_field(request: dict[str, Any], key: str) -> str:
     if value is None:
         return ""
     if not isinstance(value, str):
-        raise errors.DISCONNECT_BAD_REQUEST
+        raise errors.DISCONNECT_BAD_REQUEST()
     return value
 
 
