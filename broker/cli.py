@@ -38,6 +38,7 @@ from broker.auth import (
 )
 from broker.auth.claims import connect_claims, subscription_claims
 from broker.config import Config, ConfigError, format_duration, load
+from broker.runtime_dir import RuntimeDirError
 
 DEFAULT_CONFIG_PATH = "config.json"
 
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result: int = handler(args)
         return result
-    except (UsageError, ConfigError) as exc:
+    except (UsageError, ConfigError, RuntimeDirError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

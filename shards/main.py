@@ -55,6 +55,7 @@ from broker.lifecycle import ChildContext, standalone_context
 from broker.protocol.codec import get_codec
 from broker.protocol.state import SERVER_SIDE_SOURCES, ConnectionState
 from broker.protocol.uni import HTTP_STREAM, SSE
+from broker.runtime_dir import lock_role
 from shards import api
 from shards.connection import ClientConnection
 from shards.fanout import FanOut
@@ -661,5 +662,10 @@ def run_standalone(cfg: Config, index: int) -> int:
     if not 0 <= index < cfg.num_shards:
         log.error("shard index %d is outside 0..%d (shards=%d)", index, cfg.num_shards - 1, cfg.num_shards)
         return 1
-    run(cfg, index, standalone_context(role))
+    # Held until exit: the same shard twice on this directory, or next to a whole server, is refused.
+    lock = lock_role(cfg.runtime_path, role)
+    try:
+        run(cfg, index, standalone_context(role))
+    finally:
+        lock.release()
     return 0
