@@ -205,3 +205,13 @@ def test_new_server_starts_after_the_previous_supervisor_was_killed(tmp_path: Pa
         client_id = client.connect()["client"]
         assert set(second.connections(user="back")) == {client_id}
         client.close()
+
+
+def test_server_with_a_feature_not_supported_yet_refuses_to_start(tmp_path: Path) -> None:
+    server = Server(tmp_path, shards=1, extra={"engine": "redis", "redis_address": "redis://127.0.0.1:6379"})
+    result = _start_again(server)
+    assert result.returncode == 1
+    assert 'error: engine is not supported yet (engine: "redis"; remove it or set it to "memory")' in (
+        result.stderr
+    ), result.stderr
+    assert not (server.dir / "run").exists()  # stopped before anything was started
