@@ -56,6 +56,7 @@ from broker.protocol.codec import get_codec
 from broker.protocol.state import SERVER_SIDE_SOURCES, ConnectionState
 from broker.protocol.uni import HTTP_STREAM, SSE
 from broker.runtime_dir import lock_role
+from broker.websocket import frames
 from shards import api
 from shards.connection import ClientConnection
 from shards.fanout import FanOut
@@ -151,6 +152,11 @@ class Shard(FanOut):
         ]
         api.warm_up()
         log.info("shard %d ready: handoff socket %s", self.index, paths.handoff_path(runtime, self.index))
+        masking = frames.mask_implementation()
+        if masking == frames.MASK_C:
+            log.info("WebSocket unmasking: %s", masking)
+        else:
+            log.warning("WebSocket unmasking: %s", masking)
 
     async def serve(self) -> None:
         ticker = self.loop.create_task(self._tick_loop())
