@@ -285,10 +285,10 @@ def build(
     for key, value in (flags or {}).items():
         if value is None:
             continue
-        if key in UNSUPPORTED_SWITCHES:
-            switches[key] = value
-        elif key in _FIELD_NAMES:
+        if key in _FIELD_NAMES:
             setattr(cfg, key, _coerce(key, value, from_env=isinstance(value, str)))
+        elif key in UNSUPPORTED_SWITCHES:
+            switches[key] = value
         else:
             raise ConfigError(f"unknown flag {key}")
     cfg.unknown_keys = sorted(unknown)

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
+from broker import config_keys
 from broker.channel_options import ChannelOptions
 from broker.config import (
     CHANNEL_OPTION_KEYS,
@@ -254,6 +255,16 @@ NOT_SUPPORTED_YET = [
     ("proxy_sub_refresh", True, False),
     ("proxy_subscribe_stream", True, False),
 ]
+
+
+def test_a_key_is_either_working_or_not_supported_yet() -> None:
+    # Implementing a feature moves its keys into Config / ChannelOptions and out of broker.config_keys.
+    working = {f.name for f in dataclasses.fields(Config)} | CHANNEL_OPTION_KEYS
+    assert not set(config_keys.UNSUPPORTED_SWITCHES) & working
+    assert not config_keys.setting_keys() & working
+    assert not set(config_keys.INERT_KEYS) & working
+    assert set(config_keys.UNSUPPORTED_CHANNEL_SWITCHES) <= CHANNEL_OPTION_KEYS
+    assert set(config_keys.SETTINGS_OF) <= set(config_keys.UNSUPPORTED_SWITCHES)
 
 
 @pytest.mark.parametrize(("key", "on", "off"), NOT_SUPPORTED_YET)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import socket
 import stat
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -65,6 +67,24 @@ def test_roles_alone_share_the_directory_but_not_their_role(tmp_path: Path) -> N
     with pytest.raises(RuntimeDirBusy, match=rf"in use by a server \(pid {os.getpid()}\)"):
         lock_role(run, "router")
     server.release()
+
+
+def test_a_role_run_alone_next_to_a_server_is_refused_before_it_starts(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    server = lock_server(run)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    result = subprocess.run(
+        [sys.executable, "-m", "broker", "router", "--runtime_dir", str(run), "-a", "127.0.0.1", "-p", port],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    server.release()
+    assert result.returncode == 1
+    assert f"error: runtime directory {run} is in use by a server (pid {os.getpid()})" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_a_file_in_place_of_the_directory_is_refused(tmp_path: Path) -> None:
