@@ -26,6 +26,7 @@ import logging
 import os
 import stat
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 log = logging.getLogger("switchboard.runtime")
@@ -78,12 +79,15 @@ class RuntimeLock:
         self.fds = []
 
 
-def lock_server(path: Path, wait_for_orphans: float = 0.0) -> RuntimeLock:
+def lock_server(
+    path: Path, wait_for_orphans: float = 0.0, cancelled: Callable[[], bool] | None = None
+) -> RuntimeLock:
     """Own ``path`` for a whole server (supervisor): exclusive lock, our pid written into the file.
 
     When the lock is held by the children of a server whose supervisor is gone (the pid in the file is
     dead), they are draining after the parent-death signal: wait up to ``wait_for_orphans`` seconds
-    for them. Raises RuntimeDirBusy when the directory stays in use.
+    for them, unless ``cancelled()`` turns true (a stop signal meanwhile). Raises RuntimeDirBusy when the
+    directory stays in use.
     """
     prepare(path)
     fd = _open_lock(path / SERVER_LOCK)
@@ -103,7 +107,7 @@ def lock_server(path: Path, wait_for_orphans: float = 0.0) -> RuntimeLock:
                 f"runtime directory {path} is in use by another server (pid {holder}); "
                 "stop it first, or give this one another port or runtime_dir"
             )
-        if time.monotonic() >= deadline:
+        if time.monotonic() >= deadline or (cancelled is not None and cancelled()):
             os.close(fd)
             raise RuntimeDirBusy(
                 f"runtime directory {path} is still in use by the processes of a stopped server "

@@ -268,10 +268,14 @@ class Arbiter:
         # leave the running one's sockets and counts alone. Children of a killed supervisor may still
         # be draining (parent-death signal): give them their shutdown time before giving up.
         wait = float(self.cfg.shutdown_timeout) + 5.0
-        self._lock = lock_server(self.cfg.runtime_path, wait_for_orphans=wait)
+        self._lock = lock_server(self.cfg.runtime_path, wait_for_orphans=wait, cancelled=self._stop_requested)
         from broker.ipc.channel_counts import remove_counts
 
         remove_counts(self.cfg)  # left by a previous run of this directory
+
+    def _stop_requested(self) -> bool:
+        self._handle_signals()
+        return self._stop_reason is not None
 
     def _release_runtime_dir(self) -> None:
         if self._lock is None:
