@@ -2,28 +2,42 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# `make run` needs the server's own dependencies only; tests, lint and benchmarks add the dev tools.
+RUN_STAMP := $(VENV)/.installed-run
 STAMP := $(VENV)/.installed
 CONFIG ?= config.json
 NODE_DIR := tests/sdk/node
 
 .PHONY: run test lint fmt bench test-scale install clean sdk-deps
 
-$(STAMP): pyproject.toml broker/protocol/proto/client.proto
-	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+$(BIN)/python:
+	@echo "==> creating $(VENV)"
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade --progress-bar on pip
+
+$(RUN_STAMP): pyproject.toml broker/protocol/proto/client.proto | $(BIN)/python
+	@echo "==> installing Switchboard and its runtime dependencies into $(VENV)"
+	$(BIN)/python -m pip install --progress-bar on -e .
+	@echo "==> generating the protocol code"
+	$(BIN)/python -m broker.protocol.proto.generate
+	touch $(RUN_STAMP)
+
+$(STAMP): pyproject.toml broker/protocol/proto/client.proto | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	$(BIN)/python -m broker.protocol.proto.generate
-	touch $(STAMP)
+	touch $(STAMP) $(RUN_STAMP)
 
 install: $(STAMP)
 
 sdk-deps: $(STAMP)
 	@test $(NODE_DIR)/node_modules/.installed -nt $(NODE_DIR)/package-lock.json || (cd $(NODE_DIR) && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed)
 
-$(CONFIG): | $(STAMP)
+$(CONFIG): | $(RUN_STAMP)
 	$(BIN)/switchboard genconfig -c $(CONFIG)
+	@echo "==> wrote $(CONFIG) (secrets for tokens and the API; the README walkthrough uses it)"
 
-run: $(STAMP) $(CONFIG)
+run: $(RUN_STAMP) $(CONFIG)
+	@echo "==> starting the server with $(CONFIG) (Ctrl-C stops it)"
 	$(BIN)/switchboard -c $(CONFIG)
 
 lint: $(STAMP)

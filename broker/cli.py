@@ -37,7 +37,9 @@ from broker.auth import (
     subscription_token_claims,
 )
 from broker.auth.claims import connect_claims, subscription_claims
+from broker.channels import ChannelRules
 from broker.config import Config, ConfigError, format_duration, load
+from broker.runtime_dir import RuntimeDirError
 
 DEFAULT_CONFIG_PATH = "config.json"
 
@@ -80,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result: int = handler(args)
         return result
-    except (UsageError, ConfigError) as exc:
+    except (UsageError, ConfigError, RuntimeDirError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -189,15 +191,23 @@ def _load_config(args: argparse.Namespace, *, require_file: bool = False) -> Con
     return load(path, os.environ, flags)
 
 
-def _check_token_keys(cfg: Config) -> None:
-    # Broken PEM keys or regexes would otherwise only show when the first client connects.
+def _check_config(cfg: Config) -> None:
+    # Broken PEM keys, regexes or channel options would otherwise only show when the first client
+    # connects, or as a shard's boot error.
     TokenVerifier.for_connections(cfg)
     TokenVerifier.for_subscriptions(cfg)
+    ChannelRules.from_config(cfg)
 
 
 def _warn_unknown_keys(cfg: Config) -> None:
     if cfg.unknown_keys:
         print(f"warning: unknown config keys ignored: {', '.join(cfg.unknown_keys)}", file=sys.stderr)
+    if cfg.ignored_sections:
+        print(
+            f"warning: Centrifugo v6 config sections ignored: {', '.join(cfg.ignored_sections)} "
+            "(Switchboard reads the v4/v5 flat keys, e.g. token_hmac_secret_key, api_key, port)",
+            file=sys.stderr,
+        )
 
 
 # --- server roles -------------------------------------------------------------------------------------
@@ -213,7 +223,7 @@ def _role_entry_point(module: str, name: str) -> Callable[..., int]:
 def _serve(args: argparse.Namespace) -> int:
     cfg = _load_config(args)
     _warn_unknown_keys(cfg)
-    _check_token_keys(cfg)
+    _check_config(cfg)
     return _role_entry_point("broker.supervisor", "serve")(cfg)
 
 
@@ -226,7 +236,7 @@ def _router(args: argparse.Namespace) -> int:
 def _shard(args: argparse.Namespace) -> int:
     cfg = _load_config(args)
     _warn_unknown_keys(cfg)
-    _check_token_keys(cfg)
+    _check_config(cfg)
     if args.index < 0:
         raise UsageError("--index must be 0 or more")
     return _role_entry_point("shards.main", "run_standalone")(cfg, args.index)
@@ -344,7 +354,8 @@ def _checksubtoken(args: argparse.Namespace) -> int:
 
 def _checkconfig(args: argparse.Namespace) -> int:
     cfg = _load_config(args, require_file=True)
-    _check_token_keys(cfg)
+    _warn_unknown_keys(cfg)
+    _check_config(cfg)
     return 0
 
 

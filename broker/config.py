@@ -4,7 +4,12 @@ A JSON file holds flat keys (``token_hmac_secret_key``, ``uni_http_stream``, ...
 ``SWITCHBOARD_<KEY>`` override the file; ``CENTRIFUGO_<KEY>`` is accepted as an alias so that existing
 deployments keep working (``SWITCHBOARD_`` wins when both are set). Command-line flags override both.
 Values from the environment are strings: booleans follow Go's ParseBool, lists are space separated (or
-JSON), durations are Go duration strings or seconds. Unknown keys are reported, never fatal.
+JSON), durations are Go duration strings or seconds.
+
+The keys that work are this module's :class:`Config` fields and the channel options' fields
+(:class:`broker.channel_options.ChannelOptions`, accepted at the top level and per namespace). Keys of
+Centrifugo features not implemented yet (:mod:`broker.config_keys`) are refused when set to turn their
+feature on; unknown keys are reported, never fatal.
 """
 
 # Duration is an immutable float subclass, so calling it in dataclass defaults is safe.
@@ -22,56 +27,24 @@ from typing import Any, get_type_hints
 
 import orjson
 
+from broker.channel_options import V6_ALIASES, option_names
+from broker.config_keys import (
+    INERT_KEYS,
+    UNSUPPORTED_CHANNEL_SWITCHES,
+    UNSUPPORTED_SWITCHES,
+    V6_SECTIONS,
+    setting_keys,
+)
+from broker.config_values import ConfigError, Duration, parse_duration
+from broker.config_values import format_duration as format_duration
+
 ENV_PREFIX = "SWITCHBOARD_"
 ENV_ALIAS_PREFIX = "CENTRIFUGO_"
 
 
-class ConfigError(ValueError):
-    """A configuration value or file that cannot be used."""
-
-
-class Duration(float):
-    """Seconds, parsed from Go duration strings ("25s", "1m30s", "720h") or plain numbers."""
-
-
-# Per-channel options (top level or per namespace); accepted now so that configs written for
-# Centrifugo load without warnings.
-CHANNEL_OPTION_KEYS = frozenset(
-    {
-        "presence",
-        "join_leave",
-        "force_push_join_leave",
-        "history_size",
-        "history_ttl",
-        "history_meta_ttl",
-        "force_positioning",
-        "allow_positioning",
-        "force_recovery",
-        "allow_recovery",
-        "force_recovery_mode",
-        "allowed_delta_types",
-        "delta_publish",
-        "allow_subscribe_for_anonymous",
-        "allow_subscribe_for_client",
-        "allow_publish_for_anonymous",
-        "allow_publish_for_subscriber",
-        "allow_publish_for_client",
-        "allow_presence_for_anonymous",
-        "allow_presence_for_subscriber",
-        "allow_presence_for_client",
-        "allow_history_for_anonymous",
-        "allow_history_for_subscriber",
-        "allow_history_for_client",
-        "allow_user_limited_channels",
-        "channel_regex",
-        "proxy_subscribe",
-        "proxy_publish",
-        "proxy_sub_refresh",
-        "subscribe_proxy_name",
-        "publish_proxy_name",
-        "sub_refresh_proxy_name",
-    }
-)
+# Per-channel options accepted at the top level (the "without namespace" options): every field of
+# ChannelOptions, so that an option added there is a config key at once.
+CHANNEL_OPTION_KEYS = option_names()
 
 
 @dataclass(slots=True)
@@ -101,12 +74,6 @@ class Config:
     api_handler_prefix: str = "/api"
     api_error_mode: str = ""
 
-    # Admin (accepted for compatibility with genconfig output; the admin UI is not served).
-    admin: bool = False
-    admin_password: str = ""
-    admin_secret: str = ""
-    admin_insecure: bool = False
-
     # Clients.
     allowed_origins: list[str] = field(default_factory=list)
     client_insecure: bool = False
@@ -118,7 +85,6 @@ class Config:
     client_stale_close_delay: Duration = Duration(10)
     client_expired_close_delay: Duration = Duration(25)
     client_expired_sub_close_delay: Duration = Duration(25)
-    client_presence_update_interval: Duration = Duration(27)
     client_history_max_publication_limit: int = 300
     client_recovery_max_publication_limit: int = 300
     client_connect_include_server_time: bool = False
@@ -126,7 +92,6 @@ class Config:
     pong_timeout: Duration = Duration(8)
     user_subscribe_to_personal: bool = False
     user_personal_channel_namespace: str = ""
-    user_personal_single_connection: bool = False
 
     # Channels.
     channel_max_length: int = 255
@@ -140,12 +105,9 @@ class Config:
     # Transports.
     websocket_disable: bool = False
     websocket_message_size_limit: int = 65536
-    websocket_compression: bool = False
     uni_websocket: bool = False
     uni_sse: bool = False
     uni_http_stream: bool = False
-    http_stream: bool = False
-    sse: bool = False
     uni_http_stream_max_request_body_size: int = 65536
     uni_sse_max_request_body_size: int = 65536
     websocket_handler_prefix: str = "/connection/websocket"
@@ -157,7 +119,6 @@ class Config:
     port: int = 8000
     address: str = ""
     name: str = ""
-    engine: str = "memory"
     log_level: str = "info"
     health: bool = True
     shutdown_timeout: Duration = Duration(30)
@@ -176,6 +137,9 @@ class Config:
 
     # Keys seen in the file or environment that Switchboard does not know.
     unknown_keys: list[str] = field(default_factory=list)
+
+    # Centrifugo v6 nested blocks seen at the top level ("client": {...}); not read.
+    ignored_sections: list[str] = field(default_factory=list)
 
     @property
     def num_shards(self) -> int:
@@ -205,48 +169,14 @@ class Config:
 
 
 _FIELD_TYPES: dict[str, Any] = get_type_hints(Config)
-_FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(Config)) - {"channel_options", "unknown_keys"}
+# Fields that are not config keys themselves; every other field is one, picked up automatically.
+_NOT_KEYS = frozenset({"channel_options", "unknown_keys", "ignored_sections"})
+_FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(Config)) - _NOT_KEYS
+_ACCEPTED_UNUSED = setting_keys() | frozenset(INERT_KEYS)
+_KNOWN_KEYS = _FIELD_NAMES | CHANNEL_OPTION_KEYS | frozenset(UNSUPPORTED_SWITCHES) | _ACCEPTED_UNUSED
 
-_GO_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
-_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 _TRUE = {"1", "t", "T", "TRUE", "true", "True"}
 _FALSE = {"0", "f", "F", "FALSE", "false", "False"}
-
-
-def parse_duration(value: Any) -> Duration:
-    if isinstance(value, bool):
-        raise ConfigError(f"not a duration: {value!r}")
-    if isinstance(value, int | float):
-        return Duration(value)
-    if not isinstance(value, str):
-        raise ConfigError(f"not a duration: {value!r}")
-    text = value.strip()
-    if re.fullmatch(r"\d+(\.\d+)?", text):
-        return Duration(float(text))
-    if text == "0":
-        return Duration(0)
-    pos = 0
-    total = 0.0
-    for match in _GO_DURATION.finditer(text):
-        if match.start() != pos:
-            break
-        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-        pos = match.end()
-    if pos != len(text) or not text:
-        raise ConfigError(f"not a duration: {value!r}")
-    return Duration(total)
-
-
-def format_duration(seconds: float) -> str:
-    """Go's time.Duration String() for whole seconds: 604800 → "168h0m0s"."""
-    whole = int(seconds)
-    hours, rest = divmod(whole, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h{minutes}m{secs}s"
-    if minutes:
-        return f"{minutes}m{secs}s"
-    return f"{secs}s"
 
 
 def _coerce(key: str, value: Any, from_env: bool) -> Any:
@@ -316,7 +246,7 @@ def env_values(environ: Mapping[str, str]) -> dict[str, str]:
             if not name.startswith(prefix) or value == "":
                 continue
             key = name[len(prefix) :].lower()
-            if key in _FIELD_NAMES or key in CHANNEL_OPTION_KEYS:
+            if key in _KNOWN_KEYS:
                 out[key] = value
     return out
 
@@ -326,30 +256,57 @@ def build(
     environ: Mapping[str, str] | None = None,
     flags: Mapping[str, Any] | None = None,
 ) -> Config:
-    """Merge file < env < flags into a Config. Flags are already typed (None = not given)."""
+    """Merge file < env < flags into a Config. Flags are already typed (None = not given).
+
+    Raises ConfigError for a bad value, and for a feature that is not supported yet switched on.
+    """
     cfg = Config()
     unknown: list[str] = []
+    sections: list[str] = []
+    switches: dict[str, Any] = {}  # final values of the not-supported-yet switches that were given
     for key, value in (file_values or {}).items():
-        if key in CHANNEL_OPTION_KEYS:
+        if key in V6_SECTIONS and isinstance(value, dict):
+            sections.append(key)
+        elif key in CHANNEL_OPTION_KEYS:
             cfg.channel_options[key] = value
         elif key in _FIELD_NAMES:
             setattr(cfg, key, _coerce(key, value, from_env=False))
-        else:
+        elif key in UNSUPPORTED_SWITCHES:
+            switches[key] = value
+        elif key not in _ACCEPTED_UNUSED:
             unknown.append(key)
     for key, value in env_values(environ if environ is not None else os.environ).items():
         if key in CHANNEL_OPTION_KEYS:
             cfg.channel_options[key] = _parse_env_scalar(value)
-        else:
+        elif key in _FIELD_NAMES:
             setattr(cfg, key, _coerce(key, value, from_env=True))
+        elif key in UNSUPPORTED_SWITCHES:
+            switches[key] = _parse_env_scalar(value)
     for key, value in (flags or {}).items():
         if value is None:
             continue
-        if key not in _FIELD_NAMES:
+        if key in _FIELD_NAMES:
+            setattr(cfg, key, _coerce(key, value, from_env=isinstance(value, str)))
+        elif key in UNSUPPORTED_SWITCHES:
+            switches[key] = value
+        else:
             raise ConfigError(f"unknown flag {key}")
-        setattr(cfg, key, _coerce(key, value, from_env=isinstance(value, str)))
     cfg.unknown_keys = sorted(unknown)
+    cfg.ignored_sections = sorted(sections)
+    for key, value in switches.items():
+        _refuse_if_on(key, value, UNSUPPORTED_SWITCHES[key], "")
     validate(cfg)
     return cfg
+
+
+def _refuse_if_on(key: str, value: Any, off: tuple[Any, ...], where: str) -> None:
+    if value in off:
+        return
+    given = orjson.dumps(value, default=str).decode()
+    off_value = orjson.dumps(off[0]).decode()
+    raise ConfigError(
+        f"{where}{key} is not supported yet ({key}: {given}; remove it or set it to {off_value})"
+    )
 
 
 def _parse_env_scalar(value: str) -> Any:
@@ -400,3 +357,13 @@ def validate(cfg: Config) -> None:
         if name in names:
             raise ConfigError(f"namespace name must be unique: {name!r}")
         names.add(name)
+        _refuse_unsupported_channel_options(ns, f"namespace {name!r}: ")
+    _refuse_unsupported_channel_options(cfg.channel_options, "")
+
+
+def _refuse_unsupported_channel_options(values: Mapping[str, Any], where: str) -> None:
+    for key, value in values.items():
+        name = V6_ALIASES.get(key, key)
+        off = UNSUPPORTED_CHANNEL_SWITCHES.get(name)
+        if off is not None:
+            _refuse_if_on(key, value, off, where)

@@ -37,6 +37,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Mapping
+from multiprocessing import reduction
 from multiprocessing.connection import Connection
 from typing import Any, Protocol
 
@@ -126,6 +127,27 @@ class ChildContext:
             self._status = None
 
 
+class InheritedFd:
+    """A descriptor handed to a spawned child as the same open file, e.g. the runtime directory lock.
+
+    The child holds it until it exits and never closes it: a ``flock`` belongs to the open file, so
+    the lock stays taken while any process of the server is alive (see :mod:`broker.runtime_dir`).
+    """
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # DupFd registers the descriptor with the spawning process, which keeps it open in the child.
+        return (_rebuild_inherited_fd, (reduction.DupFd(self.fd),))
+
+
+def _rebuild_inherited_fd(dup: Any) -> InheritedFd:
+    fd = int(dup.detach())
+    os.set_inheritable(fd, False)  # held by this process only, not by anything it might start
+    return InheritedFd(fd)
+
+
 def standalone_context(role: str) -> ChildContext:
     """A context for a role run on its own (systemd unit): ``ready()`` only logs, ``beat()`` does nothing."""
     return ChildContext(role, supervised=False)
@@ -163,8 +185,12 @@ def child_main(
     parent_pid: int,
     status: Connection,
     heartbeat: HeartbeatCell,
+    runtime_lock: InheritedFd | None = None,
 ) -> None:
-    """Entry point of a supervised child process (runs in the child, after ``spawn``)."""
+    """Entry point of a supervised child process (runs in the child, after ``spawn``).
+
+    ``runtime_lock`` is the supervisor's lock on the runtime directory; it stays open until exit.
+    """
     set_parent_death_signal(signal.SIGTERM)
     if os.getppid() != parent_pid:
         # The supervisor died before the death signal was armed.

@@ -17,8 +17,11 @@ Per child the supervisor keeps
   (``ctx.beat()``; CLOCK_MONOTONIC is system-wide on Linux, so both sides read the same clock);
 * the process **sentinel**, readable once the process has exited.
 
-Start: create ``cfg.runtime_path`` (mode 0700, must be a directory owned by us), spawn the shards, then
-the router. Every child starts *booting*; it becomes *ready* when its ``R`` arrives.
+Start: create ``cfg.runtime_path`` (mode 0700, must be a directory owned by us) and lock it
+(:mod:`broker.runtime_dir`): a second server on the same port stops here with the first one's pid and
+touches nothing. Only then clear what a previous run left (the shared channel counts), spawn the shards,
+then the router; every child inherits the locked descriptor, so the directory stays owned until the
+last of them has exited. Every child starts *booting*; it becomes *ready* when its ``R`` arrives.
 
 Main loop: signal handlers only append the signal number to a queue; ``signal.set_wakeup_fd`` writes a
 byte to a self-pipe so that the loop wakes up. The loop blocks in ``multiprocessing.connection.wait`` on
@@ -58,7 +61,6 @@ import logging
 import multiprocessing
 import os
 import signal
-import stat
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -68,8 +70,9 @@ from types import FrameType
 from typing import Any
 
 from broker.config import Config
-from broker.lifecycle import MSG_BOOT_ERROR, MSG_READY, HeartbeatCell, child_main
+from broker.lifecycle import MSG_BOOT_ERROR, MSG_READY, HeartbeatCell, InheritedFd, child_main
 from broker.logs import setup_logging
+from broker.runtime_dir import RuntimeDirError, RuntimeLock, lock_server
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +84,6 @@ EXIT_HALTED = 1
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-
-
-class RuntimeDirError(Exception):
-    """The runtime directory cannot be created or is not safe to use (not ours, not a directory)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +177,7 @@ class Arbiter:
         self._old_wakeup_fd: int | None = None
         self._stop_reason: str | None = None
         self._exit_code = EXIT_OK
+        self._lock: RuntimeLock | None = None
 
     # ----------------------------------------------------------------------------------------- public
 
@@ -185,8 +185,8 @@ class Arbiter:
         self._install_signals()
         try:
             try:
+                self._own_runtime_dir()
                 log.info("supervisor starting %d children: %s", len(self.specs), [s.role for s in self.specs])
-                self._prepare_runtime_dir()
                 self._children = [_Child(spec, self._new_heartbeat()) for spec in self.specs]
                 for child in self._children:
                     self._handle_signals()  # Ctrl-C while many shards start: spawn no more
@@ -202,6 +202,7 @@ class Arbiter:
             self._shutdown()
         finally:
             self._kill_and_reap_all()
+            self._release_runtime_dir()
             self._restore_signals()
         log.info("supervisor exiting with status %d (%s)", self._exit_code, self._stop_reason)
         return self._exit_code
@@ -262,19 +263,28 @@ class Arbiter:
 
     # ---------------------------------------------------------------------------------------- startup
 
-    def _prepare_runtime_dir(self) -> None:
-        path = self.cfg.runtime_path
-        try:
-            path.mkdir(mode=0o700, parents=True, exist_ok=True)
-            st = os.lstat(path)
-            if not stat.S_ISDIR(st.st_mode):
-                raise RuntimeDirError(f"runtime directory {path} is not a directory")
-            if st.st_uid != os.getuid():
-                raise RuntimeDirError(f"runtime directory {path} is owned by another user (uid {st.st_uid})")
-            if stat.S_IMODE(st.st_mode) != 0o700:
-                os.chmod(path, 0o700)
-        except OSError as exc:
-            raise RuntimeDirError(f"cannot prepare runtime directory {path}: {exc.strerror or exc}") from exc
+    def _own_runtime_dir(self) -> None:
+        # Lock before anything in the directory is touched: a second server on the same port must
+        # leave the running one's sockets and counts alone. Children of a killed supervisor may still
+        # be draining (parent-death signal): give them their shutdown time before giving up.
+        wait = float(self.cfg.shutdown_timeout) + 5.0
+        self._lock = lock_server(self.cfg.runtime_path, wait_for_orphans=wait, cancelled=self._stop_requested)
+        from broker.ipc.channel_counts import remove_counts
+
+        remove_counts(self.cfg)  # left by a previous run of this directory
+
+    def _stop_requested(self) -> bool:
+        self._handle_signals()
+        return self._stop_reason is not None
+
+    def _release_runtime_dir(self) -> None:
+        if self._lock is None:
+            return
+        from broker.ipc.channel_counts import remove_counts
+
+        remove_counts(self.cfg)
+        self._lock.release()
+        self._lock = None
 
     def _new_heartbeat(self) -> HeartbeatCell:
         cell: HeartbeatCell = self._mp.RawValue("d", time.monotonic())
@@ -287,7 +297,16 @@ class Arbiter:
         process = self._mp.Process(
             target=child_main,
             name=f"switchboard-{spec.role}",
-            args=(spec.role, spec.target, spec.index, self._payload, os.getpid(), writer, child.heartbeat),
+            args=(
+                spec.role,
+                spec.target,
+                spec.index,
+                self._payload,
+                os.getpid(),
+                writer,
+                child.heartbeat,
+                InheritedFd(self._lock.server_fd) if self._lock is not None else None,
+            ),
         )
         try:
             process.start()
@@ -492,12 +511,5 @@ def _ignore_exit(child: _Child, pid: int | None, exitcode: int | None) -> None:
 
 def serve(cfg: Config, specs: Iterable[ChildSpec] | None = None) -> int:
     """Run the whole server (supervisor + router + shards) until it is stopped; returns the exit status."""
-    from broker.ipc.channel_counts import remove_counts
-
     setup_logging(cfg.log_level, "supervisor")
-    # The shared channel counts belong to this run: none left from a previous one, none left behind.
-    remove_counts(cfg)
-    try:
-        return Arbiter(cfg, list(specs) if specs is not None else None).run()
-    finally:
-        remove_counts(cfg)
+    return Arbiter(cfg, list(specs) if specs is not None else None).run()

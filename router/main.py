@@ -29,6 +29,7 @@ import uvloop
 
 from broker.config import Config
 from broker.lifecycle import ChildContext, standalone_context
+from broker.runtime_dir import lock_role
 from router.api import Api
 from router.cluster import Cluster
 from router.connect import ConnectHandler
@@ -162,5 +163,10 @@ def run_standalone(cfg: Config) -> int:
     from broker.logs import setup_logging
 
     setup_logging(cfg.log_level, "router")
-    run(cfg, standalone_context("router"))
+    # Held until exit: a second router on this directory, or a whole server, is refused.
+    lock = lock_role(cfg.runtime_path, "router")
+    try:
+        run(cfg, standalone_context("router"))
+    finally:
+        lock.release()
     return 0

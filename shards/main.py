@@ -55,6 +55,8 @@ from broker.lifecycle import ChildContext, standalone_context
 from broker.protocol.codec import get_codec
 from broker.protocol.state import SERVER_SIDE_SOURCES, ConnectionState
 from broker.protocol.uni import HTTP_STREAM, SSE
+from broker.runtime_dir import lock_role
+from broker.websocket import frames
 from shards import api
 from shards.connection import ClientConnection
 from shards.fanout import FanOut
@@ -150,6 +152,11 @@ class Shard(FanOut):
         ]
         api.warm_up()
         log.info("shard %d ready: handoff socket %s", self.index, paths.handoff_path(runtime, self.index))
+        masking = frames.mask_implementation()
+        if masking == frames.MASK_C:
+            log.info("WebSocket unmasking: %s", masking)
+        else:
+            log.warning("WebSocket unmasking: %s", masking)
 
     async def serve(self) -> None:
         ticker = self.loop.create_task(self._tick_loop())
@@ -661,5 +668,10 @@ def run_standalone(cfg: Config, index: int) -> int:
     if not 0 <= index < cfg.num_shards:
         log.error("shard index %d is outside 0..%d (shards=%d)", index, cfg.num_shards - 1, cfg.num_shards)
         return 1
-    run(cfg, index, standalone_context(role))
+    # Held until exit: the same shard twice on this directory, or next to a whole server, is refused.
+    lock = lock_role(cfg.runtime_path, role)
+    try:
+        run(cfg, index, standalone_context(role))
+    finally:
+        lock.release()
     return 0

@@ -65,6 +65,24 @@ def well_behaved(cfg: Config, *rest: Any) -> None:
         _record(cfg, ctx, "events", f"term {os.getpid()}")
 
 
+def slow_to_stop(cfg: Config, *rest: Any) -> None:
+    """Like :func:`well_behaved`, but takes 1.5 s to stop after SIGTERM (draining its clients)."""
+    ctx = _ctx(rest)
+    stopping: list[int] = []
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        stopping.append(signum)
+
+    signal.signal(signal.SIGTERM, on_term)
+    _started(cfg, ctx)
+    deadline = time.monotonic() + MAX_LIFETIME
+    while not stopping and time.monotonic() < deadline:
+        ctx.beat()
+        time.sleep(0.05)
+    time.sleep(1.5)
+    _record(cfg, ctx, "events", f"stopped {os.getpid()}")
+
+
 def boot_failure(cfg: Config, *rest: Any) -> None:
     """Fails before it is ready."""
     raise RuntimeError(BOOT_ERROR_MARKER)

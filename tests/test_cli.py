@@ -295,6 +295,50 @@ def test_checkconfig_bad(
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"engine": "redis"}, "engine is not supported yet"),
+        ({"admin": True}, "admin is not supported yet"),
+        ({"prometheus": True}, "prometheus is not supported yet"),
+        ({"proxy_connect_endpoint": "http://127.0.0.1:3000"}, "proxy_connect_endpoint is not supported yet"),
+        ({"namespaces": [{"name": "chat", "proxy_publish": True}]}, "proxy_publish is not supported yet"),
+        ({"namespaces": [{"name": "chat", "history_size": 10}]}, "history_size and history_ttl"),
+    ],
+)
+def test_checkconfig_and_serve_refuse_what_is_not_supported_yet(
+    isolated: Path,
+    fake_roles: dict[str, Any],
+    capsys: pytest.CaptureFixture[str],
+    values: dict[str, Any],
+    message: str,
+) -> None:
+    write_config(isolated / "config.json", **values)
+    for command in ("checkconfig", "serve"):
+        code, out, err = run(capsys, command)
+        assert code == 1 and out == "", command
+        assert err.startswith("error: ") and message in err, (command, err)
+    assert "serve" not in fake_roles
+
+
+def test_checkconfig_accepts_features_left_off_and_warns_about_unknown_keys(
+    isolated: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_config(
+        isolated / "config.json",
+        engine="memory",
+        admin=False,
+        admin_password="p",
+        proxy_connect_endpoint="",
+        mystery=1,
+        client={"insecure": True},
+    )
+    code, out, err = run(capsys, "checkconfig")
+    assert code == 0 and out == ""
+    assert "warning: unknown config keys ignored: mystery" in err
+    assert "warning: Centrifugo v6 config sections ignored: client" in err
+
+
 def test_checkconfig_missing_file(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "checkconfig", "-c", "nope.json")
     assert code == 1 and "nope.json" in err
@@ -358,18 +402,20 @@ def test_serve_flags_override_env_and_file(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    write_config(isolated / "config.json", port=8100, address="10.0.0.1", name="file", sse=True, shards=2)
+    write_config(isolated / "config.json", port=8100, address="10.0.0.1", name="file", health=False, shards=2)
     monkeypatch.setenv("SWITCHBOARD_PORT", "8200")
     monkeypatch.setenv("SWITCHBOARD_NAME", "env")
     monkeypatch.setenv("SWITCHBOARD_UNI_SSE", "true")
-    assert main(["serve", "--port", "8300", "--uni_websocket", "--sse=false", "--runtime_dir", "/tmp/x"]) == 0
+    assert (
+        main(["serve", "--port", "8300", "--uni_websocket", "--health=true", "--runtime_dir", "/tmp/x"]) == 0
+    )
     cfg = fake_roles["serve"]
     assert cfg.port == 8300  # flag
     assert cfg.name == "env"  # env over file
     assert cfg.address == "10.0.0.1"  # file
     assert cfg.shards == 2
     assert cfg.uni_sse is True and cfg.uni_websocket is True
-    assert cfg.sse is False  # --sse=false beats the file
+    assert cfg.health is True  # --health=true beats the file
     assert cfg.runtime_dir == "/tmp/x"
 
 
@@ -389,19 +435,22 @@ def test_root_flags_before_command(fake_roles: dict[str, Any], capsys: pytest.Ca
 
 
 def test_bool_flags(fake_roles: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
-    flags = [
-        "--client_insecure",
-        "--api_insecure",
-        "--admin",
-        "--uni_http_stream",
-        "--uni_sse",
-        "--http_stream",
-    ]
-    assert main([*flags, "--health=0"]) == 0
+    flags = ["--client_insecure", "--api_insecure", "--uni_http_stream", "--uni_sse", "--uni_websocket"]
+    assert main([*flags, "--health=0", "--admin=false", "--no-http_stream", "--sse=0"]) == 0
     cfg = fake_roles["serve"]
-    assert cfg.client_insecure and cfg.api_insecure and cfg.admin
-    assert cfg.uni_http_stream and cfg.uni_sse and cfg.http_stream
-    assert cfg.health is False and cfg.sse is False
+    assert cfg.client_insecure and cfg.api_insecure
+    assert cfg.uni_http_stream and cfg.uni_sse and cfg.uni_websocket
+    assert cfg.health is False
+
+
+@pytest.mark.parametrize("flag", ["--admin", "--http_stream", "--sse=true"])
+def test_flags_of_features_not_supported_yet_are_refused(
+    flag: str, fake_roles: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(capsys, flag)
+    assert code == 1
+    assert f"error: {flag[2:].split('=')[0]} is not supported yet" in err
+    assert "serve" not in fake_roles
 
 
 def test_serve_warns_about_unknown_keys(

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -8,7 +9,10 @@ from typing import Any
 import orjson
 import pytest
 
+from broker import config_keys
+from broker.channel_options import ChannelOptions
 from broker.config import (
+    CHANNEL_OPTION_KEYS,
     Config,
     ConfigError,
     Duration,
@@ -77,8 +81,10 @@ def test_env_ignores_unrelated_and_unknown_names() -> None:
 
 
 def test_flags_override_booleans_both_ways() -> None:
-    cfg = build({"sse": True, "health": True}, {"SWITCHBOARD_UNI_SSE": "1"}, {"sse": False, "uni_sse": False})
-    assert cfg.sse is False and cfg.uni_sse is False
+    cfg = build({"health": False, "sse": True}, {"SWITCHBOARD_UNI_SSE": "1"}, {"health": True, "sse": False})
+    assert cfg.health is True  # the flag beats the file
+    cfg = build({"health": True}, {"SWITCHBOARD_UNI_SSE": "1"}, {"health": False, "uni_sse": False})
+    assert cfg.health is False and cfg.uni_sse is False
 
 
 # --- parsing values from the environment ---------------------------------------------------------------
@@ -190,6 +196,122 @@ def test_top_level_channel_options_are_known() -> None:
     cfg = build({"presence": True, "history_size": 10, "history_ttl": "300s"}, {}, {})
     assert cfg.unknown_keys == []
     assert cfg.channel_options == {"presence": True, "history_size": 10, "history_ttl": "300s"}
+
+
+def test_every_channel_option_field_is_a_top_level_key() -> None:
+    # The drift case: options added to ChannelOptions were once reported unknown at the top level.
+    values = {
+        "proxy_subscribe_stream": False,
+        "proxy_subscribe_stream_bidirectional": False,
+        "subscribe_stream_proxy_name": "streams",
+    }
+    cfg = build(values, {}, {})
+    assert cfg.unknown_keys == []
+    assert cfg.channel_options == values
+    assert {f.name for f in dataclasses.fields(ChannelOptions)} - {"compiled_regex"} == CHANNEL_OPTION_KEYS
+
+
+def test_every_config_field_is_a_key_from_file_and_environment() -> None:
+    # A field added to Config is a config key at once, with no list to keep in step.
+    for f in dataclasses.fields(Config):
+        if f.name in {"channel_options", "unknown_keys", "ignored_sections"}:
+            continue
+        value = getattr(Config(), f.name)
+        cfg = build({f.name: float(value) if isinstance(value, Duration) else value}, {}, {})
+        assert cfg.unknown_keys == [], f.name
+        assert env_values({f"SWITCHBOARD_{f.name.upper()}": "x"}) == {f.name: "x"}
+
+
+# Keys Centrifugo users set that Switchboard does not implement yet: on → refused, off → accepted.
+NOT_SUPPORTED_YET = [
+    ("engine", "redis", "memory"),
+    ("broker", "nats", ""),
+    ("admin", True, False),
+    ("prometheus", True, False),
+    ("http_stream", True, False),
+    ("sse", True, False),
+    ("grpc_api", True, False),
+    ("tls", True, False),
+    ("websocket_compression", True, False),
+    ("user_personal_single_connection", True, False),
+    ("client_connection_limit", 100, 0),
+    ("token_jwks_public_endpoint", "https://auth.example/jwks", ""),
+    ("proxy_connect_endpoint", "http://127.0.0.1:3000/connect", ""),
+    ("proxy_refresh_endpoint", "http://127.0.0.1:3000/refresh", ""),
+    ("proxy_rpc_endpoint", "http://127.0.0.1:3000/rpc", ""),
+    ("proxy_subscribe_endpoint", "http://127.0.0.1:3000/subscribe", ""),
+    ("proxy_publish_endpoint", "http://127.0.0.1:3000/publish", ""),
+    ("proxy_sub_refresh_endpoint", "http://127.0.0.1:3000/sub_refresh", ""),
+    ("proxy_subscribe_stream_endpoint", "grpc://127.0.0.1:3000", ""),
+    ("granular_proxy_mode", True, False),
+    ("proxies", [{"name": "p", "endpoint": "http://127.0.0.1:3000"}], []),
+    ("rpc_ping", True, False),
+    ("consumers", [{"name": "c", "type": "postgresql"}], []),
+    ("log_file", "/var/log/switchboard.log", ""),
+    ("allowed_delta_types", ["fossil"], []),
+    ("delta_publish", True, False),
+    ("proxy_subscribe", True, False),
+    ("proxy_publish", True, False),
+    ("proxy_sub_refresh", True, False),
+    ("proxy_subscribe_stream", True, False),
+]
+
+
+def test_a_key_is_either_working_or_not_supported_yet() -> None:
+    # Implementing a feature moves its keys into Config / ChannelOptions and out of broker.config_keys.
+    working = {f.name for f in dataclasses.fields(Config)} | CHANNEL_OPTION_KEYS
+    assert not set(config_keys.UNSUPPORTED_SWITCHES) & working
+    assert not config_keys.setting_keys() & working
+    assert not set(config_keys.INERT_KEYS) & working
+    assert set(config_keys.UNSUPPORTED_CHANNEL_SWITCHES) <= CHANNEL_OPTION_KEYS
+    assert set(config_keys.SETTINGS_OF) <= set(config_keys.UNSUPPORTED_SWITCHES)
+
+
+@pytest.mark.parametrize(("key", "on", "off"), NOT_SUPPORTED_YET)
+def test_not_supported_yet_key_switched_on_is_refused(key: str, on: Any, off: Any) -> None:
+    with pytest.raises(ConfigError, match=rf"^{key} is not supported yet \({key}: "):
+        build({key: on}, {}, {})
+    with pytest.raises(ConfigError, match=rf"^{key} is not supported yet"):
+        build({}, {f"CENTRIFUGO_{key.upper()}": orjson.dumps(on).decode()}, {})
+    cfg = build({key: off}, {}, {})
+    assert cfg.unknown_keys == []
+
+
+@pytest.mark.parametrize("key", ["proxy_subscribe", "delta_publish", "subscribe_proxy_enabled"])
+def test_not_supported_yet_channel_option_is_refused_in_a_namespace(key: str) -> None:
+    with pytest.raises(ConfigError, match=rf"^namespace 'chat': {key} is not supported yet"):
+        build({"namespaces": [{"name": "chat", key: True}]}, {}, {})
+    build({"namespaces": [{"name": "chat", key: False}]}, {}, {})
+
+
+def test_not_supported_yet_switch_can_be_turned_off_by_env_and_flags() -> None:
+    assert build({"admin": True}, {"SWITCHBOARD_ADMIN": "false"}, {}).unknown_keys == []
+    assert build({"engine": "redis"}, {"CENTRIFUGO_ENGINE": "memory"}, {}).unknown_keys == []
+    assert build({"sse": True}, {}, {"sse": False}).unknown_keys == []
+    with pytest.raises(ConfigError, match=r"^http_stream is not supported yet"):
+        build({}, {}, {"http_stream": True})
+
+
+def test_settings_of_an_unsupported_feature_are_accepted_while_it_is_off() -> None:
+    # genconfig writes admin_password / admin_secret; a Centrifugo config may name a Redis address
+    # while running the memory engine.
+    values = {
+        "admin_password": "p",
+        "admin_secret": "s",
+        "redis_address": "redis://127.0.0.1:6379",
+        "proxy_connect_timeout": "1s",
+        "usage_stats_disable": True,
+    }
+    assert build(values, {}, {}).unknown_keys == []
+
+
+def test_v6_nested_sections_are_reported_not_read() -> None:
+    cfg = build(
+        {"client": {"token": {"hmac_secret_key": "k"}}, "http_api": {"key": "k"}, "admin": {}}, {}, {}
+    )
+    assert cfg.ignored_sections == ["admin", "client", "http_api"]
+    assert cfg.unknown_keys == []
+    assert cfg.token_hmac_secret_key == ""
 
 
 @pytest.mark.parametrize(

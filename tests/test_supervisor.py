@@ -62,9 +62,9 @@ def _is_our_child_process(pid: int) -> bool:
 class Supervised:
     """A supervisor subprocess over dummy children, with its log and the children's records."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, name: str = "supervisor") -> None:
         self.run_dir = tmp_path / "run"
-        self.log_path = tmp_path / "supervisor.log"
+        self.log_path = tmp_path / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, specs: list[tuple[str, str, int | None]], **options: Any) -> None:
@@ -269,6 +269,53 @@ def test_children_exit_when_the_supervisor_dies(sup: Supervised) -> None:
         _poll(partial(_gone, pid), 15, f"{role} to exit")
         # The child never checks its parent: only the parent-death signal can have stopped it.
         assert sup.events(role) == [f"term {pid}"]
+
+
+@pytest.fixture
+def second(tmp_path: Path) -> Iterator[Supervised]:
+    """Another supervisor on the same runtime directory as ``sup``."""
+    supervised = Supervised(tmp_path, "second")
+    try:
+        yield supervised
+    finally:
+        supervised.cleanup()
+
+
+def test_second_supervisor_on_the_same_directory_is_refused_and_touches_nothing(
+    sup: Supervised, second: Supervised
+) -> None:
+    sup.start([("shard-0", "well_behaved", 0), ("router", "well_behaved", None)])
+    sup.wait_ready("shard-0", "router")
+    before = sorted(p.name for p in sup.run_dir.iterdir())
+    second.start([("shard-0", "well_behaved", 0), ("router", "well_behaved", None)])
+    assert second.wait_exit(30) != 0
+    log = second.log()
+    assert f"runtime directory {sup.run_dir} is in use by another server (pid {sup.pid})" in log, log
+    assert "spawned" not in log
+    assert sorted(p.name for p in sup.run_dir.iterdir()) == before
+    for role in ("shard-0", "router"):
+        (pid,) = sup.pids(role)
+        assert _alive(pid)
+    sup.signal(signal.SIGTERM)
+    assert sup.wait_exit(30) == 0
+
+
+def test_start_after_a_killed_supervisor_waits_for_its_draining_children(
+    sup: Supervised, second: Supervised
+) -> None:
+    sup.start([("shard-0", "slow_to_stop", 0)])
+    sup.wait_ready("shard-0")
+    (old,) = sup.pids("shard-0")
+    sup.signal(signal.SIGKILL)
+    sup.wait_exit(10)
+    # The orphan still drains (1.5 s) and still owns the directory: the new server waits for it.
+    second.start([("shard-0", "well_behaved", 0)])
+    second.wait_ready("shard-0", count=2)
+    assert sup.events("shard-0") == [f"stopped {old}"]
+    assert _gone(old)
+    assert "still held by the processes of a stopped server" in second.log()
+    second.signal(signal.SIGTERM)
+    assert second.wait_exit(30) == 0
 
 
 def test_standalone_context_is_a_no_op() -> None:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import random
+import re
+import tomllib
+from pathlib import Path
 
 import pytest
 
@@ -178,6 +181,34 @@ def test_pure_python_mask_matches_c() -> None:
         assert frames._apply_mask_py(data, mask) == xor(data, mask) == frames.apply_mask(data, mask)
     # The C version is the one in use when websockets is installed.
     assert frames.apply_mask is not frames._apply_mask_py
+
+
+def test_pure_python_mask_matches_c_on_the_buffers_the_parser_passes() -> None:
+    rng = random.Random(11)
+    for size in (1, 2, 125, 126, 65536):
+        buffer = bytearray(rng.randbytes(size + 8))
+        view = memoryview(buffer)
+        data, mask = view[8:], view[4:8]
+        assert frames._apply_mask_py(data, mask) == frames.apply_mask(data, mask) == xor(bytes(data), mask)
+
+
+def test_fast_unmasking_comes_with_a_plain_install() -> None:
+    # `pip install .` installs [project].dependencies only: the C extension must be among them.
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    runtime = {
+        re.split(r"[<>=!~\[; ]", dep, maxsplit=1)[0].lower() for dep in pyproject["project"]["dependencies"]
+    }
+    assert "websockets" in runtime
+    from websockets.speedups import apply_mask as c_apply_mask
+
+    assert frames.apply_mask is c_apply_mask
+    assert frames.mask_implementation() == frames.MASK_C
+
+
+def test_the_start_up_log_names_the_slow_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(frames, "apply_mask", frames._apply_mask_py)
+    assert frames.mask_implementation() == frames.MASK_PYTHON
+    assert "slow" in frames.MASK_PYTHON
 
 
 # ------------------------------------------------------------------------------------------- data messages

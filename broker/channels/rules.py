@@ -33,8 +33,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from broker.auth import SubscriptionTokenClaims, TokenExpired, TokenInvalid, TokenVerifier
+from broker.channel_options import ChannelOptions
 from broker.channels.names import allowed_users, byte_length, is_printable_ascii, split_namespace
-from broker.channels.options import ChannelOptions
 from broker.config import Config, ConfigError
 from broker.errors import (
     ALREADY_SUBSCRIBED,

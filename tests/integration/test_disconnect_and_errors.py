@@ -101,6 +101,18 @@ def test_bad_tokens(server: Server) -> None:
     good.close()
 
 
+def test_api_key_in_the_url_as_the_readme_documents(server: Server) -> None:
+    url = server.url
+    by_query = requests.post(f"{url}/api/info", params={"api_key": API_KEY}, data=b"{}", timeout=5)
+    assert by_query.status_code == 200 and by_query.json()["result"]["nodes"]
+    legacy = requests.post(
+        f"{url}/api", params={"api_key": API_KEY}, data=b'{"method": "info", "params": {}}', timeout=5
+    )
+    assert legacy.status_code == 200 and "result" in legacy.json()
+    wrong = requests.post(f"{url}/api/info", params={"api_key": "wrong"}, data=b"{}", timeout=5)
+    assert wrong.status_code == 401
+
+
 def test_bad_http_requests(server: Server) -> None:
     url = server.url
     assert requests.post(f"{url}/api/info", data=b"{}", timeout=5).status_code == 401

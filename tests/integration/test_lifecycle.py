@@ -148,3 +148,70 @@ def test_router_restart_keeps_client_connections(tmp_path: Path) -> None:
         assert newcomer.connect()["client"]
         client.close()
         newcomer.close()
+
+
+def _start_again(server: Server) -> subprocess.CompletedProcess[str]:
+    """The same command line as ``server`` (config, port, runtime directory), run to its end."""
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "broker",
+            "-c",
+            str(server.config_path),
+            "--port",
+            str(server.port),
+            "--shards",
+            str(server.shards),
+            "--runtime_dir",
+            str(server.dir / "run"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_second_server_on_the_same_port_is_refused_and_the_first_keeps_working(tmp_path: Path) -> None:
+    with Server(tmp_path, shards=2) as server:
+        assert server.proc is not None
+        result = _start_again(server)
+        assert result.returncode != 0
+        run_dir = server.dir / "run"
+        assert f"runtime directory {run_dir} is in use by another server (pid {server.proc.pid})" in (
+            result.stderr
+        ), result.stderr
+        # The first server still hands new connections to its shards and answers for them.
+        clients = [StreamClient(server.port, {"token": make_token(f"after-{i}")}) for i in range(4)]
+        ids = {client.connect()["client"] for client in clients}
+        assert set(server.connections(expression='user.startsWith("after-")')) == ids
+        for client in clients:
+            client.close()
+
+
+def test_new_server_starts_after_the_previous_supervisor_was_killed(tmp_path: Path) -> None:
+    first = Server(tmp_path, shards=2).start()
+    assert first.proc is not None
+    children = list(first.shard_pids().values())
+    first.proc.kill()
+    first.proc.wait(10)
+    # Its children stop on the parent-death signal; the next start waits for them if it must.
+    second = Server(tmp_path, shards=2)
+    second.port, second.url, second.dir = first.port, first.url, first.dir
+    with second.start(timeout=40):
+        for pid in children:
+            wait_for(lambda pid=pid: not os.path.exists(f"/proc/{pid}"), timeout=20)
+        client = StreamClient(second.port, {"token": make_token("back")})
+        client_id = client.connect()["client"]
+        assert set(second.connections(user="back")) == {client_id}
+        client.close()
+
+
+def test_server_with_a_feature_not_supported_yet_refuses_to_start(tmp_path: Path) -> None:
+    server = Server(tmp_path, shards=1, extra={"engine": "redis", "redis_address": "redis://127.0.0.1:6379"})
+    result = _start_again(server)
+    assert result.returncode == 1
+    assert 'error: engine is not supported yet (engine: "redis"; remove it or set it to "memory")' in (
+        result.stderr
+    ), result.stderr
+    assert not (server.dir / "run").exists()  # stopped before anything was started

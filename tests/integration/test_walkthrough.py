@@ -24,10 +24,39 @@ def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subproc
     return subprocess.run([*SWITCHBOARD, *args], cwd=cwd, capture_output=True, text=True, timeout=30, env=env)
 
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def readme_walkthrough_commands() -> list[str]:
+    """The command lines of the README walkthrough's first block, comments stripped."""
+    section = (REPO_ROOT / "README.md").read_text().split("## Walkthrough", 1)[1]
+    block = section.split("```", 2)[1]
+    return [code for line in block.splitlines() if (code := line.split("#", 1)[0].strip())]
+
+
+def makefile_config_command() -> str:
+    """The command `make run` writes config.json with, as a shell line (the config file rule)."""
+    lines = (REPO_ROOT / "Makefile").read_text().splitlines()
+    rule = next(i for i, line in enumerate(lines) if line.startswith("$(CONFIG):"))
+    recipe = lines[rule + 1].strip()
+    return recipe.replace("$(BIN)/", "").replace("$(CONFIG)", "config.json")
+
+
+def shell(line: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["bash", "-c", line], cwd=cwd, env=env, capture_output=True, text=True, timeout=30)
+
+
 @pytest.fixture
 def walkthrough_server(tmp_path: Path):
-    """genconfig, then start with SWITCHBOARD_UNI_HTTP_STREAM=1 exactly as the README says."""
-    assert run_cli("genconfig", cwd=tmp_path).returncode == 0
+    """What `make run` leaves behind (config.json), then the README walkthrough's commands verbatim.
+
+    The walkthrough's server runs on :8000; here the environment moves it to a free loopback port and a
+    private runtime directory, which the README's command line does not set, so it still wins over them.
+    """
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    (tmp_path / ".venv").symlink_to(sys.prefix)  # the walkthrough runs in the repository directory
+    made = shell(makefile_config_command(), tmp_path, env)
+    assert made.returncode == 0, made.stderr
     config = json.loads((tmp_path / "config.json").read_text())
     assert set(config) == {
         "token_hmac_secret_key",
@@ -39,26 +68,27 @@ def walkthrough_server(tmp_path: Path):
     refused = run_cli("genconfig", cwd=tmp_path)
     assert refused.returncode == 1 and "already exists" in refused.stderr
     port = free_port()
-    env = dict(os.environ, CENTRIFUGO_UNI_HTTP_STREAM="1")
+    server_env = dict(
+        env,
+        SWITCHBOARD_PORT=str(port),
+        SWITCHBOARD_ADDRESS="127.0.0.1",
+        SWITCHBOARD_SHARDS="2",
+        SWITCHBOARD_RUNTIME_DIR=str(tmp_path / "run"),
+    )
+    *steps, serve = readme_walkthrough_commands()
+    assert serve.endswith("switchboard -c config.json"), serve
+    for step in steps:
+        done = shell(step, tmp_path, env)
+        assert done.returncode == 0, (step, done.stderr)
     log = open(tmp_path / "server.log", "wb")  # noqa: SIM115
+    # Its own process group: a stop reaches the server whether or not bash exec'd it.
     proc = subprocess.Popen(
-        [
-            *SWITCHBOARD,
-            "-c",
-            "config.json",
-            "--port",
-            str(port),
-            "--address",
-            "127.0.0.1",
-            "--shards",
-            "2",
-            "--runtime_dir",
-            str(tmp_path / "run"),
-        ],
+        ["bash", "-c", serve],
         cwd=tmp_path,
-        env=env,
+        env=server_env,
         stdout=log,
         stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 20
@@ -69,14 +99,14 @@ def walkthrough_server(tmp_path: Path):
         except requests.RequestException:
             time.sleep(0.1)
     else:
-        proc.kill()
+        os.killpg(proc.pid, signal.SIGKILL)
         raise RuntimeError((tmp_path / "server.log").read_text())
     yield url, config, tmp_path
-    proc.send_signal(signal.SIGTERM)
+    os.killpg(proc.pid, signal.SIGTERM)
     try:
         proc.wait(20)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(5)
         raise
 

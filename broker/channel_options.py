@@ -24,7 +24,7 @@ from typing import Any
 
 import re2
 
-from broker.config import ConfigError, parse_duration
+from broker.config_values import ConfigError, parse_duration
 
 RECOVERY_MODES = frozenset({"", "stream", "cache"})
 DELTA_TYPES = frozenset({"fossil"})
