@@ -18,6 +18,7 @@ from typing import Any
 
 from broker import errors
 from broker.cel import CelError, CompiledFilter, compile_filter
+from broker.cel.limits import DEFAULT_CHANNELS_SIZE
 from broker.config import Config
 from broker.protocol.state import CEL_GETTERS
 
@@ -33,23 +34,28 @@ class ScanStopped(Exception):
 
 
 @functools.lru_cache(maxsize=256)
-def _compiled(expression: str, max_length: int, max_cost: int, channels_size: int) -> CompiledFilter:
-    return compile_filter(
-        expression, CEL_GETTERS, max_length=max_length, max_cost=max_cost, channels_size=channels_size
-    )
+def _compiled(expression: str, max_length: int, max_cost: int, channels_size: int) -> CompiledFilter | str:
+    """The filter, or the reason it was refused: refusals are cached too, since parsing a long expression
+    takes longer than anything else a refused request costs."""
+    try:
+        return compile_filter(
+            expression, CEL_GETTERS, max_length=max_length, max_cost=max_cost, channels_size=channels_size
+        )
+    except CelError as exc:
+        return str(exc)
 
 
 def compile_connections_filter(expression: str, cfg: Config) -> CompiledFilter:
     """The compiled filter (cached), or 107 with the reason when the expression is invalid or too costly."""
-    try:
-        return _compiled(
-            expression,
-            cfg.connections_expression_max_length,
-            cfg.connections_expression_max_cost,
-            cfg.client_channel_limit if cfg.client_channel_limit > 0 else 128,
-        )
-    except CelError as exc:
-        raise errors.BAD_REQUEST.with_message(f"bad expression: {exc}") from None
+    compiled = _compiled(
+        expression,
+        cfg.connections_expression_max_length,
+        cfg.connections_expression_max_cost,
+        cfg.client_channel_limit if cfg.client_channel_limit > 0 else DEFAULT_CHANNELS_SIZE,
+    )
+    if isinstance(compiled, str):
+        raise errors.BAD_REQUEST.with_message(f"bad expression: {compiled}")
+    return compiled
 
 
 class Scan:

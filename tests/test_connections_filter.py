@@ -125,3 +125,14 @@ def test_deadline_stops_the_scan() -> None:
     with pytest.raises(ScanStopped, match="deadline passed after"):
         run(s)
     assert s.scanned < 1000
+
+
+def test_refusals_are_cached_like_filters() -> None:
+    from broker.connections_filter import _compiled
+
+    cfg = Config(connections_expression_max_cost=1999)  # a cache key of its own
+    for attempt in range(2):
+        hits = _compiled.cache_info().hits
+        with pytest.raises(errors.ClientError, match="too costly"):
+            compile_connections_filter(NESTED_900, cfg)
+        assert _compiled.cache_info().hits == hits + attempt
