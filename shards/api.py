@@ -62,21 +62,29 @@ def connections(shard: Shard, params: dict[str, Any]) -> Raw | Awaitable[Raw]:
         max_cost=shard.cfg.connections_expression_max_cost,
         deadline=time.monotonic() + timeout,
     )
-    if scan.run_slice():
+    if _run_slice(scan):
         return _connections_answer(scan.matched())
     return _finish_scan(scan)
 
 
 async def _finish_scan(scan: Scan) -> Raw:
+    while True:
+        await asyncio.sleep(0)
+        if _run_slice(scan):
+            return _connections_answer(scan.matched())
+
+
+def _run_slice(scan: Scan) -> bool:
+    """One slice of the scan; a stopped scan is one log line and an error answer."""
     try:
-        while True:
-            await asyncio.sleep(0)
-            if scan.run_slice():
-                return _connections_answer(scan.matched())
+        return scan.run_slice()
     except ScanStopped as exc:
         # The router has stopped waiting by now and lists this shard as unavailable.
         log.warning("connections scan stopped: %s", exc)
         raise errors.INTERNAL.with_message(f"connections scan stopped: {exc}") from None
+    except errors.ClientError as err:
+        log.warning("connections scan over budget: %s", err.message)
+        raise
 
 
 def _state(conn: Any) -> Any:

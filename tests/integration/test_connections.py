@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -184,6 +185,33 @@ def test_long_scan_leaves_the_shard_responsive(tmp_path: Path) -> None:
             assert not scanner.is_alive()
             assert outcome["done_at"] > delivered_at
             assert len(outcome["reply"]["result"]["connections"]) == 20
+        finally:
+            for client in clients:
+                client.close()
+
+
+def test_scan_stops_when_the_router_stops_waiting(tmp_path: Path) -> None:
+    extra = {"connections_expression_max_cost": 100_000_000, "api_shard_timeout": "1s"}
+    ones = "[" + ",".join(["1"] * 600) + "]"
+    expression = f"{ones}.all(x, {ones}.all(y, x == y))"  # ~0.1 s per connection
+    with Server(tmp_path, shards=1, extra=extra) as srv:
+        clients = [
+            StreamClient(srv.port, {"token": make_token(f"late-{i}"), "name": "late"}, timeout=20)
+            for i in range(40)
+        ]
+        try:
+            for client in clients:
+                client.connect()
+            reply = srv.api("connections", {"user": "", "expression": expression}, timeout=20)
+            assert reply["result"] == {"connections": {}, "unavailable_shards": [0]}
+            # The shard gave up too, without scanning the remaining connections, and keeps serving.
+            assert len(srv.connections(user="late-1")) == 1
+            deadline = time.monotonic() + 10
+            while "deadline passed" not in srv.logs() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            stopped = re.search(r"connections scan stopped: deadline passed after (\d+) of 40", srv.logs())
+            assert stopped is not None and int(stopped.group(1)) < 40
+            assert "Traceback" not in srv.logs()
         finally:
             for client in clients:
                 client.close()
