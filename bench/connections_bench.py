@@ -197,7 +197,7 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float) -> None:
 
 
 class ServerProcess:
-    def __init__(self, workdir: Path, shards: int) -> None:
+    def __init__(self, workdir: Path, shards: int, extra: dict[str, Any] | None = None) -> None:
         self.port = free_port()
         self.shards = shards
         self.dir = workdir
@@ -209,6 +209,7 @@ class ServerProcess:
             "shutdown_timeout": "5s",
             "log_level": "info",
         }
+        config.update(extra or {})
         self.config_path = workdir / "config.json"
         self.config_path.write_bytes(orjson.dumps(config))
         self.log_path = workdir / "server.log"

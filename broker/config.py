@@ -129,6 +129,9 @@ class Config:
     api_shard_timeout: Duration = Duration(5)
     heartbeat_timeout: Duration = Duration(30)
     connections_expression_max_length: int = 4096
+    # Estimated evaluation steps per connection a connections filter may cost (see broker/cel/cost.py);
+    # also the runtime budget, in comprehension iterations per scanned connection.
+    connections_expression_max_cost: int = 2000
     shm_index: bool = True  # per-shard channel subscriber counts in shared memory, read by the router
     shm_index_capacity: int = 65536
 

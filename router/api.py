@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import functools
 import hmac
 import logging
 import time
@@ -22,9 +21,9 @@ from typing import Any
 import orjson
 
 from broker import __version__, errors
-from broker.cel import CelError, compile_filter
 from broker.channels import ChannelRules
 from broker.config import Config
+from broker.connections_filter import compile_connections_filter
 from broker.errors import ClientError
 from broker.hashing import shard_for_user, writer_for
 from broker.ipc.channel_counts import open_counts
@@ -32,7 +31,6 @@ from broker.ipc.control import RemoteError, ShardUnavailable
 from broker.ipc.shm_index import CountIndex
 from broker.merge import merge_channels, merge_presence, merge_presence_stats
 from broker.protocol.publications import publication_from_wire
-from broker.protocol.state import CEL_GETTERS
 from router.cluster import Cluster
 from router.http import Request
 
@@ -63,12 +61,6 @@ _TRANSPORT_STATUS = {100: 500, 102: 404, 104: 404, 107: 400, 108: 400, 112: 416,
 Params = dict[str, Any]
 
 _CONNECTIONS_PREFIX = b'{"connections":{'
-
-
-@functools.lru_cache(maxsize=256)
-def _validate_expression(expression: str, max_length: int) -> None:
-    """Compile once to reject bad input before asking any shard (the shards compile and cache their own)."""
-    compile_filter(expression, CEL_GETTERS, max_length=max_length)
 
 
 def api_publication(wire: Params) -> Params:
@@ -117,7 +109,7 @@ class Api:
         self.started_at = time.monotonic()
         self.rules = ChannelRules.from_config(cfg)
         self._counts: CountIndex | None = None
-        _validate_expression("true", cfg.connections_expression_max_length)  # builds the CEL parser now
+        compile_connections_filter("true", cfg)  # builds the CEL parser now
         self._methods: dict[str, Callable[[Params], Awaitable[Any]]] = {
             "publish": self.publish,
             "broadcast": self.broadcast,
@@ -425,23 +417,23 @@ class Api:
         if not user and not expression:
             raise errors.BAD_REQUEST.with_message("user or expression required")
         if expression:
-            try:
-                _validate_expression(expression, self.cfg.connections_expression_max_length)
-            except CelError as exc:
-                raise errors.BAD_REQUEST.with_message(f"bad expression: {exc}") from None
-        shard_params = {"user": user, "expression": expression}
+            # Refused here (107, with the reason) before any shard sees it; shards check again.
+            compile_connections_filter(expression, self.cfg)
+        # The shards stop scanning when the router stops waiting for them.
+        timeout = float(self.cfg.api_shard_timeout)
+        shard_params = {"user": user, "expression": expression, "timeout": timeout}
         index = shard_for_user(user, self.cluster.size)
         if index is not None:
             # Every connection of a named user lives on that user's shard.
             try:
-                answer = await self.cluster.ask_raw(index, "connections", shard_params)
+                answer = await self.cluster.ask_raw(index, "connections", shard_params, timeout)
             except ShardUnavailable as exc:
                 log.warning("connections: %s", exc)
                 raise errors.INTERNAL.with_message("shard unavailable") from None
             except RemoteError as exc:
                 raise exc.to_client_error() from None
             return orjson.Fragment(answer.json)
-        gathered = await self.cluster.gather("connections", shard_params, raw=True)
+        gathered = await self.cluster.gather("connections", shard_params, timeout, raw=True)
         self._raise_first_error(gathered.errors)
         merged = splice_connections([gathered.results[i].json for i in sorted(gathered.results)])
         if gathered.missing:

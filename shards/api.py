@@ -6,53 +6,99 @@ this shard's hub. They are synchronous: nothing here awaits between reading an i
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import functools
+import logging
 import time
+from collections.abc import Awaitable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from broker import errors
-from broker.cel import CelError, CompiledFilter, compile_filter
+from broker.connections_filter import Scan, ScanStopped, compile_connections_filter
 from broker.engine.base import StreamPosition
 from broker.errors import Disconnect
 from broker.ipc.control import Raw
 from broker.ipc.pubsub import Publication
 from broker.merge import glob_matcher
-from broker.protocol.state import CEL_GETTERS, SOURCE_SERVER_API
+from broker.protocol.state import SOURCE_SERVER_API
 
 if TYPE_CHECKING:
+    from broker.config import Config
     from shards.main import Shard
 
-
-@functools.lru_cache(maxsize=256)
-def compiled(expression: str, max_length: int) -> CompiledFilter:
-    return compile_filter(expression, CEL_GETTERS, max_length=max_length)
+log = logging.getLogger("switchboard.shard")
 
 
-def connections(shard: Shard, params: dict[str, Any]) -> Raw:
+def connections(shard: Shard, params: dict[str, Any]) -> Raw | Awaitable[Raw]:
+    """Connections matching ``user`` and/or ``expression``.
+
+    A scan that fits in one slice is answered at once; a longer one continues in a task that yields to
+    the event loop between slices, and stops at the request's deadline (``timeout`` seconds from now, the
+    router's own wait) or when it runs over its budget (107).
+    """
     user = params.get("user") or ""
     expression = params.get("expression") or ""
     hub = shard.hub
     if not expression:
         found = hub.user_connections(user)
-        return Raw(
-            orjson.dumps({"connections": {conn.state.client: conn.state.connection_info() for conn in found}})
-        )
-    try:
-        flt = compiled(expression, shard.cfg.connections_expression_max_length)
-    except CelError as exc:
-        raise errors.BAD_REQUEST.with_message(f"bad expression: {exc}") from None
+        return _connections_answer(found)
+    flt = compile_connections_filter(expression, shard.cfg)
     hints = flt.hints
     users: set[str] | frozenset[str] | None = hints.users
     if user:
         users = {user} if users is None or user in users else set()
-    candidates = hub.candidates(users=users, clients=hints.clients, channels=hints.channels)
-    matches = flt.matches
-    matched = {c.state.client: c.state.connection_info() for c in candidates if matches(c.state)}
-    return Raw(orjson.dumps({"connections": matched}))
+    timeout = params.get("timeout")
+    if not isinstance(timeout, int | float) or timeout <= 0:
+        timeout = shard.cfg.api_shard_timeout
+    scan = Scan(
+        flt,
+        list(hub.candidates(users=users, clients=hints.clients, channels=hints.channels)),
+        state=_state,
+        is_open=_is_open,
+        max_cost=shard.cfg.connections_expression_max_cost,
+        deadline=time.monotonic() + timeout,
+    )
+    if _run_slice(scan):
+        return _connections_answer(scan.matched())
+    return _finish_scan(scan)
+
+
+async def _finish_scan(scan: Scan) -> Raw:
+    while True:
+        await asyncio.sleep(0)
+        if _run_slice(scan):
+            return _connections_answer(scan.matched())
+
+
+def _run_slice(scan: Scan) -> bool:
+    """One slice of the scan; a stopped scan is one log line and an error answer."""
+    try:
+        return scan.run_slice()
+    except ScanStopped as exc:
+        # The router has stopped waiting by now and lists this shard as unavailable.
+        log.warning("connections scan stopped: %s", exc)
+        raise errors.INTERNAL.with_message(f"connections scan stopped: {exc}") from None
+    except errors.ClientError as err:
+        log.warning("connections scan over budget: %s", err.message)
+        raise
+
+
+def _state(conn: Any) -> Any:
+    return conn.state
+
+
+def _is_open(conn: Any) -> bool:
+    return not conn.closed
+
+
+def _connections_answer(found: Iterable[Any]) -> Raw:
+    return Raw(
+        orjson.dumps({"connections": {conn.state.client: conn.state.connection_info() for conn in found}})
+    )
 
 
 def disconnect(shard: Shard, params: dict[str, Any]) -> dict[str, Any]:
@@ -372,9 +418,9 @@ def shard_started(shard: Shard, params: dict[str, Any]) -> dict[str, Any]:
     return {"leaves": shard.forget_shard(int(params.get("index", -1)))}
 
 
-def warm_up() -> None:
+def warm_up(cfg: Config) -> None:
     """Build the CEL parser at boot rather than on the first API request (it takes ~0.5 s)."""
-    compiled("true", 4096)
+    compile_connections_filter("true", cfg)
 
 
 HANDLERS = {

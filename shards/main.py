@@ -150,7 +150,7 @@ class Shard(FanOut):
             for i in range(self.size)
             if i != self.index
         ]
-        api.warm_up()
+        api.warm_up(self.cfg)
         log.info("shard %d ready: handoff socket %s", self.index, paths.handoff_path(runtime, self.index))
         masking = frames.mask_implementation()
         if masking == frames.MASK_C:

@@ -24,10 +24,19 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from .closures import Meter
 from .compiler import compile_tree
+from .cost import estimate_steps
 from .errors import CelError
 from .hints import NO_HINTS, IndexHints, extract_hints
-from .limits import DEFAULT_MAX_DEPTH, DEFAULT_MAX_LENGTH, DEFAULT_MAX_NODES, Limits
+from .limits import (
+    DEFAULT_CHANNELS_SIZE,
+    DEFAULT_MAX_COST,
+    DEFAULT_MAX_DEPTH,
+    DEFAULT_MAX_LENGTH,
+    DEFAULT_MAX_NODES,
+    Limits,
+)
 from .syntax import build, parse
 
 __all__ = [
@@ -36,6 +45,7 @@ __all__ = [
     "CelError",
     "CompiledFilter",
     "IndexHints",
+    "Meter",
     "compile_filter",
 ]
 
@@ -58,17 +68,32 @@ CONNECTION_VARIABLES = (
 
 
 class CompiledFilter:
-    """A compiled expression: :meth:`matches` decides whether one session object matches."""
+    """A compiled expression: :meth:`matches` decides whether one session object matches.
 
-    __slots__ = ("_fn", "expression", "hints")
+    ``cost`` is the static upper bound of steps per session (see :mod:`broker.cel.cost`); ``meter.steps``
+    grows by the number of comprehension iterations actually run, for runtime budgets.
+    """
+
+    __slots__ = ("_fn", "cost", "expression", "hints", "meter")
 
     expression: str
     hints: IndexHints
+    cost: int
+    meter: Meter
 
-    def __init__(self, expression: str, hints: IndexHints, fn: Callable[[Any], Any]) -> None:
+    def __init__(
+        self,
+        expression: str,
+        hints: IndexHints,
+        fn: Callable[[Any], Any],
+        cost: int = 1,
+        meter: Meter | None = None,
+    ) -> None:
         self.expression = expression
         self.hints = hints
         self._fn = fn
+        self.cost = cost
+        self.meter = meter or Meter()
 
     def matches(self, ctx: object) -> bool:
         """True only if the expression evaluates to exactly ``true`` for ``ctx``; never raises."""
@@ -89,16 +114,25 @@ def compile_filter(
     max_length: int = DEFAULT_MAX_LENGTH,
     max_depth: int = DEFAULT_MAX_DEPTH,
     max_nodes: int = DEFAULT_MAX_NODES,
+    max_cost: int = DEFAULT_MAX_COST,
+    channels_size: int = DEFAULT_CHANNELS_SIZE,
 ) -> CompiledFilter:
-    """Compile ``expression``; raises :class:`CelError` with a client-facing message when it is invalid."""
+    """Compile ``expression``; raises :class:`CelError` with a client-facing message when it is invalid.
+
+    ``max_cost`` bounds the estimated steps per session, with ``channels`` assumed to hold at most
+    ``channels_size`` channels (the client channel limit).
+    """
     if not isinstance(expression, str):
         raise CelError("expression must be a string")
-    limits = Limits(max_length=max_length, max_depth=max_depth, max_nodes=max_nodes)
+    limits = Limits(max_length=max_length, max_depth=max_depth, max_nodes=max_nodes, max_cost=max_cost)
     limits.check_text(expression)
     try:
         tree = parse(expression)
         root, _ = build(tree, variables.keys(), limits)
-        fn = compile_tree(root, variables)
+        cost = estimate_steps(root, channels_size)
+        limits.check_cost(cost)
+        meter = Meter()
+        fn = compile_tree(root, variables, meter)
     except RecursionError:
         raise CelError("expression is nested too deeply") from None
-    return CompiledFilter(expression, extract_hints(root), fn)
+    return CompiledFilter(expression, extract_hints(root), fn, cost, meter)

@@ -34,6 +34,19 @@ class Cell:
         self.value: Any = None
 
 
+class Meter:
+    """Counts comprehension iterations, the runtime measure of an expression's cost.
+
+    One meter belongs to one compiled filter; a scan reads it before and after a run of evaluations
+    (which never interleave with another scan's, since evaluation never awaits).
+    """
+
+    __slots__ = ("steps",)
+
+    def __init__(self) -> None:
+        self.steps = 0
+
+
 def eval_error(message: str) -> CelEvalError:
     return CelEvalError(message)
 
@@ -484,10 +497,12 @@ def iteration_items(value: Any) -> Any:
     return rt.iterate(value)
 
 
-def comprehension_all(target: Fn, cell: Cell, pred: Fn, transform: Fn | None) -> Fn:
+def comprehension_all(target: Fn, cell: Cell, pred: Fn, transform: Fn | None, meter: Meter) -> Fn:
     def all_(ctx: Any) -> bool:
         failed = False
-        for item in iteration_items(target(ctx)):
+        items = iteration_items(target(ctx))
+        meter.steps += len(items)
+        for item in items:
             cell.value = item
             try:
                 value = pred(ctx)
@@ -505,10 +520,12 @@ def comprehension_all(target: Fn, cell: Cell, pred: Fn, transform: Fn | None) ->
     return all_
 
 
-def comprehension_exists(target: Fn, cell: Cell, pred: Fn, transform: Fn | None) -> Fn:
+def comprehension_exists(target: Fn, cell: Cell, pred: Fn, transform: Fn | None, meter: Meter) -> Fn:
     def exists(ctx: Any) -> bool:
         failed = False
-        for item in iteration_items(target(ctx)):
+        items = iteration_items(target(ctx))
+        meter.steps += len(items)
+        for item in items:
             cell.value = item
             try:
                 value = pred(ctx)
@@ -526,10 +543,12 @@ def comprehension_exists(target: Fn, cell: Cell, pred: Fn, transform: Fn | None)
     return exists
 
 
-def comprehension_exists_one(target: Fn, cell: Cell, pred: Fn, transform: Fn | None) -> Fn:
+def comprehension_exists_one(target: Fn, cell: Cell, pred: Fn, transform: Fn | None, meter: Meter) -> Fn:
     def exists_one(ctx: Any) -> bool:
         count = 0
-        for item in iteration_items(target(ctx)):
+        items = iteration_items(target(ctx))
+        meter.steps += len(items)
+        for item in items:
             cell.value = item
             value = pred(ctx)  # no error absorption in exists_one
             if value is True:
@@ -541,10 +560,12 @@ def comprehension_exists_one(target: Fn, cell: Cell, pred: Fn, transform: Fn | N
     return exists_one
 
 
-def comprehension_filter(target: Fn, cell: Cell, pred: Fn, transform: Fn | None) -> Fn:
+def comprehension_filter(target: Fn, cell: Cell, pred: Fn, transform: Fn | None, meter: Meter) -> Fn:
     def filter_(ctx: Any) -> list[Any]:
         result = []
-        for item in iteration_items(target(ctx)):
+        items = iteration_items(target(ctx))
+        meter.steps += len(items)
+        for item in items:
             cell.value = item
             value = pred(ctx)
             if value is True:
@@ -556,14 +577,16 @@ def comprehension_filter(target: Fn, cell: Cell, pred: Fn, transform: Fn | None)
     return filter_
 
 
-def comprehension_map(target: Fn, cell: Cell, pred: Fn, transform: Fn | None) -> Fn:
+def comprehension_map(target: Fn, cell: Cell, pred: Fn, transform: Fn | None, meter: Meter) -> Fn:
     if transform is None:
         # Two-argument form: the second argument is the transform.
         mapper = pred
 
         def map_(ctx: Any) -> list[Any]:
             result = []
-            for item in iteration_items(target(ctx)):
+            items = iteration_items(target(ctx))
+            meter.steps += len(items)
+            for item in items:
                 cell.value = item
                 result.append(mapper(ctx))
             return result
@@ -574,7 +597,9 @@ def comprehension_map(target: Fn, cell: Cell, pred: Fn, transform: Fn | None) ->
 
     def filter_map(ctx: Any) -> list[Any]:
         result = []
-        for item in iteration_items(target(ctx)):
+        items = iteration_items(target(ctx))
+        meter.steps += len(items)
+        for item in items:
             cell.value = item
             value = pred(ctx)
             if value is True:
@@ -586,7 +611,7 @@ def comprehension_map(target: Fn, cell: Cell, pred: Fn, transform: Fn | None) ->
     return filter_map
 
 
-COMPREHENSIONS: dict[str, Callable[[Fn, Cell, Fn, Fn | None], Fn]] = {
+COMPREHENSIONS: dict[str, Callable[[Fn, Cell, Fn, Fn | None, Meter], Fn]] = {
     "all": comprehension_all,
     "exists": comprehension_exists,
     "exists_one": comprehension_exists_one,

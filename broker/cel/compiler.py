@@ -82,14 +82,18 @@ _CONTAINER_TYPES = rt.CONTAINER_TYPES
 _REGEX_MEMO_LIMIT = 16384
 
 
-def compile_tree(root: Node, variables: Mapping[str, Fn]) -> Fn:
-    """Compile a syntax tree; the result raises on CEL errors (callers decide what that means)."""
-    return _Compiler(variables).compile(root)
+def compile_tree(root: Node, variables: Mapping[str, Fn], meter: cl.Meter | None = None) -> Fn:
+    """Compile a syntax tree; the result raises on CEL errors (callers decide what that means).
+
+    Comprehensions add the length of every list or map they iterate to ``meter``.
+    """
+    return _Compiler(variables, meter or cl.Meter()).compile(root)
 
 
 class _Compiler:
-    def __init__(self, variables: Mapping[str, Fn]) -> None:
+    def __init__(self, variables: Mapping[str, Fn], meter: cl.Meter) -> None:
         self.variables = variables
+        self.meter = meter
         # Comprehension variable name -> stack of cells (inner macros may reuse a name).
         self.cells: dict[str, list[cl.Cell]] = {}
         # Closures known to return a constant, with that constant.
@@ -509,4 +513,4 @@ class _Compiler:
         finally:
             stack.pop()
         factory = cl.COMPREHENSIONS[node.macro]
-        return factory(target, cell, pred, transform)
+        return factory(target, cell, pred, transform, self.meter)

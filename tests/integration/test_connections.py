@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import re
+import threading
+import time
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -113,3 +118,100 @@ def test_legacy_batch_and_errors(server: Server, population) -> None:
     assert first["id"] == 1 and len(first["result"]["connections"]) == 2
     assert second["result"]["nodes"][0]["num_clients"] == 2 * USERS
     assert third["error"]["code"] == 104
+
+
+# -- costly expressions --------------------------------------------------------------------------------------
+
+ONES_900 = "[" + ",".join(["1"] * 900) + "]"
+# 3.6 KB, within the length, depth, node and nesting limits: ~10**6 evaluations per connection.
+NESTED_900 = f"{ONES_900}.all(x, {ONES_900}.all(y, x == y))"
+
+
+def test_too_costly_expression_is_refused_and_nothing_stalls(server: Server, population) -> None:
+    pids = server.shard_pids()
+    assert len(pids) == 2
+    started = time.monotonic()
+    reply = server.api("connections", {"user": "", "expression": NESTED_900}, timeout=20)
+    elapsed = time.monotonic() - started
+    assert reply["error"]["code"] == 107, (reply, elapsed)
+    assert "expression too costly: estimated" in reply["error"]["message"]
+    # Also with a user (answered by one shard) and with two thousand parentheses.
+    reply = server.api("connections", {"user": "user-1", "expression": NESTED_900}, timeout=20)
+    assert reply["error"]["code"] == 107
+    deep = "(" * 2000 + 'user == "x"' + ")" * 2000
+    reply = server.api("connections", {"user": "", "expression": deep}, timeout=20)
+    assert reply["error"]["code"] == 107 and "levels of brackets" in reply["error"]["message"]
+    # Both shards kept serving: same processes, every connection still there, /health answers.
+    assert requests.get(f"{server.url}/health", timeout=5).status_code == 200
+    assert server.shard_pids() == pids
+    everyone = server.api("connections", {"user": "", "expression": 'app_name == "app"'}, timeout=5)
+    assert "unavailable_shards" not in everyone["result"]
+    assert len(everyone["result"]["connections"]) == 2 * USERS
+
+
+def test_long_scan_leaves_the_shard_responsive(tmp_path: Path) -> None:
+    """A long (admitted) scan yields: a publication reaches a client of the same shard meanwhile."""
+    extra = {"connections_expression_max_cost": 100_000_000, "api_shard_timeout": "60s"}
+    ones = "[" + ",".join(["1"] * 600) + "]"
+    expression = f'{ones}.all(x, {ones}.all(y, x == y)) && app_name == "scan"'
+    with Server(tmp_path, shards=1, extra=extra) as srv:
+        clients = []
+        for i in range(20):
+            token = make_token(f"scan-{i}", channels=["news"])
+            clients.append(StreamClient(srv.port, {"token": token, "name": "scan"}, timeout=20))
+        try:
+            for client in clients:
+                client.connect()
+            listener = clients[0]
+            outcome: dict[str, Any] = {}
+
+            def scan() -> None:
+                reply = srv.api("connections", {"user": "", "expression": expression}, timeout=60)
+                outcome["reply"] = reply
+                outcome["done_at"] = time.monotonic()
+
+            scanner = threading.Thread(target=scan)
+            scanner.start()
+            try:
+                time.sleep(0.3)  # the scan is under way (it takes seconds)
+                published = srv.api("publish", {"channel": "news", "data": {"n": 1}}, timeout=20)
+                assert "error" not in published
+                push = listener.read_until("pub")
+                delivered_at = time.monotonic()
+                assert push["pub"]["data"] == {"n": 1}
+                assert "done_at" not in outcome, "the publication waited for the scan"
+            finally:
+                scanner.join(timeout=60)
+            assert not scanner.is_alive()
+            assert outcome["done_at"] > delivered_at
+            assert len(outcome["reply"]["result"]["connections"]) == 20
+        finally:
+            for client in clients:
+                client.close()
+
+
+def test_scan_stops_when_the_router_stops_waiting(tmp_path: Path) -> None:
+    extra = {"connections_expression_max_cost": 100_000_000, "api_shard_timeout": "1s"}
+    ones = "[" + ",".join(["1"] * 600) + "]"
+    expression = f"{ones}.all(x, {ones}.all(y, x == y))"  # ~0.1 s per connection
+    with Server(tmp_path, shards=1, extra=extra) as srv:
+        clients = [
+            StreamClient(srv.port, {"token": make_token(f"late-{i}"), "name": "late"}, timeout=20)
+            for i in range(40)
+        ]
+        try:
+            for client in clients:
+                client.connect()
+            reply = srv.api("connections", {"user": "", "expression": expression}, timeout=20)
+            assert reply["result"] == {"connections": {}, "unavailable_shards": [0]}
+            # The shard gave up too, without scanning the remaining connections, and keeps serving.
+            assert len(srv.connections(user="late-1")) == 1
+            deadline = time.monotonic() + 10
+            while "deadline passed" not in srv.logs() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            stopped = re.search(r"connections scan stopped: deadline passed after (\d+) of 40", srv.logs())
+            assert stopped is not None and int(stopped.group(1)) < 40
+            assert "Traceback" not in srv.logs()
+        finally:
+            for client in clients:
+                client.close()
