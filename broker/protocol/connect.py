@@ -192,6 +192,8 @@ def uni_request_subscriptions(
     if not isinstance(requested, dict):
         raise errors.DISCONNECT_BAD_REQUEST()
     for channel, options in requested.items():
+        if options is not None and not isinstance(options, dict):
+            raise errors.DISCONNECT_BAD_REQUEST()  # a SubscribeRequest is an object, as in Centrifugo
         if not isinstance(channel, str) or channel in state.channels:
             continue
         try:

@@ -34,6 +34,7 @@ IDLE_TIMEOUT = 1.0
 CONFIG = {
     "allow_subscribe_for_client": True,
     "allow_publish_for_client": True,
+    "uni_websocket": True,
     "client_channel_limit": CHANNEL_LIMIT,
     "client_queue_max_size": 65536,
     "api_batch_max_size": BATCH_LIMIT,
@@ -399,3 +400,50 @@ def test_pending_sockets_over_the_cap_get_503(tmp_path: Path) -> None:
             time.sleep(0.1)
         assert requests.get(srv.url + "/health", timeout=2).status_code == 200
         assert "http_max_pending_connections" in full_log(srv)
+
+
+def first_uni_message(server: Server, transport: str, body: str) -> tuple[dict[str, Any], bool]:
+    """The first message of a unidirectional stream, and whether the stream ended after it."""
+    if transport == "uni_sse":
+        response = requests.get(
+            server.url + "/connection/uni_sse", params={"cf_connect": body}, timeout=5, stream=True
+        )
+    else:
+        response = requests.post(server.url + f"/connection/{transport}", data=body, timeout=5, stream=True)
+    with response:
+        assert response.status_code == 200
+        lines = response.iter_lines()
+        for line in lines:
+            line = line.removeprefix(b"data: ").strip()
+            if line.startswith(b"{"):
+                message = json.loads(line)
+                break
+        ended = "disconnect" in message and all(not line.strip() for line in lines)
+    return message, ended
+
+
+@pytest.mark.parametrize("transport", ["uni_http_stream", "uni_sse", "uni_websocket"])
+def test_nested_uni_connect_requests_end_cleanly(server: Server, transport: str) -> None:
+    user = unique(f"nest-{transport}")
+    token = make_token(user)
+    deep_data = f'{{"token":"{token}","data":{nested(300)}}}'  # valid JSON, ignored by uni transports
+    deep_subs = f'{{"token":"{token}","subs":{{"c":{nested(300)}}}}}'  # not a SubscribeRequest
+
+    async def scenario() -> None:
+        client = await WsClient.open(server.port, path="/connection/uni_websocket")
+        await client.ws.send(deep_data)
+        assert "connect" in await client.wait_for(lambda m: "connect" in m), client.inbox
+        await client.close()
+        client = await WsClient.open(server.port, path="/connection/uni_websocket")
+        await client.ws.send(deep_subs)
+        assert (await client.closed())[0] == 3501
+
+    if transport == "uni_websocket":
+        run(scenario(), 20)
+    else:
+        message, _ = first_uni_message(server, transport, deep_data)
+        assert "connect" in message, message
+        message, ended = first_uni_message(server, transport, deep_subs)
+        assert message["disconnect"]["code"] == 3501 and ended, message
+    wait_until_gone(server, user, timeout=3)
+    assert_no_traceback(server)
