@@ -290,6 +290,7 @@ def test_slow_client_gets_the_3008_close_frame(server: Server) -> None:
     # Whatever was buffered, then the farewell.
     assert slow.ending() == "close 3008"
     slow.close()
+    assert_no_traceback(server)
 
 
 # -- item 6: slow, idle and oversized HTTP requests -------------------------------------------------------
