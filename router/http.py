@@ -49,7 +49,6 @@ class Request:
     headers: dict[str, str]
     body: bytes
     keep_alive: bool
-    too_large: bool = False
     _query_args: dict[str, list[str]] | None = field(default=None, repr=False)
 
     def header(self, name: str) -> str:
@@ -118,7 +117,6 @@ class HttpConnection(asyncio.Protocol):
         self._body: list[bytes] = []
         self._body_size = 0
         self._limit = 0
-        self._too_large = False
         self._queue: list[Request] = []
         self._busy = False
         self._detached = False
@@ -183,7 +181,6 @@ class HttpConnection(asyncio.Protocol):
         self._header_bytes = 0
         self._body = []
         self._body_size = 0
-        self._too_large = False
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -210,10 +207,12 @@ class HttpConnection(asyncio.Protocol):
             return
         self._body_size += len(body)
         if self._body_size > self._limit:
-            self._too_large = True
+            # A chunked body has no declared length: answered as soon as it passes the limit.
             self._body = []
-        elif not self._too_large:
-            self._body.append(body)
+            log.info("request body from %s passed %d bytes: 413", self._peer(), self._limit)
+            self._answer_early(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, b"Request Entity Too Large")
+            return
+        self._body.append(body)
 
     def on_message_complete(self) -> None:
         self._began = 0.0
@@ -228,7 +227,6 @@ class HttpConnection(asyncio.Protocol):
             headers=self._headers,
             body=b"".join(self._body),
             keep_alive=self._parser.should_keep_alive(),
-            too_large=self._too_large,
         )
         if self._parser.should_upgrade():
             self._upgrade = request  # answered by the HttpParserUpgrade handler in data_received

@@ -112,9 +112,6 @@ class RouterApp:
             log.info("API request without a valid key")
             conn.respond(HTTPStatus.UNAUTHORIZED)
             return
-        if request.too_large:
-            conn.respond(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, b"Request Entity Too Large", "text/plain")
-            return
         if request.path == self.api_prefix:
             status, body = await self.api.serve_legacy(request)
         else:

@@ -379,6 +379,15 @@ def test_declared_body_over_the_limit_is_413_before_it_is_sent(server: Server, p
         assert sock.recv(4096).startswith(b"HTTP/1.1 413")
 
 
+def test_chunked_body_over_the_limit_is_413_as_it_passes(server: Server) -> None:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=HEAD_TIMEOUT / 2) as sock:
+        sock.sendall(
+            b"POST /connection/uni_http_stream HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        sock.sendall(b"%x\r\n" % 70_000 + b" " * 70_000 + b"\r\n")  # over 65,536; no end chunk
+        assert sock.recv(4096).startswith(b"HTTP/1.1 413")
+
+
 def test_pending_sockets_over_the_cap_get_503(tmp_path: Path) -> None:
     cap = 20
     extra = {"http_max_pending_connections": cap, "http_request_head_timeout": "30s"}
