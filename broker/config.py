@@ -132,6 +132,11 @@ class Config:
     # Estimated evaluation steps per connection a connections filter may cost (see broker/cel/cost.py);
     # also the runtime budget, in comprehension iterations per scanned connection.
     connections_expression_max_cost: int = 2000
+    api_batch_max_size: int = 1000  # commands in one /api/batch, batch method or NDJSON /api body
+    http_request_head_timeout: Duration = Duration(10)  # from accept / first byte to a complete head
+    http_request_read_timeout: Duration = Duration(60)  # from the first byte to a complete body
+    http_idle_timeout: Duration = Duration(60)  # keep-alive: between a response and the next request
+    http_max_pending_connections: int = 10000  # open sockets not yet handed to a shard; 503 beyond
     shm_index: bool = True  # per-shard channel subscriber counts in shared memory, read by the router
     shm_index_capacity: int = 65536
 
@@ -352,6 +357,11 @@ def validate(cfg: Config) -> None:
         raise ConfigError("ping_interval must be positive")
     if cfg.api_error_mode not in {"", "transport"}:
         raise ConfigError(f"unknown api_error_mode {cfg.api_error_mode!r}")
+    for key in ("http_request_head_timeout", "http_request_read_timeout", "http_idle_timeout"):
+        if getattr(cfg, key) <= 0:
+            raise ConfigError(f"{key} must be positive")
+    if cfg.http_max_pending_connections <= 0 or cfg.api_batch_max_size <= 0:
+        raise ConfigError("http_max_pending_connections and api_batch_max_size must be positive")
     names: set[str] = set()
     for ns in cfg.namespaces:
         name = ns.get("name")

@@ -29,6 +29,7 @@ from broker.hashing import shard_for_user, writer_for
 from broker.ipc.channel_counts import open_counts
 from broker.ipc.control import RemoteError, ShardUnavailable
 from broker.ipc.shm_index import CountIndex
+from broker.jsonlimits import loads_writable
 from broker.merge import merge_channels, merge_presence, merge_presence_stats
 from broker.protocol.publications import publication_from_wire
 from router.cluster import Cluster
@@ -151,8 +152,8 @@ class Api:
             return HTTPStatus.NOT_FOUND, b"404 page not found"
         body = request.body.strip()
         try:
-            params = orjson.loads(body) if body else {}
-        except orjson.JSONDecodeError:
+            params = loads_writable(body) if body else {}
+        except ValueError:  # malformed, or nested too deeply to pass on
             return HTTPStatus.BAD_REQUEST, b"Bad Request"
         transport_mode = (
             self.cfg.api_error_mode == "transport" or request.header("x-centrifugo-error-mode") == "transport"
@@ -176,10 +177,13 @@ class Api:
         lines = [line for line in request.body.split(b"\n") if line.strip()]
         if not lines:
             return HTTPStatus.BAD_REQUEST, b"Bad Request"
+        if len(lines) > self.cfg.api_batch_max_size:
+            err = self._batch_too_large(len(lines))
+            return HTTPStatus.BAD_REQUEST, orjson.dumps({"error": {"code": err.code, "message": err.message}})
         for line in lines:
             try:
-                command = orjson.loads(line)
-            except orjson.JSONDecodeError:
+                command = loads_writable(line)
+            except ValueError:  # malformed, or nested too deeply to pass on
                 return HTTPStatus.BAD_REQUEST, b"Bad Request"
             if not isinstance(command, dict):
                 return HTTPStatus.BAD_REQUEST, b"Bad Request"
@@ -381,6 +385,8 @@ class Api:
         commands = params.get("commands")
         if not isinstance(commands, list):
             raise errors.BAD_REQUEST.with_message("commands required")
+        if len(commands) > self.cfg.api_batch_max_size:
+            raise self._batch_too_large(len(commands))
         parsed: list[tuple[str, Any]] = []
         for command in commands:
             if not isinstance(command, dict) or len(command) != 1:
@@ -404,6 +410,11 @@ class Api:
         else:
             replies = [await one(m, p) for m, p in parsed]
         return {"replies": replies}
+
+    def _batch_too_large(self, count: int) -> ClientError:
+        limit = self.cfg.api_batch_max_size
+        log.info("API batch of %d commands refused (api_batch_max_size %d)", count, limit)
+        return errors.BAD_REQUEST.with_message(f"too many commands in batch: {count}, limit {limit}")
 
     async def _ask_user(self, user: str, method: str, params: Params) -> Params:
         index = shard_for_user(user, self.cluster.size)

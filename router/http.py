@@ -4,12 +4,19 @@ One ``HttpConnection`` per accepted socket. It collects a request (method, path,
 within the route's size limit) and passes it to the application, which either answers it (keep-alive
 continues with the next request) or takes the socket over (``detach``) to hand it to a shard. Reading is
 paused while a request is being served, so pipelined requests are answered in order.
+
+Every socket has at most one deadline (``Timeouts``), checked by the owner's sweep (``expire``): a complete
+head within ``head`` of accept or of a request's first byte, a complete body within ``read`` of that first
+byte, the next request within ``idle`` of the last response. None while a request is served (the handler
+bounds its own wait) or after an upgrade (the WebSocket layer has its own). A declared body over the
+route's limit is answered 413 before any of it is read.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -22,6 +29,16 @@ log = logging.getLogger("switchboard.router")
 
 MAX_HEADERS = 100
 MAX_HEADER_BYTES = 64 * 1024
+# After an early answer (413, 408) input is read and dropped this long before closing, so that the kernel
+# does not reset the connection while the client still sends, which could destroy the answer unread.
+LINGER = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    head: float = 10.0
+    read: float = 60.0
+    idle: float = 60.0
 
 
 @dataclass(slots=True)
@@ -32,7 +49,6 @@ class Request:
     headers: dict[str, str]
     body: bytes
     keep_alive: bool
-    too_large: bool = False
     _query_args: dict[str, list[str]] | None = field(default=None, repr=False)
 
     def header(self, name: str) -> str:
@@ -82,8 +98,16 @@ def render_response(
 
 
 class HttpConnection(asyncio.Protocol):
-    def __init__(self, app: Application, on_close: Callable[[HttpConnection], None] | None = None) -> None:
+    def __init__(
+        self,
+        app: Application,
+        on_close: Callable[[HttpConnection], None] | None = None,
+        timeouts: Timeouts = Timeouts(),
+    ) -> None:
         self.app = app
+        self.timeouts = timeouts
+        self.deadline = 0.0  # time.monotonic() by which the socket must make progress; 0 = none
+        self._began = 0.0  # when the request being read started; 0 = between requests
         self.transport: asyncio.Transport | None = None
         self._parser = httptools.HttpRequestParser(self)
         self._on_close = on_close
@@ -93,7 +117,6 @@ class HttpConnection(asyncio.Protocol):
         self._body: list[bytes] = []
         self._body_size = 0
         self._limit = 0
-        self._too_large = False
         self._queue: list[Request] = []
         self._busy = False
         self._detached = False
@@ -111,8 +134,18 @@ class HttpConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = cast(asyncio.Transport, transport)
+        self.deadline = time.monotonic() + self.timeouts.head
 
     def data_received(self, data: bytes) -> None:
+        try:
+            self._receive(data)
+        except Exception as exc:  # a bug on some input must cost this socket only, without a traceback
+            log.error("closing %s after an error on its input: %r", self._peer(), exc)
+            self._closing = True
+            if self.transport is not None:
+                self.transport.abort()
+
+    def _receive(self, data: bytes) -> None:
         if self._reader is not None:
             self._reader.feed(data)
             return
@@ -141,12 +174,13 @@ class HttpConnection(asyncio.Protocol):
     # -- httptools callbacks ---------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        self._began = time.monotonic()
+        self.deadline = self._began + self.timeouts.head
         self._url = b""
         self._headers = {}
         self._header_bytes = 0
         self._body = []
         self._body_size = 0
-        self._too_large = False
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -162,16 +196,29 @@ class HttpConnection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         parsed = httptools.parse_url(self._url)
         self._limit = self.app.body_limit(parsed.path.decode("latin-1"))
+        self.deadline = self._began + self.timeouts.read
+        declared = self._headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self._limit:
+            log.info("request from %s declares a %s-byte body: 413", self._peer(), declared)
+            self._answer_early(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, b"Request Entity Too Large")
 
     def on_body(self, body: bytes) -> None:
+        if self._closing:
+            return
         self._body_size += len(body)
         if self._body_size > self._limit:
-            self._too_large = True
+            # A chunked body has no declared length: answered as soon as it passes the limit.
             self._body = []
-        elif not self._too_large:
-            self._body.append(body)
+            log.info("request body from %s passed %d bytes: 413", self._peer(), self._limit)
+            self._answer_early(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, b"Request Entity Too Large")
+            return
+        self._body.append(body)
 
     def on_message_complete(self) -> None:
+        self._began = 0.0
+        self.deadline = 0.0
+        if self._closing:
+            return
         parsed = httptools.parse_url(self._url)
         request = Request(
             method=self._parser.get_method().decode("latin-1"),
@@ -180,7 +227,6 @@ class HttpConnection(asyncio.Protocol):
             headers=self._headers,
             body=b"".join(self._body),
             keep_alive=self._parser.should_keep_alive(),
-            too_large=self._too_large,
         )
         if self._parser.should_upgrade():
             self._upgrade = request  # answered by the HttpParserUpgrade handler in data_received
@@ -202,6 +248,8 @@ class HttpConnection(asyncio.Protocol):
                 task.add_done_callback(self._served)
                 return
         self._busy = False
+        if not self._began and not self._detached and self._reader is None:
+            self.deadline = time.monotonic() + self.timeouts.idle
 
     def _served(self, task: asyncio.Task[None]) -> None:
         self._busy = False
@@ -223,7 +271,7 @@ class HttpConnection(asyncio.Protocol):
         keep_alive: bool = True,
     ) -> None:
         transport = self.transport
-        if transport is None or self._detached or transport.is_closing():
+        if transport is None or self._detached or self._closing or transport.is_closing():
             return
         keep_alive = keep_alive and self._parser.should_keep_alive()
         transport.write(render_response(status, body, content_type, headers, keep_alive))
@@ -249,6 +297,30 @@ class HttpConnection(asyncio.Protocol):
             self.transport.write(data)
             self.transport.close()
         self._closing = True
+
+    def expire(self, now: float) -> None:
+        """Close the socket if its deadline passed (called periodically by the owner)."""
+        if not self.deadline or now < self.deadline:
+            return
+        self.deadline = 0.0
+        if self._detached or self._closing or self.transport is None:
+            return
+        if self._began:
+            log.info("request from %s not complete in time: 408", self._peer())
+            self._answer_early(HTTPStatus.REQUEST_TIMEOUT, b"Request Timeout")
+        else:
+            self._closing = True
+            self.transport.close()
+
+    def _answer_early(self, status: int, body: bytes) -> None:
+        """Answer before the request is complete and stop serving; drop input for a while, then close."""
+        transport = self.transport
+        self._closing = True
+        self._queue.clear()
+        if transport is None or transport.is_closing():
+            return
+        transport.write(render_response(status, body, "text/plain", keep_alive=False))
+        asyncio.get_running_loop().call_later(LINGER, transport.close)
 
     def _fail(self, status: int, body: bytes) -> None:
         self.respond(status, body, "text/plain", keep_alive=False)

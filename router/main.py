@@ -11,6 +11,10 @@ its requests are routed by path:
   shard (scatter-gather with a deadline) over ZeroMQ;
 * ``/health`` → ``200 {}``.
 
+Sockets that are not handed to a shard yet are bounded in number (``http_max_pending_connections``; a
+socket beyond it gets 503 and is closed) and in time (:class:`router.http.Timeouts`, swept here), so that
+sockets that send slowly or nothing cannot pile up.
+
 SIGTERM: stop accepting, let requests in flight finish (bounded by ``shutdown_timeout``), exit. The
 shards, not the router, tell clients about the shutdown: the router holds no client streams.
 """
@@ -23,7 +27,7 @@ import signal
 import time
 from collections.abc import Coroutine
 from http import HTTPStatus
-from typing import Any
+from typing import Any, cast
 
 import uvloop
 
@@ -33,13 +37,24 @@ from broker.runtime_dir import lock_role
 from router.api import Api
 from router.cluster import Cluster
 from router.connect import ConnectHandler
-from router.http import HttpConnection, Request
+from router.http import HttpConnection, Request, Timeouts
 from router.websocket import WebSocketEndpoints
 
 log = logging.getLogger("switchboard.router")
 
 API_BODY_LIMIT = 16 * 1024 * 1024
 DEFAULT_BODY_LIMIT = 64 * 1024
+_OVERLOADED = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+# A refusal is logged at most this often, with the count since the last line (no flood under attack).
+_REFUSAL_LOG_INTERVAL = 5.0
+
+
+class _Refused(asyncio.Protocol):
+    """A socket over ``http_max_pending_connections``: answered 503 and closed at once."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        cast(asyncio.Transport, transport).write(_OVERLOADED)
+        transport.close()
 
 
 class RouterApp:
@@ -52,6 +67,11 @@ class RouterApp:
         self.websocket = WebSocketEndpoints(cfg, self.cluster)
         self.api_prefix = cfg.api_handler_prefix.rstrip("/") or "/api"
         self.connections: set[HttpConnection] = set()
+        self.timeouts = Timeouts(
+            head=cfg.http_request_head_timeout, read=cfg.http_request_read_timeout, idle=cfg.http_idle_timeout
+        )
+        self._refused = 0
+        self._refusal_logged = 0.0
 
     def body_limit(self, path: str) -> int:
         endpoint = self.connect.endpoints.get(path)
@@ -93,9 +113,6 @@ class RouterApp:
             log.info("API request without a valid key")
             conn.respond(HTTPStatus.UNAUTHORIZED)
             return
-        if request.too_large:
-            conn.respond(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, b"Request Entity Too Large", "text/plain")
-            return
         if request.path == self.api_prefix:
             status, body = await self.api.serve_legacy(request)
         else:
@@ -105,10 +122,32 @@ class RouterApp:
         content_type = "application/json" if body[:1] in (b"{", b"[") else "text/plain"
         conn.respond(status, body, content_type)
 
-    def new_connection(self) -> HttpConnection:
-        conn = HttpConnection(self, on_close=self.connections.discard)
+    def new_connection(self) -> asyncio.Protocol:
+        if len(self.connections) >= self.cfg.http_max_pending_connections:
+            self._refused += 1
+            now = time.monotonic()
+            if now - self._refusal_logged >= _REFUSAL_LOG_INTERVAL:
+                log.warning(
+                    "%d connections refused (503): %d sockets still pending, http_max_pending_connections",
+                    self._refused,
+                    len(self.connections),
+                )
+                self._refused = 0
+                self._refusal_logged = now
+            return _Refused()
+        conn = HttpConnection(self, on_close=self.connections.discard, timeouts=self.timeouts)
         self.connections.add(conn)
         return conn
+
+    async def expire_connections(self) -> None:
+        """Close the sockets whose deadline passed, a few times per shortest timeout."""
+        timeouts = self.timeouts
+        period = min(1.0, timeouts.head / 4, timeouts.read / 4, timeouts.idle / 4)
+        while True:
+            await asyncio.sleep(period)
+            now = time.monotonic()
+            for conn in list(self.connections):
+                conn.expire(now)
 
 
 async def _serve(cfg: Config, ctx: ChildContext) -> None:
@@ -119,6 +158,7 @@ async def _serve(cfg: Config, ctx: ChildContext) -> None:
         app.new_connection, host=cfg.address or None, port=cfg.port, reuse_address=True, backlog=4096
     )
     stopping = asyncio.Event()
+    sweeper = loop.create_task(app.expire_connections())
 
     def request_stop() -> None:
         if stopping.is_set():
@@ -144,6 +184,7 @@ async def _serve(cfg: Config, ctx: ChildContext) -> None:
             pass
     log.info("router stopping: no new connections")
     server.close()
+    sweeper.cancel()
     deadline = time.monotonic() + cfg.shutdown_timeout
     while any(conn.busy for conn in app.connections) and time.monotonic() < deadline:
         await asyncio.sleep(0.05)

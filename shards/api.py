@@ -24,6 +24,7 @@ from broker.errors import Disconnect
 from broker.ipc.control import Raw
 from broker.ipc.pubsub import Publication
 from broker.merge import glob_matcher
+from broker.protocol.connect import ttl_seconds
 from broker.protocol.state import SOURCE_SERVER_API
 
 if TYPE_CHECKING:
@@ -375,7 +376,7 @@ def refresh(shard: Shard, params: dict[str, Any]) -> dict[str, Any]:
         shard.expiry_changed(conn)
         body: dict[str, Any] = {}
         if expire_at:
-            body = {"expires": True, "ttl": max(0, int(expire_at - now))}
+            body = {"expires": True, "ttl": ttl_seconds(expire_at, now)}
         conn.send_push({"refresh": body})
     return {}
 

@@ -4,7 +4,8 @@ A connection belongs to one *kind* (protocol + framing, see :mod:`shards.encodin
 queued with ``enqueue`` and written once per loop iteration by the shard (``flush``), so that several
 publications reaching one client in a burst cost one ``write``. The bytes queued in our buffer plus the
 transport's unsent bytes are bounded by ``client_queue_max_size``: a client that does not read is cut with
-3008 "slow" rather than letting the shard's memory grow.
+3008 "slow" rather than letting the shard's memory grow (the farewell is best effort: written behind the
+transport's buffer, which the client has ``SLOW_CLOSE_DEADLINE`` to read before the socket is reset).
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ if TYPE_CHECKING:
     from shards.main import Shard
 
 log = logging.getLogger("switchboard.shard")
+
+# How long a client cut for being slow has to take its buffered messages and the 3008 farewell.
+SLOW_CLOSE_DEADLINE = 2.0
 
 
 class ClientConnection(asyncio.Protocol):
@@ -41,7 +45,23 @@ class ClientConnection(asyncio.Protocol):
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = cast(asyncio.Transport, transport)
         self.shard.attach(self)
-        self.started()
+        try:
+            self.started()
+        except Exception as exc:
+            self.failed(exc)
+
+    def failed(self, exc: Exception) -> None:
+        """Input raised something unexpected: one log line, 3004 to the client, out of every index.
+
+        An exception escaping to the event loop would log a traceback per message and leave the
+        connection listed (when it came with the handed-off first bytes) although nothing serves it.
+        """
+        log.error("client %s: error on its input, disconnecting: %r", self.state.client, exc)
+        try:
+            self.close_with(errors.DISCONNECT_INTERNAL)
+        except Exception as again:
+            log.error("client %s: cannot say goodbye: %r", self.state.client, again)
+            self.abort()
 
     def started(self) -> None:
         """The socket is adopted: process the bytes the router handed over."""
@@ -104,9 +124,16 @@ class ClientConnection(asyncio.Protocol):
         if transport is None or transport.is_closing():
             return
         if disconnect.code == errors.SLOW.code:
-            # The client is not reading: queuing more would never drain.
+            # The client is not reading: queuing more would never drain. Drop what is queued (whole
+            # messages only ever reach the transport), put the farewell behind what the transport holds
+            # (it is never more than a little over the queue limit), and give the kernel a short while
+            # to deliver it before the socket is reset, whether or not the client reads again.
             self._pending = None
-            transport.abort()
+            farewell = self.farewell(disconnect)
+            if farewell:
+                transport.write(farewell)
+            transport.close()
+            self.shard.loop.call_later(SLOW_CLOSE_DEADLINE, transport.abort)
             return
         self.flush_before_close()
         farewell = self.farewell(disconnect)

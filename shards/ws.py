@@ -62,9 +62,15 @@ class _WebSocketBase(ClientConnection):
     def started(self) -> None:
         data, self._initial = self._initial or b"", None
         if data:
-            self.data_received(data)
+            self._receive(data)  # connection_made catches what this raises
 
     def data_received(self, data: bytes) -> None:
+        try:
+            self._receive(data)
+        except Exception as exc:
+            self.failed(exc)
+
+    def _receive(self, data: bytes) -> None:
         events = self.ws.receive_data(data)
         now = time.time()
         for event in events:

@@ -3,6 +3,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 import random
 import warnings
 from typing import Any
@@ -763,3 +764,28 @@ def test_settings_from_values() -> None:
     assert settings.algorithms == {"HS256", "HS384", "HS512"}
     verifier = TokenVerifier(settings)
     assert verifier.verify_connect_token(encode_token({"aud": "x"}, SECRET), NOW).user == ""
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+@pytest.mark.parametrize("claim", ["exp", "nbf", "iat", "expire_at"])
+@pytest.mark.parametrize("value", [2**64, 2**63, 10**30, 1e300, -(2**64), -1e300])
+def test_out_of_range_numeric_claims_are_invalid(fast_path: bool, claim: str, value: Any) -> None:
+    verifier = TokenVerifier.for_connections(Config(token_hmac_secret_key=SECRET), hmac_fast_path=fast_path)
+    # orjson cannot write integers past 64 bits; the stdlib can, as other issuers do.
+    token = raw_token({"alg": "HS256", "typ": "JWT"}, json.dumps({"sub": "1", claim: value}).encode(), SECRET)
+    with pytest.raises(TokenInvalid):
+        verifier.verify_connect_token(token, NOW)
+
+
+@pytest.mark.parametrize("claim", ["exp", "iat", "expire_at"])
+def test_subscription_token_out_of_range_numeric_claims_are_invalid(claim: str) -> None:
+    verifier = TokenVerifier.for_subscriptions(Config(token_hmac_secret_key=SECRET))
+    payload = json.dumps({"sub": "1", "channel": "c", claim: 2**64}).encode()
+    token = raw_token({"alg": "HS256", "typ": "JWT"}, payload, SECRET)
+    with pytest.raises(TokenInvalid):
+        verifier.verify_subscription_token(token, NOW)
+
+
+def test_far_but_in_range_exp_is_accepted() -> None:
+    token = encode_token({"sub": "1", "exp": 2**62}, SECRET)
+    assert hmac_verifier().verify_connect_token(token, NOW).exp == 2**62

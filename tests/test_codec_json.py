@@ -616,3 +616,19 @@ def test_decoded_data_can_be_sent_back_unchanged() -> None:
     assert is_json_compatible(data)
     pushed = orjson.loads(JSON_CODEC.encode_push({"channel": "c", "pub": {"data": data}}))
     assert pushed["push"]["pub"]["data"] == {"text": "hé\n", "n": [1.5, None]}
+
+
+@pytest.mark.parametrize("depth", [256, 1_000, 1_024, 5_000])  # orjson writes 254 levels, reads 1,024
+@pytest.mark.parametrize("field", ["publish", "rpc", "connect"])
+def test_deeply_nested_data_is_bad_request(depth: int, field: str) -> None:
+    data = "[" * depth + "]" * depth
+    frame = ('{"id":1,"' + field + '":{"channel":"c","data":' + data + "}}").encode()
+    with pytest.raises(Disconnect) as caught:
+        JSON_CODEC.decode_commands(frame)
+    assert caught.value == errors.DISCONNECT_BAD_REQUEST
+
+
+def test_data_nested_as_deep_as_orjson_writes_is_kept() -> None:
+    data = "[" * 250 + "]" * 250
+    command = decode_one('{"id":1,"publish":{"channel":"c","data":' + data + "}}")
+    assert command["publish"]["data"] == data.encode()

@@ -332,6 +332,11 @@ def test_v6_nested_sections_are_reported_not_read() -> None:
         {"ping_interval": 0},
         {"log_level": "chatty"},
         {"api_error_mode": "loud"},
+        {"http_request_head_timeout": 0},
+        {"http_request_read_timeout": "0s"},
+        {"http_idle_timeout": -1},
+        {"http_max_pending_connections": 0},
+        {"api_batch_max_size": 0},
         {"namespaces": {"name": "chat"}},
         {"namespaces": ["chat"]},
     ],
@@ -434,3 +439,17 @@ def test_derived_values(monkeypatch: pytest.MonkeyPatch) -> None:
     assert Config(port=8123).runtime_path == Path("/tmp/switchboard-8123")
     assert Config(name="node-a").node_name == "node-a"
     assert Config(port=8123).node_name.endswith("_8123")
+
+
+def test_router_limits_and_timeouts() -> None:
+    cfg = build({}, {}, {})
+    assert (cfg.http_request_head_timeout, cfg.http_request_read_timeout, cfg.http_idle_timeout) == (
+        10,
+        60,
+        60,
+    )
+    assert (cfg.http_max_pending_connections, cfg.api_batch_max_size) == (10000, 1000)
+    values = {"http_request_head_timeout": "2s", "http_idle_timeout": "1m", "api_batch_max_size": 50}
+    cfg = build(values, {}, {})
+    assert (cfg.http_request_head_timeout, cfg.http_idle_timeout, cfg.api_batch_max_size) == (2, 60, 50)
+    assert isinstance(cfg.http_request_head_timeout, Duration)

@@ -291,3 +291,33 @@ def test_malformed_frame_is_3501() -> None:
     _, session = connected()
     session.receive(b"{not json", NOW)
     assert session.disconnect is not None and session.disconnect.code == 3501
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"channels": ["a", "b", "c"]},
+        {"subs": {"a": {}, "b": {}, "c": {}}},
+        {"channels": ["a", "b"], "subs": {"c": {}}},
+    ],
+)
+def test_server_side_subscriptions_over_the_channel_limit_are_3505(claims: dict[str, Any]) -> None:
+    host = Host(client_channel_limit=2)
+    session = new_session(host)
+    assert send(session, {"id": 1, "connect": {"token": token("42", **claims)}}) == []
+    assert session.disconnect is not None and session.disconnect.code == 3505
+    assert host.admitted == []
+
+
+def test_personal_channel_counts_toward_the_channel_limit() -> None:
+    connected(Host(client_channel_limit=2, user_subscribe_to_personal=True), channels=["a"])
+    host = Host(client_channel_limit=2, user_subscribe_to_personal=True)
+    session = new_session(host)
+    send(session, {"id": 1, "connect": {"token": token("42", channels=["a", "b"])}})
+    assert session.disconnect is not None and session.disconnect.code == 3505
+
+
+def test_far_expiry_ttl_fits_the_protocol() -> None:
+    session = new_session(Host())
+    (reply,) = send(session, {"id": 1, "connect": {"token": token("42", exp=2**62)}})
+    assert reply["connect"]["ttl"] == 2**32 - 1  # uint32 in client.proto

@@ -181,3 +181,18 @@ def test_parse_connect_request_rejects_non_objects(body):
 
 def test_parse_connect_request_empty_body():
     assert parse_connect_request(b"  ") == {}
+
+
+def test_token_channels_over_the_limit_are_3505():
+    cfg = build({"token_hmac_secret_key": SECRET, "client_channel_limit": 1}, environ={})
+    verifier = TokenVerifier.for_connections(cfg)
+    session = make_session()
+    ended = start(session, {"token": token({"sub": "1", "channels": ["a", "b"]})}, verifier, cfg)
+    assert ended is not None and ended.code == 3505
+
+
+@pytest.mark.parametrize("options", [[], "x", 1, True])
+def test_subs_entry_that_is_not_an_object_is_3501(cfg, verifier, options):
+    session = make_session()
+    ended = start(session, {"token": token({"sub": "1"}), "subs": {"c": options}}, verifier, cfg)
+    assert ended is not None and ended.code == 3501

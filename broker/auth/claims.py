@@ -133,13 +133,21 @@ def user_from_payload(payload: dict[str, Any], user_id_claim: str = "") -> str:
     raise TokenInvalid(f"{user_id_claim} claim must be a string")
 
 
+# Times are int64 seconds in Centrifugo's claims; a number outside that range cannot be a time (and
+# would overflow the fields it ends up in), so the token is invalid rather than valid forever.
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+
+
 def numeric_date(payload: dict[str, Any], name: str) -> int | None:
-    """A JWT NumericDate: seconds as a JSON number (fractions are dropped)."""
+    """A JWT NumericDate: seconds as a JSON number (fractions are dropped), within int64."""
     value = payload.get(name)
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TokenInvalid(f"{name} claim must be a number")
+    if not INT64_MIN <= value <= INT64_MAX:  # also false for NaN
+        raise TokenInvalid(f"{name} claim out of range")
     return int(value)
 
 
@@ -149,6 +157,8 @@ def _optional_int(payload: dict[str, Any], name: str) -> int | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
         raise TokenInvalid(f"{name} claim must be an integer")
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise TokenInvalid(f"{name} claim out of range")
     return value
 
 

@@ -44,6 +44,7 @@ from broker.auth.claims import (
     TokenExpired,
     TokenInvalid,
     connect_claims,
+    numeric_date,
     subscription_claims,
 )
 from broker.auth.keys import ECDSA_ALGORITHMS, HMAC_ALGORITHMS, HMAC_DIGESTS, RSA_ALGORITHMS, TokenSettings
@@ -214,18 +215,15 @@ class TokenVerifier:
 
     @staticmethod
     def _check_time(payload: dict[str, Any], now: float) -> None:
-        exp = payload.get("exp")
-        if exp is not None:
-            if isinstance(exp, bool) or not isinstance(exp, int | float):
-                raise TokenInvalid("exp claim must be a number")
-            if exp <= now:
-                raise TokenExpired()
-        nbf = payload.get("nbf")
-        if nbf is not None:
-            if isinstance(nbf, bool) or not isinstance(nbf, int | float):
-                raise TokenInvalid("nbf claim must be a number")
-            if nbf > now:
-                raise TokenInvalid("token not valid yet")
+        # numeric_date refuses non-numbers and values outside int64 (TokenInvalid) before any comparison.
+        for name in ("iat", "expire_at"):
+            numeric_date(payload, name)
+        exp = numeric_date(payload, "exp")
+        if exp is not None and exp <= now:
+            raise TokenExpired()
+        nbf = numeric_date(payload, "nbf")
+        if nbf is not None and nbf > now:
+            raise TokenInvalid("token not valid yet")
 
     def _check_audience_and_issuer(self, payload: dict[str, Any]) -> None:
         settings = self.settings

@@ -37,9 +37,11 @@ from broker.protocol.codec import history_result
 from broker.protocol.connect import (
     apply_credentials,
     authenticate,
+    check_channel_limit,
     connect_result,
     personal_subscription,
     subscription_data,
+    ttl_seconds,
 )
 from broker.protocol.publications import publication_body, publication_from_wire, publications_of
 from broker.protocol.state import SERVER_SIDE_SOURCES, ConnectionState
@@ -189,6 +191,7 @@ class ClientSession:
             creds = authenticate(token, host.verifier, host.cfg, now)
             apply_credentials(state, creds, host.rules)
             personal_subscription(state, host.rules, host.cfg)
+            check_channel_limit(state, host.cfg)
         except ClientError as err:
             self.status = FAILED
             self._error(command_id, err)
@@ -225,7 +228,7 @@ class ClientSession:
         if decision.expire_at:
             self._set_sub_expiry(channel, float(decision.expire_at))
             result["expires"] = True
-            result["ttl"] = max(0, int(decision.expire_at - now))
+            result["ttl"] = ttl_seconds(decision.expire_at, now)
         if decision.data is not None:
             result["data"] = decision.data
         if request.get("join_leave") and decision.options.join_leave:
@@ -588,7 +591,7 @@ def _client_info_bytes(info: dict[str, Any]) -> dict[str, Any]:
 def _expiry_result(expire_at: float, now: float) -> dict[str, Any]:
     if not expire_at:
         return {}
-    return {"expires": True, "ttl": max(0, int(expire_at - now))}
+    return {"expires": True, "ttl": ttl_seconds(expire_at, now)}
 
 
 _HANDLERS: dict[str, Callable[[ClientSession, int, dict[str, Any], float], None]] = {

@@ -79,6 +79,7 @@ def _bool(value: Any) -> Any:
 
 def _raw(value: Any) -> Any:
     # Any JSON value (including a string or a number) is valid raw data; only null means "absent".
+    # orjson reads up to 1,024 levels but writes at most 254: deeper data raises JSONEncodeError here.
     if value is None:
         return _OMIT
     return orjson.dumps(value)
@@ -263,6 +264,8 @@ class JsonCodec(Codec):
         except orjson.JSONDecodeError:
             raise _BAD() from None
         except RecursionError:  # absurdly nested tag filters
+            raise _BAD() from None
+        except orjson.JSONEncodeError:  # a bytes field nested deeper than orjson writes (see _raw)
             raise _BAD() from None
         if not commands:
             raise _BAD()

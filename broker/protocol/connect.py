@@ -169,6 +169,14 @@ def personal_subscription(state: ConnectionState, rules: Any, cfg: Config) -> No
         state.channels.setdefault(rules.personal_channel(state.user), SOURCE_USER_PERSONAL)
 
 
+def check_channel_limit(state: ConnectionState, cfg: Config) -> None:
+    """Server-side subscriptions (token ``channels`` / ``subs``, personal channel) over
+    ``client_channel_limit`` refuse the connection with 3505, as in Centrifugo."""
+    limit = cfg.client_channel_limit
+    if limit > 0 and len(state.channels) > limit:
+        raise errors.CHANNEL_LIMIT()
+
+
 def uni_request_subscriptions(
     state: ConnectionState, requested: Any, rules: Any, now: float
 ) -> dict[str, tuple[int, str]]:
@@ -184,6 +192,8 @@ def uni_request_subscriptions(
     if not isinstance(requested, dict):
         raise errors.DISCONNECT_BAD_REQUEST()
     for channel, options in requested.items():
+        if options is not None and not isinstance(options, dict):
+            raise errors.DISCONNECT_BAD_REQUEST()  # a SubscribeRequest is an object, as in Centrifugo
         if not isinstance(channel, str) or channel in state.channels:
             continue
         try:
@@ -218,6 +228,16 @@ def subscription_data(creds: Credentials) -> dict[str, bytes]:
     return out
 
 
+# ``ttl`` is a uint32 in client.proto; a later expiry (a token valid for centuries) is reported as the most
+# it can say.
+MAX_TTL = 2**32 - 1
+
+
+def ttl_seconds(expire_at: float, now: float) -> int:
+    """Seconds until ``expire_at``, as the protocol's ``ttl`` field can carry them."""
+    return min(MAX_TTL, max(0, int(expire_at - now)))
+
+
 def connect_result(
     state: ConnectionState, cfg: Config, now: float, *, uni: bool, sub_data: dict[str, bytes] | None = None
 ) -> dict[str, Any]:
@@ -231,7 +251,7 @@ def connect_result(
         result["subs"] = subs
     if state.expire_at:
         result["expires"] = True
-        result["ttl"] = max(0, int(state.expire_at - now))
+        result["ttl"] = ttl_seconds(state.expire_at, now)
     result["ping"] = int(cfg.ping_interval)
     if uni:
         result["session"] = state.session

@@ -22,6 +22,7 @@ from broker.protocol.connect import (
     ConnectVerifier,
     apply_credentials,
     authenticate,
+    check_channel_limit,
     connect_result,
     personal_subscription,
     subscription_data,
@@ -156,6 +157,7 @@ class UniSession:
             creds = authenticate(token, verifier, cfg, now)
             apply_credentials(self.state, creds, rules)
             personal_subscription(self.state, rules, cfg)
+            check_channel_limit(self.state, cfg)
             to_recover = uni_request_subscriptions(self.state, request.get("subs"), rules, now)
         except Disconnect as exc:
             ended = exc
