@@ -59,6 +59,7 @@ from shards import api
 from shards.connection import ClientConnection
 from shards.fanout import FanOut
 from shards.hub import Hub
+from shards.ticker import PingWheel
 from shards.uni import UniConnection
 from shards.ws import UniWsConnection, WsConnection
 
@@ -98,9 +99,7 @@ class Shard(FanOut):
         # Identical questions to a writer already on their way: key → callbacks waiting for the answer.
         self._inflight: dict[tuple[str, bytes], list[Any]] = {}
         self.started_at = time.monotonic()
-        self._buckets: list[set[ClientConnection]] = [
-            set() for _ in range(max(1, math.ceil(cfg.ping_interval)))
-        ]
+        self._pings: PingWheel[ClientConnection] = PingWheel(cfg.ping_interval, cfg.pong_timeout, time.time())
         self._expiry: list[tuple[float, str]] = []
         self._sub_expiry: list[tuple[float, str, str]] = []
         self._stopping = asyncio.Event()
@@ -235,9 +234,6 @@ class Shard(FanOut):
         self._live.discard(conn)
         self.unregister(conn)
 
-    def _bucket(self, conn: ClientConnection) -> set[ClientConnection]:
-        return self._buckets[int(conn.state.connected_at) % len(self._buckets)]
-
     def admit(self, conn: ClientConnection, ready: Callable[[], None] | None = None) -> Disconnect | None:
         """Enter a connection that passed connect into every index; refuse it over the user's limit.
 
@@ -254,7 +250,7 @@ class Shard(FanOut):
         except ValueError:
             log.error("duplicate client id %s", state.client)
             return errors.DISCONNECT_INTERNAL
-        self._bucket(conn).add(conn)
+        self._pings.add(conn, state.connected_at)
         if state.expire_at:
             heapq.heappush(self._expiry, (state.expire_at, state.client))
         log.debug("client %s connected: user=%r transport=%s", state.client, state.user, state.transport)
@@ -284,7 +280,7 @@ class Shard(FanOut):
 
     def unregister(self, conn: ClientConnection) -> None:
         if self.hub.remove(conn):
-            self._bucket(conn).discard(conn)
+            self._pings.discard(conn, conn.state.connected_at)
             log.debug("client %s gone", conn.state.client)
             for channel in conn.state.channels:
                 self._presence_event(conn, channel, "leave")
@@ -551,10 +547,10 @@ class Shard(FanOut):
             heapq.heappush(self._sub_expiry, (expires[channel], conn.state.client, channel))
 
     async def _tick_loop(self) -> None:
-        second = int(time.time())
         while True:
-            second += 1
-            await asyncio.sleep(max(0.0, second - time.time()))
+            # Wake at the next whole second of the clock as it is now: a tick that ran late is not
+            # followed by a burst of ticks for the seconds it missed (the wheel catches them up at once).
+            await asyncio.sleep(max(0.0, math.floor(time.time()) + 1 - time.time()))
             try:
                 self._tick(time.time())
             except Exception:
@@ -566,10 +562,10 @@ class Shard(FanOut):
             log.error("supervisor is gone; shutting down")
             self.request_stop()
             return
-        buckets = self._buckets
-        for conn in list(buckets[int(now) % len(buckets)]):
+        to_ping, to_check = self._pings.advance(now)
+        for conn in to_ping:
             conn.ping(now)
-        for conn in list(buckets[int(now - self.cfg.pong_timeout - 1) % len(buckets)]):
+        for conn in to_check:
             conn.check_pong(now)
         self._expire_connections(now)
         self._expire_subscriptions(now)
