@@ -23,7 +23,6 @@ close until ``shutdown_timeout``, abort the rest, exit. A second SIGTERM exits a
 from __future__ import annotations
 
 import asyncio
-import heapq
 import logging
 import math
 import os
@@ -57,6 +56,7 @@ from broker.protocol.state import SERVER_SIDE_SOURCES, ConnectionState
 from broker.protocol.uni import HTTP_STREAM, SSE
 from shards import api
 from shards.connection import ClientConnection
+from shards.deadlines import Deadlines
 from shards.fanout import FanOut
 from shards.hub import Hub
 from shards.ticker import PingWheel
@@ -100,8 +100,10 @@ class Shard(FanOut):
         self._inflight: dict[tuple[str, bytes], list[Any]] = {}
         self.started_at = time.monotonic()
         self._pings: PingWheel[ClientConnection] = PingWheel(cfg.ping_interval, cfg.pong_timeout, time.time())
-        self._expiry: list[tuple[float, str]] = []
-        self._sub_expiry: list[tuple[float, str, str]] = []
+        # Expiring connections (client id) and subscriptions ((client id, channel)); a key leaves when
+        # its connection or subscription ends, so closed connections hold nothing until their expiry.
+        self._expiry: Deadlines[str] = Deadlines()
+        self._sub_expiry: Deadlines[tuple[str, str]] = Deadlines()
         self._stopping = asyncio.Event()
         self._zmq: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self._receiver = HandoffReceiver(loop, paths.handoff_path(cfg.runtime_path, index), self.adopt)
@@ -252,7 +254,7 @@ class Shard(FanOut):
             return errors.DISCONNECT_INTERNAL
         self._pings.add(conn, state.connected_at)
         if state.expire_at:
-            heapq.heappush(self._expiry, (state.expire_at, state.client))
+            self._expiry.set(state.client, state.expire_at)
         log.debug("client %s connected: user=%r transport=%s", state.client, state.user, state.transport)
         channels = list(state.channels)
         waiting = [len(channels)]
@@ -280,7 +282,11 @@ class Shard(FanOut):
 
     def unregister(self, conn: ClientConnection) -> None:
         if self.hub.remove(conn):
-            self._pings.discard(conn, conn.state.connected_at)
+            state = conn.state
+            self._pings.discard(conn, state.connected_at)
+            self._expiry.discard(state.client)
+            for channel in state.sub_expires or ():
+                self._sub_expiry.discard((state.client, channel))
             log.debug("client %s gone", conn.state.client)
             for channel in conn.state.channels:
                 self._presence_event(conn, channel, "leave")
@@ -325,6 +331,7 @@ class Shard(FanOut):
     def unsubscribe(self, conn: ClientConnection, channel: str) -> None:
         if channel in conn.state.channels:
             self.hub.unsubscribe(conn, channel)
+            self._sub_expiry.discard((conn.state.client, channel))
             self._presence_event(conn, channel, "leave")
 
     def publish(self, publication: Publication, done: Any) -> None:
@@ -538,13 +545,16 @@ class Shard(FanOut):
     # -- timers ----------------------------------------------------------------------------------
 
     def expiry_changed(self, conn: ClientConnection) -> None:
-        if conn.state.expire_at:
-            heapq.heappush(self._expiry, (conn.state.expire_at, conn.state.client))
+        if conn.state.client in self.hub.by_client:
+            self._expiry.set(conn.state.client, conn.state.expire_at)
 
     def sub_expiry_changed(self, conn: ClientConnection, channel: str) -> None:
         expires = conn.state.sub_expires
-        if expires and channel in expires:
-            heapq.heappush(self._sub_expiry, (expires[channel], conn.state.client, channel))
+        key = (conn.state.client, channel)
+        if expires and channel in expires and conn.state.client in self.hub.by_client:
+            self._sub_expiry.set(key, expires[channel])
+        else:
+            self._sub_expiry.discard(key)
 
     async def _tick_loop(self) -> None:
         while True:
@@ -575,17 +585,15 @@ class Shard(FanOut):
             self._spawn(self._check_positions())
 
     def _expire_connections(self, now: float) -> None:
-        delay = self.cfg.client_expired_close_delay
-        while self._expiry and self._expiry[0][0] + delay <= now:
-            expire_at, client = heapq.heappop(self._expiry)
+        for client, expire_at in self._expiry.pop_due(now - self.cfg.client_expired_close_delay):
             found = self.hub.by_client.get(client)
             if isinstance(found, ClientConnection) and found.state.expire_at == expire_at:
                 found.close_with(errors.CONNECTION_EXPIRED)
 
     def _expire_subscriptions(self, now: float) -> None:
-        delay = self.cfg.client_expired_sub_close_delay
-        while self._sub_expiry and self._sub_expiry[0][0] + delay <= now:
-            expire_at, client, channel = heapq.heappop(self._sub_expiry)
+        for (client, channel), expire_at in self._sub_expiry.pop_due(
+            now - self.cfg.client_expired_sub_close_delay
+        ):
             conn = self.hub.by_client.get(client)
             if not isinstance(conn, ClientConnection):
                 continue
