@@ -1,17 +1,19 @@
 """Connection churn: does memory come back after many short client lives?
 
 Starts a real server (supervisor, router, N shards) on a free port, then runs C cycles of
-connect → subscribe → publish → close (:mod:`bench.churn_loadgen`, G generator processes, each with a
-fixed number of cycles in flight) in rounds of S cycles. After each round every client is gone: the bench
-waits ``--settle`` seconds, checks that ``info`` counts no client, no subscription and no channel, and
-reads ``VmRSS`` of the router and of every shard from ``/proc/<pid>/status``. RSS after round 1 (the
-first S cycles: allocator pools, caches and imports warmed up) is the reference; the target is that RSS
-after the last round is within 5 % of it, for the router and for each shard. ``--idle`` adds one more
+connect → subscribe → a refused second subscribe (error 105) → publish → close
+(:mod:`bench.churn_loadgen`, G generator processes, each with a fixed number of cycles in flight) in
+rounds of S cycles. After each round every client is gone: the bench waits ``--settle`` seconds, checks
+that ``info`` counts no client, no subscription and no channel, and reads ``VmRSS`` of the router and of
+every shard from ``/proc/<pid>/status``. RSS after round 1 (the first S cycles: allocator pools, caches
+and imports warmed up) is the reference; the target is that RSS after the last round is within 5 % of
+it, for the router and for each shard. ``--idle`` adds one more
 sample after that many seconds without traffic.
 
-Every cycle must succeed (connect reply, subscribe reply, publish reply, the publication's push, the
-server's close frame answering ours with 1000), and the server must count nothing left: those are the
-correctness checks that set the exit status; the RSS target is reported as ``ok``/``MISSED``.
+Every cycle must succeed (connect reply, subscribe reply, the 105 error reply, publish reply, the
+publication's push, the server's close frame answering ours with 1000), and the server must count
+nothing left: those are the correctness checks that set the exit status; the RSS target is reported
+as ``ok``/``MISSED``.
 
     .venv/bin/python -m bench.churn_bench                       # 100,000 cycles, RSS every 10,000
     .venv/bin/python -m bench.churn_bench --quick               # 2,000 cycles, RSS every 500
@@ -61,6 +63,7 @@ class Options:
     channels: int = 1_000
     settle: float = 2.0
     idle: float = 0.0
+    refused: bool = True
     append_results: Path | None = None
     keep: bool = False
 
@@ -109,6 +112,8 @@ def start_generators(port: int, opts: Options, workdir: Path) -> list[Child]:
         args = ["bench.churn_loadgen", "--port", str(port), "--secret", SECRET, "--net", str(i + 1)]
         args += ["--users", str(opts.users), "--channels", str(opts.channels)]
         args += ["--concurrency", str(opts.concurrency)]
+        if not opts.refused:
+            args.append("--no-refused")
         children.append(Child(f"churn-gen{i}", args, workdir))
     for child in children:
         child.next("ready", 30)
@@ -171,7 +176,7 @@ def run(opts: Options) -> Outcome:
                 time.sleep(opts.idle)
                 outcome.samples.append(Sample(done, sample_rss(pids)))
             outcome.check(
-                "every cycle completed (connect, subscribe, publish, push, close 1000)",
+                "every cycle completed (connect, subscribe, refused subscribe, publish, push, close 1000)",
                 outcome.failed == 0 and outcome.ok == opts.cycles and set(outcome.closes) == {"1000"},
                 f"{outcome.ok:,} ok, {outcome.failed} failed {dict(outcome.errors)}; "
                 f"close codes {dict(outcome.closes)}",
@@ -253,7 +258,9 @@ def report(outcome: Outcome) -> str:
             "",
             f"- machine: {machine()}; load generators share the cores with the server",
             f"- command: `{command_line(opts)}`",
-            f"- shape: {opts.cycles:,} cycles of connect → subscribe → publish → close over WebSocket "
+            f"- shape: {opts.cycles:,} cycles of connect → subscribe → "
+            + ("refused subscribe (105) → " if opts.refused else "")
+            + f"publish → close over WebSocket "
             f"(JSON), users u0..u{opts.users - 1}, channels churn-0..churn-{opts.channels - 1}, "
             f"{opts.shards} shards, {opts.generators} generators with {opts.concurrency} cycles in flight "
             "each; RSS after each "
@@ -275,7 +282,7 @@ def command_line(opts: Options) -> str:
         f"--cycles {opts.cycles} --every {opts.every} --shards {opts.shards} --generators {opts.generators} "
         f"--concurrency {opts.concurrency} --users {opts.users} --channels {opts.channels}"
     )
-    return text + (f" --idle {opts.idle:g}" if opts.idle else "")
+    return text + (f" --idle {opts.idle:g}" if opts.idle else "") + ("" if opts.refused else " --no-refused")
 
 
 def parse_args(argv: list[str] | None = None) -> Options:
@@ -289,6 +296,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
     parser.add_argument("--channels", type=int, default=1_000)
     parser.add_argument("--settle", type=float, default=2.0, help="seconds of quiet before each sample")
     parser.add_argument("--idle", type=float, default=0.0, help="one more sample after this long idle")
+    parser.add_argument("--no-refused", action="store_true", help="no refused subscribe in the cycles")
     parser.add_argument("--quick", action="store_true", help="2,000 cycles, RSS every 500")
     parser.add_argument("--append-results", nargs="?", const=str(ROOT / "bench" / "RESULTS.md"), default=None)
     parser.add_argument("--keep", action="store_true", help="keep the work directory (server log)")
@@ -307,6 +315,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         channels=args.channels,
         settle=args.settle,
         idle=args.idle,
+        refused=not args.no_refused,
         append_results=Path(args.append_results) if args.append_results else None,
         keep=args.keep,
     )

@@ -3,9 +3,11 @@
 Cycle ``k`` is one whole client life: a TCP connection from ``127.<net>.a.b`` (the source address
 rotates over ``--addresses`` addresses so that the sockets the server leaves in TIME_WAIT spread over
 many 4-tuples), the WebSocket upgrade, a ``connect`` command with user ``u<k % users>``'s HS256 token,
-a ``subscribe`` to channel ``churn-<k % channels>``, a ``publish`` of ``{"k": k}`` to it, then — once the
-publish reply *and* the publication's push arrived — a close frame with 1000, the server's close frame
-back, and the socket closed. Server pings (``{}``) met on the way are answered.
+a ``subscribe`` to channel ``churn-<k % channels>``, then (``--refused``, on by default) the same subscribe
+again, which must be answered with error 105 "already subscribed" — clients do meet error replies, and
+their code paths must not keep anything either — then a ``publish`` of ``{"k": k}`` to the channel, and
+once the publish reply *and* the publication's push arrived, a close frame with 1000, the server's close
+frame back, and the socket closed. Server pings (``{}``) met on the way are answered.
 
 The orchestrator (:mod:`bench.churn_bench`) drives it over stdin/stdout, one JSON object per line:
 
@@ -60,6 +62,7 @@ class Options:
     channels: int
     concurrency: int
     step_timeout: float
+    refused: bool
 
 
 @dataclass
@@ -111,12 +114,15 @@ class Client:
                 self.sock.send(bytes((0x8A, 0x80)) + os.urandom(4))
 
     async def wait_for(self, wanted: set[str]) -> None:
-        """Until a message for each of ``wanted`` ("reply 2", "pub") was read."""
+        """Until a message for each of ``wanted`` ("reply 2", "error 4 105", "pub") was read."""
         while True:
             self.parse()
             for message in self.messages:
                 if "error" in message:
-                    raise CycleFailed(f"error reply {message['error'].get('code')}")
+                    expected = f"error {message.get('id')} {message['error'].get('code')}"
+                    if expected not in wanted:
+                        raise CycleFailed(f"error reply {message['error'].get('code')}")
+                    wanted.discard(expected)
                 if "push" in message and "pub" in message["push"]:
                     wanted.discard("pub")
                 elif "push" in message and "disconnect" in message["push"]:
@@ -148,6 +154,9 @@ async def cycle(opts: Options, plan: Plan, tokens: list[str], k: int, totals: To
             channel = f"churn-{k % opts.channels}"
             await send_all(sock, client_frame(orjson.dumps({"id": 2, "subscribe": {"channel": channel}})))
             await client.wait_for({"reply 2"})
+            if opts.refused:
+                await send_all(sock, client_frame(orjson.dumps({"id": 4, "subscribe": {"channel": channel}})))
+                await client.wait_for({"error 4 105"})
             publish = {"id": 3, "publish": {"channel": channel, "data": {"k": k}}}
             await send_all(sock, client_frame(orjson.dumps(publish)))
             await client.wait_for({"reply 3", "pub"})
@@ -225,6 +234,9 @@ def parse_args(argv: list[str] | None = None) -> Options:
     parser.add_argument("--users", type=int, default=100)
     parser.add_argument("--channels", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=50, help="cycles in flight at once")
+    parser.add_argument(
+        "--no-refused", action="store_true", help="skip the refused second subscribe of every cycle"
+    )
     parser.add_argument("--step-timeout", type=float, default=20.0, help="seconds a whole cycle may take")
     args = parser.parse_args(argv)
     if not 1 <= args.net <= 254 or not 1 <= args.addresses <= 250 * 250:
@@ -238,6 +250,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         channels=max(1, args.channels),
         concurrency=max(1, args.concurrency),
         step_timeout=args.step_timeout,
+        refused=not args.no_refused,
     )
 
 

@@ -14,7 +14,8 @@ Then four things drive the shard, all on one event loop:
 * a publication on the SUB socket → fan-out to the local subscribers, encoded once per connection kind
   and written with one ``write`` per connection per loop iteration (:meth:`Shard.deliver`);
 * the ticker → heartbeat to the supervisor, pings for the connections whose ping second it is (spread
-  over ``ping_interval`` buckets so that they never all fire at once), pong checks, expiry.
+  over ``ping_interval`` buckets so that they never all fire at once; a tick that wakes late does the
+  seconds it missed once, see :mod:`shards.ticker`), pong checks, expiry (:mod:`shards.deadlines`).
 
 SIGTERM: stop taking handoffs, send every client disconnect 3001 "shutdown", wait for the streams to
 close until ``shutdown_timeout``, abort the rest, exit. A second SIGTERM exits at once.
