@@ -200,7 +200,7 @@ def run(opts: Options) -> Outcome:
 
 def measure(outcome: Outcome) -> None:
     """Growth from the first round's sample to the last round's, per process."""
-    rounds = [s for s in outcome.samples if s.cycles > 0]
+    rounds = [s for s in outcome.samples if s.rate > 0]  # the idle sample, if any, is shown apart
     if len(rounds) < 2:
         return
     first, last = rounds[0], rounds[-1]
@@ -249,7 +249,7 @@ def report(outcome: Outcome) -> str:
             per_cycle = outcome.numbers[f"{role} bytes per cycle"]
             verdict = "ok" if value <= TARGET_GROWTH else "MISSED"
             growth.append(f"{role} {value * 100:+.1f} % ({per_cycle:+,.1f} B/cycle) {verdict}")
-    rounds = [s for s in outcome.samples if s.cycles > 0]
+    rounds = [s for s in outcome.samples if s.rate > 0]
     span = f"{rounds[0].cycles:,} → {rounds[-1].cycles:,}" if rounds else ""
     checks = [f"- check {'ok' if ok else 'FAILED'}: {name} ({detail})" for name, ok, detail in outcome.checks]
     return "\n".join(
