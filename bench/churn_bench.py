@@ -97,12 +97,11 @@ class Outcome:
         return all(passed for _, passed, _ in self.checks)
 
 
-def start_server(workdir: Path, shards: int) -> ServerProcess:
+def configure_server(workdir: Path, shards: int) -> ServerProcess:
     server = ServerProcess(workdir, shards)
     config = orjson.loads(server.config_path.read_bytes())
     config.update({"allow_subscribe_for_client": True, "allow_publish_for_subscriber": True})
     server.config_path.write_bytes(orjson.dumps(config))
-    server.start()
     return server
 
 
@@ -137,9 +136,10 @@ def run(opts: Options) -> Outcome:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     outcome = Outcome(opts)
     workdir = Path(tempfile.mkdtemp(prefix="switchboard-churn-"))
-    server = start_server(workdir, opts.shards)
+    server = configure_server(workdir, opts.shards)
     generators: list[Child] = []
     try:
+        server.start()
         with HttpClient(server.port) as client:
             shards = client.api("info", {})["result"]["nodes"][0]["shards"]
             pids = {"router": server.router_pid()} | {f"shard-{s['index']}": int(s["pid"]) for s in shards}

@@ -95,7 +95,7 @@ class Outcome:
         return all(passed for _, passed, _ in self.checks)
 
 
-def start_server(workdir: Path, opts: Options) -> ServerProcess:
+def configure_server(workdir: Path, opts: Options) -> ServerProcess:
     server = ServerProcess(workdir, opts.shards)
     config = orjson.loads(server.config_path.read_bytes())
     config.update(
@@ -106,7 +106,6 @@ def start_server(workdir: Path, opts: Options) -> ServerProcess:
         }
     )
     server.config_path.write_bytes(orjson.dumps(config))
-    server.start(timeout=60)
     return server
 
 
@@ -137,9 +136,10 @@ def run(opts: Options) -> Outcome:
         raise BenchError("more than 10,000 sockets per generator; use more generators")
     outcome = Outcome(opts)
     workdir = Path(tempfile.mkdtemp(prefix="switchboard-hold-"))
-    server = start_server(workdir, opts)
+    server = configure_server(workdir, opts)
     generators: list[Child] = []
     try:
+        server.start(timeout=60)
         with HttpClient(server.port, timeout=60) as client:
             shards = client.api("info", {})["result"]["nodes"][0]["shards"]
             shard_pids = {f"shard-{s['index']}": int(s["pid"]) for s in shards}
