@@ -58,6 +58,8 @@ test-scale: $(STAMP)
 	$(BIN)/python -m bench.connections_bench
 	$(BIN)/python -m bench.channel_features_bench
 	$(BIN)/python -m bench.fanout_bench
+	$(BIN)/python -m bench.churn_bench
+	$(BIN)/python -m bench.hold_bench
 
 bench: $(STAMP)
 	$(BIN)/pytest -q bench -m 'slow or not slow'

@@ -14,7 +14,8 @@ Then four things drive the shard, all on one event loop:
 * a publication on the SUB socket → fan-out to the local subscribers, encoded once per connection kind
   and written with one ``write`` per connection per loop iteration (:meth:`Shard.deliver`);
 * the ticker → heartbeat to the supervisor, pings for the connections whose ping second it is (spread
-  over ``ping_interval`` buckets so that they never all fire at once), pong checks, expiry.
+  over ``ping_interval`` buckets so that they never all fire at once; a tick that wakes late does the
+  seconds it missed once, see :mod:`shards.ticker`), pong checks, expiry (:mod:`shards.deadlines`).
 
 SIGTERM: stop taking handoffs, send every client disconnect 3001 "shutdown", wait for the streams to
 close until ``shutdown_timeout``, abort the rest, exit. A second SIGTERM exits at once.
@@ -23,7 +24,6 @@ close until ``shutdown_timeout``, abort the rest, exit. A second SIGTERM exits a
 from __future__ import annotations
 
 import asyncio
-import heapq
 import logging
 import math
 import os
@@ -59,8 +59,10 @@ from broker.runtime_dir import lock_role
 from broker.websocket import frames
 from shards import api
 from shards.connection import ClientConnection
+from shards.deadlines import Deadlines
 from shards.fanout import FanOut
 from shards.hub import Hub
+from shards.ticker import PingWheel
 from shards.uni import UniConnection
 from shards.ws import UniWsConnection, WsConnection
 
@@ -100,11 +102,11 @@ class Shard(FanOut):
         # Identical questions to a writer already on their way: key → callbacks waiting for the answer.
         self._inflight: dict[tuple[str, bytes], list[Any]] = {}
         self.started_at = time.monotonic()
-        self._buckets: list[set[ClientConnection]] = [
-            set() for _ in range(max(1, math.ceil(cfg.ping_interval)))
-        ]
-        self._expiry: list[tuple[float, str]] = []
-        self._sub_expiry: list[tuple[float, str, str]] = []
+        self._pings: PingWheel[ClientConnection] = PingWheel(cfg.ping_interval, cfg.pong_timeout, time.time())
+        # Expiring connections (client id) and subscriptions ((client id, channel)); a key leaves when
+        # its connection or subscription ends, so closed connections hold nothing until their expiry.
+        self._expiry: Deadlines[str] = Deadlines()
+        self._sub_expiry: Deadlines[tuple[str, str]] = Deadlines()
         self._stopping = asyncio.Event()
         self._zmq: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self._receiver = HandoffReceiver(loop, paths.handoff_path(cfg.runtime_path, index), self.adopt)
@@ -242,9 +244,6 @@ class Shard(FanOut):
         self._live.discard(conn)
         self.unregister(conn)
 
-    def _bucket(self, conn: ClientConnection) -> set[ClientConnection]:
-        return self._buckets[int(conn.state.connected_at) % len(self._buckets)]
-
     def admit(self, conn: ClientConnection, ready: Callable[[], None] | None = None) -> Disconnect | None:
         """Enter a connection that passed connect into every index; refuse it over the user's limit.
 
@@ -261,9 +260,9 @@ class Shard(FanOut):
         except ValueError:
             log.error("duplicate client id %s", state.client)
             return errors.DISCONNECT_INTERNAL
-        self._bucket(conn).add(conn)
+        self._pings.add(conn, state.connected_at)
         if state.expire_at:
-            heapq.heappush(self._expiry, (state.expire_at, state.client))
+            self._expiry.set(state.client, state.expire_at)
         log.debug("client %s connected: user=%r transport=%s", state.client, state.user, state.transport)
         channels = list(state.channels)
         waiting = [len(channels)]
@@ -291,7 +290,11 @@ class Shard(FanOut):
 
     def unregister(self, conn: ClientConnection) -> None:
         if self.hub.remove(conn):
-            self._bucket(conn).discard(conn)
+            state = conn.state
+            self._pings.discard(conn, state.connected_at)
+            self._expiry.discard(state.client)
+            for channel in state.sub_expires or ():
+                self._sub_expiry.discard((state.client, channel))
             log.debug("client %s gone", conn.state.client)
             for channel in conn.state.channels:
                 self._presence_event(conn, channel, "leave")
@@ -336,6 +339,7 @@ class Shard(FanOut):
     def unsubscribe(self, conn: ClientConnection, channel: str) -> None:
         if channel in conn.state.channels:
             self.hub.unsubscribe(conn, channel)
+            self._sub_expiry.discard((conn.state.client, channel))
             self._presence_event(conn, channel, "leave")
 
     def publish(self, publication: Publication, done: Any) -> None:
@@ -549,19 +553,22 @@ class Shard(FanOut):
     # -- timers ----------------------------------------------------------------------------------
 
     def expiry_changed(self, conn: ClientConnection) -> None:
-        if conn.state.expire_at:
-            heapq.heappush(self._expiry, (conn.state.expire_at, conn.state.client))
+        if conn.state.client in self.hub.by_client:
+            self._expiry.set(conn.state.client, conn.state.expire_at)
 
     def sub_expiry_changed(self, conn: ClientConnection, channel: str) -> None:
         expires = conn.state.sub_expires
-        if expires and channel in expires:
-            heapq.heappush(self._sub_expiry, (expires[channel], conn.state.client, channel))
+        key = (conn.state.client, channel)
+        if expires and channel in expires and conn.state.client in self.hub.by_client:
+            self._sub_expiry.set(key, expires[channel])
+        else:
+            self._sub_expiry.discard(key)
 
     async def _tick_loop(self) -> None:
-        second = int(time.time())
         while True:
-            second += 1
-            await asyncio.sleep(max(0.0, second - time.time()))
+            # Wake at the next whole second of the clock as it is now: a tick that ran late is not
+            # followed by a burst of ticks for the seconds it missed (the wheel catches them up at once).
+            await asyncio.sleep(max(0.0, math.floor(time.time()) + 1 - time.time()))
             try:
                 self._tick(time.time())
             except Exception:
@@ -573,10 +580,10 @@ class Shard(FanOut):
             log.error("supervisor is gone; shutting down")
             self.request_stop()
             return
-        buckets = self._buckets
-        for conn in list(buckets[int(now) % len(buckets)]):
+        to_ping, to_check = self._pings.advance(now)
+        for conn in to_ping:
             conn.ping(now)
-        for conn in list(buckets[int(now - self.cfg.pong_timeout - 1) % len(buckets)]):
+        for conn in to_check:
             conn.check_pong(now)
         self._expire_connections(now)
         self._expire_subscriptions(now)
@@ -586,17 +593,15 @@ class Shard(FanOut):
             self._spawn(self._check_positions())
 
     def _expire_connections(self, now: float) -> None:
-        delay = self.cfg.client_expired_close_delay
-        while self._expiry and self._expiry[0][0] + delay <= now:
-            expire_at, client = heapq.heappop(self._expiry)
+        for client, expire_at in self._expiry.pop_due(now - self.cfg.client_expired_close_delay):
             found = self.hub.by_client.get(client)
             if isinstance(found, ClientConnection) and found.state.expire_at == expire_at:
                 found.close_with(errors.CONNECTION_EXPIRED)
 
     def _expire_subscriptions(self, now: float) -> None:
-        delay = self.cfg.client_expired_sub_close_delay
-        while self._sub_expiry and self._sub_expiry[0][0] + delay <= now:
-            expire_at, client, channel = heapq.heappop(self._sub_expiry)
+        for (client, channel), expire_at in self._sub_expiry.pop_due(
+            now - self.cfg.client_expired_sub_close_delay
+        ):
             conn = self.hub.by_client.get(client)
             if not isinstance(conn, ClientConnection):
                 continue

@@ -158,16 +158,38 @@ def test_connection_limit_refusal() -> None:
 
 
 def test_ping_pong_rules() -> None:
-    _, session = connected()
-    send(session, {})  # a pong without a ping
+    session = new_session(Host())
+    send(session, {})  # a pong before the connect
     assert session.disconnect is not None and session.disconnect.code == 3501
     _, session = connected()
-    session.ping(NOW)
+    assert session.ping(NOW)
     assert session.data_to_send() == b"{}"
     assert session.ping_due(NOW + 9, 8.0)
     send(session, {})
     assert not session.ping_due(NOW + 9, 8.0)
     assert session.status == CONNECTED
+
+
+def test_extra_pongs_are_ignored() -> None:
+    _, session = connected()
+    assert send(session, {}) == []  # no ping outstanding at all
+    session.ping(NOW)
+    session.data_to_send()
+    assert send(session, {}, {}) == []  # answered twice in one message
+    send(session, {})  # and once more, late
+    assert session.status == CONNECTED and session.disconnect is None
+    assert send(session, {"id": 2, "subscribe": {"channel": "chat"}}) == [{"id": 2, "subscribe": {}}]
+
+
+def test_no_ping_while_one_is_outstanding() -> None:
+    _, session = connected()
+    assert session.ping(NOW)
+    assert not session.ping(NOW + 1)  # a second tick before the pong: nothing queued
+    assert session.data_to_send() == b"{}"
+    assert session.ping_due(NOW + 8.5, 8.0)  # the first ping's time still counts
+    send(session, {})
+    assert session.ping(NOW + 25)
+    assert session.data_to_send() == b"{}"
 
 
 def test_subscribe_allowed_denied_duplicate() -> None:

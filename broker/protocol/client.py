@@ -14,10 +14,11 @@ the SDKs match them by id.
 
 Session rules (Centrifugo's): the first command must be ``connect``; a second connect, a command other
 than ``send`` without an id, or one without a known request is disconnect 3501. After a connect error
-reply the session is unusable and further commands are 3501 too. An empty command is a pong; a pong
-without an outstanding ping is 3501. The server pings every ``ping_interval``; a client that does not
-answer within ``pong_timeout`` is disconnected with 3012 (checked by the owner's timer, see
-:meth:`ClientSession.ping_due`).
+reply the session is unusable and further commands are 3501 too. An empty command is a pong; before the
+connect it is 3501, after it a pong with no ping outstanding is ignored, as Centrifugo does (a client
+may answer a ping twice, or late). The server pings every ``ping_interval``, never while a ping is
+outstanding; a client that does not answer within ``pong_timeout`` is disconnected with 3012 (checked by
+the owner's timer, see :meth:`ClientSession.ping_due`).
 """
 
 from __future__ import annotations
@@ -173,9 +174,9 @@ class ClientSession:
             raise errors.DISCONNECT_BAD_REQUEST()
 
     def _on_pong(self) -> None:
-        if self.status != CONNECTED or not self.ping_sent_at:
+        if self.status != CONNECTED:
             raise errors.DISCONNECT_BAD_REQUEST()
-        self.ping_sent_at = 0.0
+        self.ping_sent_at = 0.0  # an extra pong (no ping outstanding) changes nothing
 
     # -- connect ---------------------------------------------------------------------------------
 
@@ -530,12 +531,14 @@ class ClientSession:
         if self.status == CONNECTED:
             self._out.append(self.codec.encode_reply({"push": push}))
 
-    def ping(self, now: float) -> None:
-        """Queue a server ping; the client must answer before ``pong_timeout``."""
-        if self.status == CONNECTED:
-            self._out.append(self.codec.encode_reply({}))
-            if not self.ping_sent_at:
-                self.ping_sent_at = now
+    def ping(self, now: float) -> bool:
+        """Queue a server ping, unless one is still unanswered; the client must answer before
+        ``pong_timeout``. True when a ping was queued."""
+        if self.status != CONNECTED or self.ping_sent_at:
+            return False
+        self._out.append(self.codec.encode_reply({}))
+        self.ping_sent_at = now
+        return True
 
     def ping_due(self, now: float, pong_timeout: float) -> bool:
         """True when a ping went unanswered for longer than ``pong_timeout``."""

@@ -142,6 +142,30 @@ def test_unrefreshed_connection_token_closes_with_3005(server: Server) -> None:
     run(scenario())
 
 
+def test_extra_pongs_are_ignored(server: Server) -> None:
+    """A pong with no ping outstanding (a ping answered twice, or an unprompted one) is not a violation."""
+
+    async def scenario() -> None:
+        clients = [
+            await WsClient.connected(server.port, make_token(u), p)
+            for u, p in zip(unique_users("extra"), ("json", "protobuf"), strict=True)
+        ]
+        for client in clients:
+            await client.send_commands({})  # unprompted, right after the connect
+        deadline = time.monotonic() + 6
+        while min(c.pings for c in clients) < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            for client in clients:
+                await client.send_commands({}, {})  # every ping answered (by the client) and more
+        for client in clients:
+            assert client.pings >= 2, client.pings
+            assert client.is_open, (client.close_code, client.close_reason)
+            assert "subscribe" in await client.subscribe("after-pongs")
+            await client.close()
+
+    run(scenario())
+
+
 def test_pings_answered_keep_the_connection_unanswered_close_with_3012(server: Server) -> None:
     async def scenario() -> None:
         answering = [

@@ -239,8 +239,8 @@ async def case_garbage_token(server: Server) -> None:
     await closed_with(client, 3500)
 
 
-async def case_unsolicited_pong(server: Server) -> None:
-    client = await fresh(server)
+async def case_pong_before_connect(server: Server) -> None:
+    client = await fresh(server, connect=False)
     await client.send_commands({})
     await closed_with(client, 3501)
 
