@@ -60,6 +60,8 @@ test-scale: $(STAMP)
 	$(BIN)/python -m bench.fanout_bench
 	$(BIN)/python -m bench.churn_bench
 	$(BIN)/python -m bench.hold_bench
+	$(BIN)/python -m bench.cel_worstcase_bench
+	$(BIN)/python -m bench.slow_sockets_bench
 
 bench: $(STAMP)
 	$(BIN)/pytest -q bench -m 'slow or not slow'
