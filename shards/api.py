@@ -376,7 +376,7 @@ def channels(shard: Shard, params: dict[str, Any]) -> dict[str, Any]:
 
 
 def shard_started(shard: Shard, params: dict[str, Any]) -> Any:
-    return shard.peer_restarted(int(params.get("index", -1)))
+    return shard.peer_restarted(int(params.get("index", -1)), str(params.get("boot", "")))
 
 
 def warm_up() -> None:

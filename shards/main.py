@@ -125,6 +125,9 @@ class Shard(FanOut):
         self._flush_scheduled = False
         # Set once the other shards know this writer started afresh (see _announce_start).
         self._writing = asyncio.Event()
+        self.boot_id = new_id()
+        # The boot of each other shard already handled: its announcement is repeated until answered.
+        self._peer_boots: dict[int, str] = {}
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -459,7 +462,10 @@ class Shard(FanOut):
             outcomes = await asyncio.gather(
                 *(
                     self._peer_requests.request(
-                        paths.shard_identity(index), "shard_started", {"index": self.index}, timeout
+                        paths.shard_identity(index),
+                        "shard_started",
+                        {"index": self.index, "boot": self.boot_id},
+                        timeout,
                     )
                     for index in ordered
                 ),
@@ -488,13 +494,16 @@ class Shard(FanOut):
         await self._writing.wait()
         return write()
 
-    async def peer_restarted(self, index: int) -> dict[str, Any]:
+    async def peer_restarted(self, index: int, boot: str) -> dict[str, Any]:
         """Shard ``index`` (re)started: leaves for its lost clients, and its channels' streams are new.
 
         Ends the positioned subscriptions of the channels it writes (their epoch is gone), subscribes to
         its new PUB again and waits for its welcome, then for the ended subscriptions to come back —
         each wait bounded — so that its first publications reach every subscriber here in the new epoch.
         """
+        if self._peer_boots.get(index) == boot:
+            return {"leaves": 0, "ended": 0}  # a repeat of an announcement already handled
+        self._peer_boots[index] = boot
         leaves = self.forget_shard(index)
         if self._subscriber is None:
             return {"leaves": leaves, "ended": 0}
