@@ -5,7 +5,9 @@ same bytes are queued on every local subscriber; nothing here awaits a client. P
 (history channels) are kept in stream order: while a subscribe is waiting for its position or recovery
 the live publications are held for it, and a publication that does not follow the last one delivered
 (or a periodic check that finds the subscriber behind its stream) ends the subscription with 2500 —
-3010 for a server-side one — so that the client recovers.
+3010 for a server-side one — so that the client recovers. When a writer restarts with empty streams,
+the positioned subscriptions of its channels are ended the same way before it publishes in its new
+epochs (:meth:`FanOut.cut_positioned`, called from ``Shard.peer_restarted``).
 """
 
 from __future__ import annotations

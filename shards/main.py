@@ -4,7 +4,9 @@ Theory of operation
 -------------------
 Boot: listen for handed-off sockets on ``<runtime_dir>/shard-K.handoff``, connect the control DEALER to
 the router, bind this shard's PUB (publications of the channels it writes) and connect its SUB to every
-shard's PUB, join the peer mesh (requests between shards), start the one-second ticker, report ready.
+shard's PUB, join the peer mesh (requests between shards), start the one-second ticker, report ready,
+then announce the start to the other shards and hold publications until they are ready for this
+writer's new epochs (:meth:`Shard._announce_start`).
 Then four things drive the shard, all on one event loop:
 
 * a handoff (descriptor + the bytes the router read) → the socket is adopted with
