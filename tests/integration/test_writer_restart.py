@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from broker.hashing import writer_for
-from tests.integration.harness import Server, make_token
+from tests.integration.harness import Server, StreamClient, make_token
 from tests.integration.wsclient import WsClient, api, run, user_on_shard
 
 WRITER = 1
@@ -334,3 +334,20 @@ def test_silent_shard_does_not_hold_the_writer(server: Server, channel: str) -> 
             await follower.close()
 
     run(scenario(), 40)
+
+
+def test_uni_stream_is_told_with_3010(server: Server, channel: str) -> None:
+    """A uni stream's subscriptions are server-side: a restarted writer ends its connection with 3010."""
+    first = server.api("publish", {"channel": channel, "data": {"n": 0}})["result"]
+    position = {"recover": True, "offset": first["offset"], "epoch": first["epoch"]}
+    body = {"token": make_token(user_on_shard("uni", HOME)), "subs": {channel: position}}
+    client = StreamClient(server.port, body, timeout=15)
+    try:
+        assert client.connect()["subs"][channel]["recovered"] is True
+        old = server.shard_pids()[WRITER]
+        os.kill(old, signal.SIGKILL)
+        _shard_back(server, WRITER, old)
+        disconnect = client.read_until("disconnect")["disconnect"]
+        assert disconnect["code"] == 3010, disconnect
+    finally:
+        client.close()
