@@ -719,3 +719,39 @@ async def publications_across_writer_restart(server: Server, sdk: str, protocol:
         assert [p["data"]["n"] for p in received] == list(range(AFTER_RESTART + 1)), plain.log.describe()
         assert not plain.log.all("subscribing", channel=channel, server_side=False)[1:], plain.log.describe()
         assert not plain.log.all("unsubscribed"), plain.log.describe()
+
+
+def _router_pid(server: Server) -> int:
+    spawned = [line for line in server.log_path.read_text().splitlines() if "spawned router" in line]
+    return int(spawned[-1].split("pid ")[1].split(")")[0])
+
+
+async def publications_across_router_restart(server: Server, sdk: str, protocol: str) -> None:
+    """The router is killed and respawned: the clients live on the shards and are not disturbed, and
+    every publication made through the new router reaches them, once and in order."""
+    writer = 1
+    channel = next(
+        name for name in (unique("hist:router") for _ in range(1000)) if writer_for(name, SHARDS) == writer
+    )
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(_server_ready, server)
+        clients: list[SdkClient] = []
+        for n in range(WRITER_RESTART_SUBSCRIBERS):
+            user = _user_on(0, f"{sdk}-rsub{n}")
+            client = await open_client(
+                stack, sdk, server, f"recoverable-{n}", protocol, connection_token(user)
+            )
+            await connected(client)
+            await client.subscribe(channel, recoverable=True)
+            clients.append(client)
+        for client in clients:
+            await subscribed(client, channel)
+        marks = [len(client.log.events) for client in clients]
+        os.kill(_router_pid(server), signal.SIGKILL)
+        await _server_ready(server)
+        offsets = await publish_numbers(server, channel, range(AFTER_RESTART))
+        for client, mark in zip(clients, marks, strict=True):
+            publications = await numbers_received(client, channel, AFTER_RESTART)
+            assert_exactly_once_in_order(client, publications, list(range(AFTER_RESTART)), offsets)
+            assert not client.log.after(mark, "subscribing"), client.log.describe()
+            assert not client.log.after(mark, "connecting"), client.log.describe()

@@ -115,3 +115,8 @@ def test_recovery_across_shard_restart(features_server: Server, sdk: str, protoc
 def test_publications_across_writer_restart(features_server: Server, sdk: str) -> None:
     scenario = scenarios.publications_across_writer_restart(features_server, sdk, "json")
     run_logged(features_server, scenario)
+
+
+def test_publications_across_router_restart(features_server: Server, sdk: str) -> None:
+    scenario = scenarios.publications_across_router_restart(features_server, sdk, "json")
+    run_logged(features_server, scenario)
