@@ -172,8 +172,13 @@ def publication_params(publication: Publication) -> dict[str, Any]:
     return params
 
 
-def publish(shard: Shard, params: dict[str, Any]) -> dict[str, Any]:
-    """As the channel's writer: order and send a publication (from the API or from a client)."""
+def publish(shard: Shard, params: dict[str, Any]) -> Any:
+    """As the channel's writer: order and send a publication (from the API or from a client).
+
+    Right after the writer (re)started the publication waits until it may be given an offset.
+    """
+    if not params.get("kind") and not shard.writing():
+        return shard.until_writing(lambda: publish(shard, params))
     channel = params.get("channel")
     kind = str(params.get("kind", ""))
     data = _payload(params, "data")
@@ -197,8 +202,10 @@ def publish(shard: Shard, params: dict[str, Any]) -> dict[str, Any]:
     )
 
 
-def publish_many(shard: Shard, params: dict[str, Any]) -> dict[str, Any]:
+def publish_many(shard: Shard, params: dict[str, Any]) -> Any:
     """``broadcast`` to the channels this shard writes: one answer per channel, in order."""
+    if not shard.writing():
+        return shard.until_writing(lambda: publish_many(shard, params))
     responses: list[dict[str, Any]] = []
     for channel in params.get("channels") or []:
         try:
@@ -415,8 +422,8 @@ def channels(shard: Shard, params: dict[str, Any]) -> dict[str, Any]:
     return {"channels": counts}
 
 
-def shard_started(shard: Shard, params: dict[str, Any]) -> dict[str, Any]:
-    return {"leaves": shard.forget_shard(int(params.get("index", -1)))}
+def shard_started(shard: Shard, params: dict[str, Any]) -> Any:
+    return shard.peer_restarted(int(params.get("index", -1)), str(params.get("boot", "")))
 
 
 def warm_up(cfg: Config) -> None:

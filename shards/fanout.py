@@ -5,7 +5,9 @@ same bytes are queued on every local subscriber; nothing here awaits a client. P
 (history channels) are kept in stream order: while a subscribe is waiting for its position or recovery
 the live publications are held for it, and a publication that does not follow the last one delivered
 (or a periodic check that finds the subscriber behind its stream) ends the subscription with 2500 —
-3010 for a server-side one — so that the client recovers.
+3010 for a server-side one — so that the client recovers. When a writer restarts with empty streams,
+the positioned subscriptions of its channels are ended the same way before it publishes in its new
+epochs (:meth:`FanOut.cut_positioned`, called from ``Shard.peer_restarted``).
 """
 
 from __future__ import annotations
@@ -97,11 +99,45 @@ class FanOut:
         if publication.epoch == epoch and publication.offset <= last:
             return False  # already delivered (recovered)
         log.info("client %s missed publications in %s: insufficient state", state.client, channel)
-        if state.channels.get(channel) in SERVER_SIDE_SOURCES:
+        self.insufficient_state(conn, channel)
+        return False
+
+    def insufficient_state(self, conn: ClientConnection, channel: str) -> None:
+        """End a positioned subscription so that the client recovers: 2500, or 3010 when server-side."""
+        if conn.state.channels.get(channel) in SERVER_SIDE_SOURCES:
             conn.close_with(errors.INSUFFICIENT_STATE)
         else:
             self.server_unsubscribe(conn, channel, 2500, "insufficient state")
-        return False
+
+    def cut_positioned(self, channels: set[str]) -> list[tuple[ClientConnection, str]]:
+        """A writer lost its streams: end every positioned subscription of ``channels`` it writes.
+
+        Returns the client-side subscriptions ended (their SDKs subscribe again by themselves); the
+        non-positioned subscriptions of these channels are left as they are.
+        """
+        ended: list[tuple[ClientConnection, str]] = []
+        for channel in channels:
+            for conn in list(self.hub.by_channel.get(channel, ())):
+                assert isinstance(conn, ClientConnection)
+                positions = conn.state.positions
+                if conn.closed or positions is None or channel not in positions:
+                    continue
+                if conn.state.channels.get(channel) not in SERVER_SIDE_SOURCES:
+                    ended.append((conn, channel))
+                self.insufficient_state(conn, channel)
+        if ended:
+            log.info("ended %d positioned subscriptions of a restarted writer's channels", len(ended))
+        return ended
+
+    @staticmethod
+    def resubscribed(conn: ClientConnection, channel: str) -> bool:
+        """The client subscribed again to a channel whose subscription was ended (or went away)."""
+        state = conn.state
+        if conn.closed:
+            return True
+        if channel not in state.channels or state.positions is None or channel not in state.positions:
+            return False
+        return state.recovering is None or channel not in state.recovering
 
     async def _check_positions(self) -> None:
         """Positioned subscribers must not trail their stream: a lost last publication shows only here.
@@ -136,10 +172,7 @@ class FanOut:
                     continue
                 if position[1] != top_epoch or position[0] < top_offset:
                     log.info("client %s is behind in %s: insufficient state", conn.state.client, channel)
-                    if conn.state.channels.get(channel) in SERVER_SIDE_SOURCES:
-                        conn.close_with(errors.INSUFFICIENT_STATE)
-                    else:
-                        self.server_unsubscribe(conn, channel, 2500, "insufficient state")
+                    self.insufficient_state(conn, channel)
 
     def _deliver_presence_event(self, event: Publication, members: set[Any]) -> None:
         """Join / leave pushes go to subscribers that asked for them, or to all when forced."""

@@ -4,7 +4,9 @@ Theory of operation
 -------------------
 Boot: listen for handed-off sockets on ``<runtime_dir>/shard-K.handoff``, connect the control DEALER to
 the router, bind this shard's PUB (publications of the channels it writes) and connect its SUB to every
-shard's PUB, join the peer mesh (requests between shards), start the one-second ticker, report ready.
+shard's PUB, join the peer mesh (requests between shards), start the one-second ticker, report ready,
+then announce the start to the other shards and hold publications until they are ready for this
+writer's new epochs (:meth:`Shard._announce_start`).
 Then four things drive the shard, all on one event loop:
 
 * a handoff (descriptor + the bytes the router read) → the socket is adopted with
@@ -71,6 +73,12 @@ log = logging.getLogger("switchboard.shard")
 UNI_FRAMINGS = {"uni_http_stream": HTTP_STREAM, "uni_sse": SSE}
 PEER_TIMEOUT = 5.0
 POSITION_CHECK_INTERVAL = 40.0
+# A (re)started writer holds its first publications at most this long while the other shards end the
+# positioned subscriptions of its channels and subscribe to its new PUB (below the router's
+# api_shard_timeout, so that a held publish is answered rather than timed out).
+WRITER_HOLD_TIMEOUT = 3.0
+# How long a shard waits for the subscriptions it ended for a restarted writer to come back.
+RESUBSCRIBE_WAIT = 1.5
 
 
 class Shard(FanOut):
@@ -121,6 +129,11 @@ class Shard(FanOut):
         self._dirty: list[ClientConnection] = []
         self._next_position_check = time.time() + POSITION_CHECK_INTERVAL
         self._flush_scheduled = False
+        # Set once the other shards know this writer started afresh (see _announce_start).
+        self._writing = asyncio.Event()
+        self.boot_id = new_id()
+        # The boot of each other shard already handled: its announcement is repeated until answered.
+        self._peer_boots: dict[int, str] = {}
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -345,6 +358,9 @@ class Shard(FanOut):
     def publish(self, publication: Publication, done: Any) -> None:
         """Send a client's publication to its channel's writer; ``done(error, result)`` when it is out."""
         writer = writer_for(publication.channel, self.size)
+        if writer == self.index and not publication.kind and not self.writing():
+            self._spawn(self.until_writing(lambda: self.publish(publication, done)))
+            return
         if writer == self.index:
             try:
                 result = self.write_publication(publication)
@@ -431,21 +447,98 @@ class Shard(FanOut):
         return gone
 
     async def _announce_start(self) -> None:
-        """Tell the other shards this one started, so they emit leaves for the clients it lost."""
+        """Tell the other shards this one started; publish only once they are ready for it.
+
+        A restarted writer lost the streams of its channels: it starts them over in new epochs. Before
+        it assigns the first offset, every other shard ends the positioned subscriptions of those
+        channels (2500 / 3010, see :meth:`peer_restarted`), so that each client resubscribes and is
+        told ``recovered: false`` about what the old writer took with it, then positions itself in the
+        new epoch before anything is published in it. Telling was chosen over resuming the old epoch
+        from the offsets the other shards saw: a publication the old writer acknowledged but died
+        before sending is seen by nobody, so its offset would be given again to another publication
+        and the loss would go unnoticed.
+
+        Publications wait (:meth:`until_writing`) until every shard answered, or ``WRITER_HOLD_TIMEOUT``:
+        a shard that does not answer in time still ends its clients' subscriptions when the first
+        publication of a new epoch reaches it (gap detection). The announcement also makes the other
+        shards emit leaves for the clients this shard lost.
+        """
         assert self._peer_requests is not None
         waiting = {i for i in range(self.size) if i != self.index}
-        deadline = time.monotonic() + 15
+        started = time.monotonic()
+        deadline = started + 15
+        self.loop.call_later(WRITER_HOLD_TIMEOUT, self._open_writing, "timeout")
         while waiting and time.monotonic() < deadline:
-            for index in list(waiting):
-                try:
-                    await self._peer_requests.request(
-                        paths.shard_identity(index), "shard_started", {"index": self.index}, PEER_TIMEOUT
+            left = WRITER_HOLD_TIMEOUT - (time.monotonic() - started)
+            timeout = left if not self._writing.is_set() and left > 0.1 else PEER_TIMEOUT
+            ordered = sorted(waiting)
+            outcomes = await asyncio.gather(
+                *(
+                    self._peer_requests.request(
+                        paths.shard_identity(index),
+                        "shard_started",
+                        {"index": self.index, "boot": self.boot_id},
+                        timeout,
                     )
-                except (ShardUnavailable, RemoteError):
-                    continue
-                waiting.discard(index)
-            if waiting:
+                    for index in ordered
+                ),
+                return_exceptions=True,
+            )
+            for index, outcome in zip(ordered, outcomes, strict=True):
+                if not isinstance(outcome, BaseException):
+                    waiting.discard(index)
+            if not waiting:
+                self._open_writing("every shard answered")
+            else:
                 await asyncio.sleep(0.2)
+        self._open_writing("announcement over")
+
+    def _open_writing(self, why: str) -> None:
+        if not self._writing.is_set():
+            self._writing.set()
+            log.info("shard %d publishes from now on (%s)", self.index, why)
+
+    def writing(self) -> bool:
+        """Publications may be given offsets (the other shards know this writer started afresh)."""
+        return self._writing.is_set()
+
+    async def until_writing(self, write: Callable[[], Any]) -> Any:
+        """``write()`` once publications may be given offsets."""
+        await self._writing.wait()
+        return write()
+
+    async def peer_restarted(self, index: int, boot: str) -> dict[str, Any]:
+        """Shard ``index`` (re)started: leaves for its lost clients, and its channels' streams are new.
+
+        Ends the positioned subscriptions of the channels it writes (their epoch is gone), subscribes to
+        its new PUB again and waits for its welcome, then for the ended subscriptions to come back —
+        each wait bounded — so that its first publications reach every subscriber here in the new epoch.
+        """
+        if self._peer_boots.get(index) == boot:
+            return {"leaves": 0, "ended": 0}  # a repeat of an announcement already handled
+        self._peer_boots[index] = boot
+        leaves = self.forget_shard(index)
+        if self._subscriber is None:
+            return {"leaves": leaves, "ended": 0}
+        channels = {ch for ch in self._subscriber.channels if writer_for(ch, self.size) == index}
+        ended = self.cut_positioned(channels)
+        count = len(ended)
+        self._subscriber.rearm(channels)
+        welcomed: list[asyncio.Future[None]] = []
+        for channel in channels:
+            future: asyncio.Future[None] = self.loop.create_future()
+            self._subscriber.when_ready(channel, _resolver(future))
+            welcomed.append(future)
+        if welcomed:
+            await asyncio.wait(welcomed)  # bounded: when_ready gives up after READY_TIMEOUT
+        deadline = time.monotonic() + RESUBSCRIBE_WAIT
+        while ended and time.monotonic() < deadline:
+            ended = [(conn, ch) for conn, ch in ended if not self.resubscribed(conn, ch)]
+            if ended:
+                await asyncio.sleep(0.02)
+        if ended:
+            log.info("%d subscriptions ended for shard %d did not come back in time", len(ended), index)
+        return {"leaves": leaves, "ended": count}
 
     def history_options(self, channel: str) -> ChannelOptions:
         """The channel's options, or 108 when it keeps no history."""
@@ -642,6 +735,14 @@ class Shard(FanOut):
                 return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
         except OSError:
             return 0
+
+
+def _resolver(future: asyncio.Future[None]) -> Callable[[], None]:
+    def resolve() -> None:
+        if not future.done():
+            future.set_result(None)
+
+    return resolve
 
 
 def _position_result(offset: int, epoch: str) -> dict[str, Any]:

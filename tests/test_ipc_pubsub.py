@@ -134,3 +134,46 @@ async def _welcome(tmp_path) -> None:
 
 def test_subscriptions_are_welcomed_by_the_writer(tmp_path) -> None:
     asyncio.run(_welcome(tmp_path))
+
+
+async def _rearm(tmp_path) -> None:
+    loop = asyncio.get_running_loop()
+    ctx = zmq.Context()
+    endpoint = f"ipc://{tmp_path}/r-0.ipc"
+    writer = Publisher(loop, ctx, endpoint, lambda channel: True)
+    got: list[Publication] = []
+    sub = Subscriber(loop, ctx, [endpoint], got.append)
+    ready: list[int] = []
+    sub.subscribe("news")
+    sub.when_ready("news", lambda: ready.append(1))
+    for _ in range(100):
+        if ready:
+            break
+        await asyncio.sleep(0.01)
+    assert ready
+    # The writer restarts: a new socket on the same endpoint, which has none of the old subscriptions.
+    writer.close()
+    writer = Publisher(loop, ctx, endpoint, lambda channel: True)
+    sub.rearm({"news", "not-subscribed"})
+    again: list[int] = []
+    sub.when_ready("news", lambda: again.append(1))
+    assert again == []  # not ready until the new writer welcomed the subscription
+    for _ in range(200):
+        if again:
+            break
+        await asyncio.sleep(0.01)
+    assert again, "the restarted writer welcomed the subscription again"
+    assert "not-subscribed" not in sub.channels
+    writer.publish(Publication("news", b"first after the restart"))
+    for _ in range(100):
+        if got:
+            break
+        await asyncio.sleep(0.01)
+    assert [p.data for p in got] == [b"first after the restart"]
+    sub.close()
+    writer.close()
+    ctx.term()
+
+
+def test_rearm_waits_for_the_restarted_writer(tmp_path) -> None:
+    asyncio.run(_rearm(tmp_path))

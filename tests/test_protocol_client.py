@@ -34,6 +34,7 @@ class Host:
         self.pending_done: list[Any] = []
         self.refuse: Disconnect | None = None
         self.expiry_changes = 0
+        self.queries: list[tuple[str, str, dict[str, Any], Any]] = []
 
     def admit(self, session: ClientSession, ready: Any) -> Disconnect | None:
         self.admitted.append(session)
@@ -53,6 +54,9 @@ class Host:
     def publish(self, publication: Publication, done: Any) -> None:
         self.published.append(publication)
         self.pending_done.append(done)
+
+    def writer_query(self, channel: str, method: str, params: dict[str, Any], done: Any) -> None:
+        self.queries.append((channel, method, params, done))
 
     def expiry_changed(self, session: ClientSession) -> None:
         self.expiry_changes += 1
@@ -343,3 +347,29 @@ def test_far_expiry_ttl_fits_the_protocol() -> None:
     session = new_session(Host())
     (reply,) = send(session, {"id": 1, "connect": {"token": token("42", exp=2**62)}})
     assert reply["connect"]["ttl"] == 2**32 - 1  # uint32 in client.proto
+
+
+HISTORY_NAMESPACE = {
+    "name": "hist",
+    "history_size": 10,
+    "history_ttl": "60s",
+    "allow_subscribe_for_client": True,
+    "allow_recovery": True,
+}
+
+
+def test_held_publication_of_a_superseded_epoch_is_dropped() -> None:
+    """A publication of the old stream still on its way while a writer restarted must not be delivered
+    after the answer of the new one, nor move the position: the next offset 1 would look delivered."""
+    host, session = connected(Host(namespaces=[HISTORY_NAMESPACE]))
+    request = {"channel": "hist:a", "recoverable": True, "recover": True, "offset": 5, "epoch": "old"}
+    assert send(session, {"id": 2, "subscribe": request}) == []
+    assert session.state.recovering is not None
+    session.state.recovering["hist:a"].append(Publication("hist:a", b'{"n":6}', offset=6, epoch="old"))
+    ((channel, method, _, answered),) = host.queries
+    assert (channel, method) == ("hist:a", "recover")
+    answered(None, {"epoch": "new", "offset": 0, "recovered": False, "publications": []})
+    replies = [orjson.loads(line) for line in session.data_to_send().split(b"\n") if line]
+    assert [r["id"] for r in replies] == [2], replies
+    assert replies[0]["subscribe"]["epoch"] == "new" and "recovered" not in replies[0]["subscribe"]
+    assert session.state.positions == {"hist:a": (0, "new")}

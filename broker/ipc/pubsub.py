@@ -24,7 +24,9 @@ socket is an XPUB that sees every SUBSCRIBE (``XPUB_VERBOSE``) and answers the o
 writes with a *welcome* message ``[topic, b"W"]`` on that topic. A shard replies to a subscribe (and
 announces the join) only once the channel is *ready*: the welcome arrived, so everything the writer
 publishes from then on reaches it. If the writer does not answer (it is down), waiters are released
-after ``READY_TIMEOUT`` anyway.
+after ``READY_TIMEOUT`` anyway. When a writer restarts, the shards subscribe its channels again
+(:meth:`Subscriber.rearm`) and wait for the new welcome before it may publish (see
+:meth:`shards.main.Shard.peer_restarted`).
 """
 
 from __future__ import annotations
@@ -215,6 +217,19 @@ class Subscriber(SocketReader):
             self._loop.call_later(READY_TIMEOUT, self._give_up_waiting, channel)
         else:
             waiters.append(callback)
+
+    def rearm(self, channels: set[str]) -> None:
+        """A writer restarted: subscribe its channels anew so that its new PUB welcomes them again.
+
+        The SUB socket resends its subscriptions when it reconnects, but nothing tells when; until the
+        new welcome arrives the channels are not ready, and :meth:`when_ready` waits again. The other
+        writers never publish these topics, so unsubscribing them there for a moment loses nothing.
+        """
+        for channel in channels & self._subscribed:
+            self._ready.discard(channel)
+            self._sock.setsockopt(zmq.UNSUBSCRIBE, topic(channel))
+            self._sock.setsockopt(zmq.SUBSCRIBE, topic(channel))
+        self._kick()
 
     def _give_up_waiting(self, channel: str) -> None:
         if channel in self._waiters:

@@ -333,7 +333,9 @@ class ClientSession:
             state.positions = {}
         self._reply(command_id, "subscribe", result)
         for publication in held:
-            if publication.epoch == epoch and publication.offset and publication.offset <= last:
+            if publication.offset and publication.epoch != epoch:
+                continue  # of a stream the answer superseded (its writer restarted)
+            if publication.offset and publication.offset <= last:
                 continue  # already part of the recovered publications or the position
             if publication.offset:
                 last = publication.offset

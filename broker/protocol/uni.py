@@ -228,7 +228,9 @@ class UniSession:
                 for pub in publications_of(answer):
                     follow.append({"channel": name, "pub": pub})
             for publication in held_by_channel.get(name, []):
-                if publication.epoch == epoch and publication.offset and publication.offset <= last:
+                if publication.offset and epoch and publication.epoch != epoch:
+                    continue  # of a stream the answer superseded (its writer restarted)
+                if publication.offset and publication.offset <= last:
                     continue
                 last = max(last, publication.offset)
                 follow.append({"channel": name, "pub": publication_body(publication)})

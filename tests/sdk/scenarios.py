@@ -643,3 +643,115 @@ async def history_from_sdk_matches_api(server: Server, sdk: str, protocol: str) 
 
 def _api_info(info: dict[str, Any] | None) -> dict[str, str] | None:
     return {"user": info.get("user", ""), "client": info.get("client", "")} if info else None
+
+
+WRITER_RESTART_SUBSCRIBERS = 3
+AFTER_RESTART = 30
+
+
+def _user_on(shard: int, prefix: str) -> str:
+    return next(u for u in (unique(prefix) for _ in range(1000)) if shard_for_user(u, SHARDS) == shard)
+
+
+async def _writer_restarted(server: Server, index: int, old_pid: int) -> None:
+    """Wait until the supervisor has shard ``index`` running again under a new pid and it is ready."""
+
+    def restarted() -> bool:
+        try:
+            pid = server.shard_pids().get(index)
+        except Exception:
+            return False
+        return pid is not None and pid != old_pid
+
+    deadline = time.monotonic() + 20
+    while not await asyncio.to_thread(restarted):
+        assert time.monotonic() < deadline, f"shard {index} was not restarted"
+        await asyncio.sleep(0.1)
+    await _server_ready(server)
+
+
+async def publications_across_writer_restart(server: Server, sdk: str, protocol: str) -> None:
+    """The channel's writer (the other shard) is killed and comes back with empty streams: the recoverable
+    subscribers are told (2500, then ``recovered: false``) and then get every publication made after the
+    restart, once and in order; a subscriber without position keeps receiving, never unsubscribed."""
+    home = 0
+    writer = 1
+    channel = next(
+        name for name in (unique("hist:writer") for _ in range(1000)) if writer_for(name, SHARDS) == writer
+    )
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(_server_ready, server)
+        clients: list[SdkClient] = []
+        for n in range(WRITER_RESTART_SUBSCRIBERS):
+            user = _user_on(home, f"{sdk}-wsub{n}")
+            client = await open_client(
+                stack, sdk, server, f"recoverable-{n}", protocol, connection_token(user)
+            )
+            await connected(client)
+            await client.subscribe(channel, recoverable=True)
+            clients.append(client)
+        plain_user = _user_on(home, f"{sdk}-wplain")
+        plain = await open_client(stack, sdk, server, "plain", protocol, connection_token(plain_user))
+        await connected(plain)
+        await plain.subscribe(channel)
+        for client in [*clients, plain]:
+            await subscribed(client, channel)
+        await publish_numbers(server, channel, range(1))
+        for client in [*clients, plain]:
+            await numbers_received(client, channel, 1)
+
+        pid = (await asyncio.to_thread(server.shard_pids))[writer]
+        marks = [len(client.log.events) for client in clients]
+        os.kill(pid, signal.SIGKILL)
+        await _writer_restarted(server, writer, pid)
+        offsets = await publish_numbers(server, channel, range(1, AFTER_RESTART + 1))
+        assert offsets == list(range(1, AFTER_RESTART + 1)), offsets  # a new epoch
+
+        for client, mark in zip(clients, marks, strict=True):
+            told = await client.log.wait("subscribing", 10, mark, channel=channel)
+            assert told["code"] == 2500, told
+            again = await client.log.wait("subscribed", 10, mark, channel=channel, server_side=False)
+            assert again["was_recovering"] is True and again["recovered"] is False, again
+            publications = await numbers_received(client, channel, 1 + AFTER_RESTART)
+            after = publications[1:]
+            assert_exactly_once_in_order(client, after, list(range(1, AFTER_RESTART + 1)), offsets)
+        received = await numbers_received(plain, channel, 1 + AFTER_RESTART)
+        assert [p["data"]["n"] for p in received] == list(range(AFTER_RESTART + 1)), plain.log.describe()
+        assert not plain.log.all("subscribing", channel=channel, server_side=False)[1:], plain.log.describe()
+        assert not plain.log.all("unsubscribed"), plain.log.describe()
+
+
+def _router_pid(server: Server) -> int:
+    spawned = [line for line in server.log_path.read_text().splitlines() if "spawned router" in line]
+    return int(spawned[-1].split("pid ")[1].split(")")[0])
+
+
+async def publications_across_router_restart(server: Server, sdk: str, protocol: str) -> None:
+    """The router is killed and respawned: the clients live on the shards and are not disturbed, and
+    every publication made through the new router reaches them, once and in order."""
+    writer = 1
+    channel = next(
+        name for name in (unique("hist:router") for _ in range(1000)) if writer_for(name, SHARDS) == writer
+    )
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(_server_ready, server)
+        clients: list[SdkClient] = []
+        for n in range(WRITER_RESTART_SUBSCRIBERS):
+            user = _user_on(0, f"{sdk}-rsub{n}")
+            client = await open_client(
+                stack, sdk, server, f"recoverable-{n}", protocol, connection_token(user)
+            )
+            await connected(client)
+            await client.subscribe(channel, recoverable=True)
+            clients.append(client)
+        for client in clients:
+            await subscribed(client, channel)
+        marks = [len(client.log.events) for client in clients]
+        os.kill(_router_pid(server), signal.SIGKILL)
+        await _server_ready(server)
+        offsets = await publish_numbers(server, channel, range(AFTER_RESTART))
+        for client, mark in zip(clients, marks, strict=True):
+            publications = await numbers_received(client, channel, AFTER_RESTART)
+            assert_exactly_once_in_order(client, publications, list(range(AFTER_RESTART)), offsets)
+            assert not client.log.after(mark, "subscribing"), client.log.describe()
+            assert not client.log.after(mark, "connecting"), client.log.describe()

@@ -110,3 +110,13 @@ def test_history_from_sdk_matches_api(features_server: Server, sdk: str, protoco
 
 def test_recovery_across_shard_restart(features_server: Server, sdk: str, protocol: str) -> None:
     run_logged(features_server, scenarios.recovery_across_shard_restart(features_server, sdk, protocol))
+
+
+def test_publications_across_writer_restart(features_server: Server, sdk: str) -> None:
+    scenario = scenarios.publications_across_writer_restart(features_server, sdk, "json")
+    run_logged(features_server, scenario)
+
+
+def test_publications_across_router_restart(features_server: Server, sdk: str) -> None:
+    scenario = scenarios.publications_across_router_restart(features_server, sdk, "json")
+    run_logged(features_server, scenario)
