@@ -62,6 +62,8 @@ test-scale: $(STAMP)
 	$(BIN)/python -m bench.hold_bench
 	$(BIN)/python -m bench.cel_worstcase_bench
 	$(BIN)/python -m bench.slow_sockets_bench
+	$(BIN)/python -m bench.writer_restart_bench --kill writer
+	$(BIN)/python -m bench.writer_restart_bench --kill router
 
 bench: $(STAMP)
 	$(BIN)/pytest -q bench -m 'slow or not slow'
