@@ -47,9 +47,8 @@ def _ctx(rest: tuple[Any, ...]) -> ChildContext:
     return ctx
 
 
-def well_behaved(cfg: Config, *rest: Any) -> None:
-    """Ready at once, beats every 50 ms, exits on SIGTERM (and records it)."""
-    ctx = _ctx(rest)
+def _beat_until_term(cfg: Config, ctx: ChildContext) -> bool:
+    """Ready at once, beats every 50 ms until SIGTERM (True) or the lifetime cap (False)."""
     stopping: list[int] = []
 
     def on_term(signum: int, frame: FrameType | None) -> None:
@@ -61,24 +60,20 @@ def well_behaved(cfg: Config, *rest: Any) -> None:
     while not stopping and time.monotonic() < deadline:
         ctx.beat()
         time.sleep(0.05)
-    if stopping:
+    return bool(stopping)
+
+
+def well_behaved(cfg: Config, *rest: Any) -> None:
+    """Ready at once, beats every 50 ms, exits on SIGTERM (and records it)."""
+    ctx = _ctx(rest)
+    if _beat_until_term(cfg, ctx):
         _record(cfg, ctx, "events", f"term {os.getpid()}")
 
 
 def slow_to_stop(cfg: Config, *rest: Any) -> None:
     """Like :func:`well_behaved`, but takes 1.5 s to stop after SIGTERM (draining its clients)."""
     ctx = _ctx(rest)
-    stopping: list[int] = []
-
-    def on_term(signum: int, frame: FrameType | None) -> None:
-        stopping.append(signum)
-
-    signal.signal(signal.SIGTERM, on_term)
-    _started(cfg, ctx)
-    deadline = time.monotonic() + MAX_LIFETIME
-    while not stopping and time.monotonic() < deadline:
-        ctx.beat()
-        time.sleep(0.05)
+    _beat_until_term(cfg, ctx)
     time.sleep(1.5)
     _record(cfg, ctx, "events", f"stopped {os.getpid()}")
 
