@@ -35,8 +35,10 @@ from broker.config_keys import (
     V6_SECTIONS,
     setting_keys,
 )
-from broker.config_values import ConfigError, Duration, parse_duration
+from broker.config_values import ConfigError as ConfigError  # re-exported: the config API raises it
+from broker.config_values import Duration as Duration
 from broker.config_values import format_duration as format_duration
+from broker.config_values import parse_duration
 
 ENV_PREFIX = "SWITCHBOARD_"
 ENV_ALIAS_PREFIX = "CENTRIFUGO_"

@@ -163,7 +163,8 @@ def resolve_target(target: str) -> Callable[..., Any]:
         obj = getattr(obj, part)
     if not callable(obj):
         raise TypeError(f"target {target!r} is not callable")
-    return obj
+    function: Callable[..., Any] = obj
+    return function
 
 
 def set_parent_death_signal(signum: int) -> bool:

@@ -85,12 +85,12 @@ def eq_const(operand: Fn, literal: Any, negate: bool) -> Fn:
         # str.__eq__ is only true for an equal str, which is exactly CEL's answer for any value.
         if negate:
 
-            def ne_str(ctx: Any) -> bool:
+            def ne_str(ctx: Any) -> Any:
                 return operand(ctx) != literal
 
             return ne_str
 
-        def eq_str(ctx: Any) -> bool:
+        def eq_str(ctx: Any) -> Any:
             return operand(ctx) == literal
 
         return eq_str
@@ -128,12 +128,12 @@ def path_eq_str(base: Fn, key: str, literal: str, negate: bool) -> Fn:
     # meta.tenant == "acme" in one closure: index and compare inline.
     if negate:
 
-        def path_ne_str(ctx: Any) -> bool:
+        def path_ne_str(ctx: Any) -> Any:
             return base(ctx)[key] != literal
 
         return path_ne_str
 
-    def path_eq_str(ctx: Any) -> bool:
+    def path_eq_str(ctx: Any) -> Any:
         return base(ctx)[key] == literal
 
     return path_eq_str
@@ -462,7 +462,7 @@ def string_method_const(operand: Fn, literal: str, name: str, method: Callable[[
     generic = FUNCTIONS2[name]
     if name == "startsWith":
 
-        def starts_with(ctx: Any) -> bool:
+        def starts_with(ctx: Any) -> Any:
             value = operand(ctx)
             if type(value) is str:
                 return value.startswith(literal)
@@ -471,7 +471,7 @@ def string_method_const(operand: Fn, literal: str, name: str, method: Callable[[
         return starts_with
     if name == "endsWith":
 
-        def ends_with(ctx: Any) -> bool:
+        def ends_with(ctx: Any) -> Any:
             value = operand(ctx)
             if type(value) is str:
                 return value.endswith(literal)
@@ -479,7 +479,7 @@ def string_method_const(operand: Fn, literal: str, name: str, method: Callable[[
 
         return ends_with
 
-    def string_method(ctx: Any) -> bool:
+    def string_method(ctx: Any) -> Any:
         value = operand(ctx)
         if type(value) is str:
             return method(value, literal)

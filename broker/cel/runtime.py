@@ -468,7 +468,7 @@ _BOOL_STRINGS = {
 def to_int(value: object) -> int:
     k = kind(value)
     if k == INT:
-        return int(value)  # type: ignore[call-overload]
+        return int(value)  # type: ignore[call-overload,no-any-return]
     if k == DOUBLE:
         f = float(value)  # type: ignore[arg-type]
         # The range check is on the double: 2**63 itself is out of range.
@@ -513,7 +513,7 @@ def to_string(value: object) -> str:
         return repr(float(value))  # type: ignore[arg-type]
     if k == BYTES:
         try:
-            return bytes(value).decode("utf-8")  # type: ignore[call-overload]
+            return bytes(value).decode("utf-8")  # type: ignore[call-overload,no-any-return]
         except UnicodeDecodeError:
             raise CelEvalError("bytes are not valid UTF-8") from None
     raise no_overload("string", value)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Collection
+from typing import Any
 
 import lark
 from celpy.celparser import CELParser
@@ -113,7 +114,7 @@ def _get_parser() -> lark.Lark:
     return parser
 
 
-def parse(text: str) -> lark.Tree:
+def parse(text: str) -> lark.Tree[Any]:
     """Parse CEL text into celpy's Lark tree; syntax errors become :class:`CelError`."""
     parser = _get_parser()
     try:
@@ -141,7 +142,7 @@ def _syntax_message(text: str, what: str, line: int, column: int) -> str:
     return f"syntax error at line {line}, column {column}: {what}\n  {source}\n  {caret}"
 
 
-def build(tree: lark.Tree, variables: Collection[str], limits: Limits) -> tuple[Node, int]:
+def build(tree: lark.Tree[Any], variables: Collection[str], limits: Limits) -> tuple[Node, int]:
     """Convert a Lark tree into :mod:`nodes`; returns the root and the node count."""
     builder = _Builder(variables, Budget(limits))
     root = builder.expr(tree, 1)
@@ -161,7 +162,7 @@ class _Builder:
         self.budget.node()
         return node
 
-    def _unwrap(self, tree: lark.Tree) -> lark.Tree:
+    def _unwrap(self, tree: lark.Tree[Any]) -> lark.Tree[Any]:
         """Skip single-child wrapper rules and parentheses (no semantic content)."""
         while True:
             data = tree.data
@@ -171,7 +172,7 @@ class _Builder:
             else:
                 return tree
 
-    def _ident_name(self, tree: lark.Tree) -> str | None:
+    def _ident_name(self, tree: lark.Tree[Any]) -> str | None:
         """The identifier if ``tree`` is just a (possibly parenthesised) plain identifier."""
         tree = self._unwrap(tree)
         if tree.data == "ident":
@@ -180,7 +181,7 @@ class _Builder:
 
     # -- expressions ---------------------------------------------------------------------------------------
 
-    def expr(self, tree: lark.Tree, depth: int) -> Node:
+    def expr(self, tree: lark.Tree[Any], depth: int) -> Node:
         self.budget.depth(depth)
         tree = self._unwrap(tree)
         data = tree.data
@@ -221,12 +222,12 @@ class _Builder:
             return self._mk(MapLit(tuple(entries)))
         raise CelError(f"unsupported construct: {data}")  # pragma: no cover - grammar has no other rules
 
-    def _exprlist(self, tree: lark.Tree, depth: int) -> tuple[Node, ...]:
+    def _exprlist(self, tree: lark.Tree[Any], depth: int) -> tuple[Node, ...]:
         return tuple(self.expr(child, depth) for child in tree.children)
 
-    def _logical(self, tree: lark.Tree, rule: str, depth: int, kind: type[And] | type[Or]) -> Node:
+    def _logical(self, tree: lark.Tree[Any], rule: str, depth: int, kind: type[And] | type[Or]) -> Node:
         # Left-recursive chain a || b || c: walk down the left spine iteratively.
-        operands: list[lark.Tree] = []
+        operands: list[lark.Tree[Any]] = []
         while tree.data == rule and len(tree.children) == 2:
             operands.append(tree.children[1])
             tree = tree.children[0]
@@ -241,9 +242,9 @@ class _Builder:
                 items.append(node)
         return self._mk(kind(tuple(items)))
 
-    def _binary_chain(self, tree: lark.Tree, ops: dict[str, str], depth: int) -> Node:
+    def _binary_chain(self, tree: lark.Tree[Any], ops: dict[str, str], depth: int) -> Node:
         rule = tree.data
-        steps: list[tuple[str, lark.Tree]] = []
+        steps: list[tuple[str, lark.Tree[Any]]] = []
         while tree.data == rule and len(tree.children) == 2:
             op_tree, right = tree.children
             steps.append((ops[op_tree.data], right))
@@ -256,7 +257,7 @@ class _Builder:
             node = self._mk(Binary(op, node, self.expr(right, operand_depth)))
         return node
 
-    def _unary(self, tree: lark.Tree, depth: int) -> Node:
+    def _unary(self, tree: lark.Tree[Any], depth: int) -> Node:
         ops: list[str] = []
         while tree.data == "unary" and len(tree.children) == 2:
             ops.append(tree.children[0].data)
@@ -267,9 +268,9 @@ class _Builder:
             node = self._mk(Not(node) if op == "unary_not" else Neg(node))
         return node
 
-    def _member(self, tree: lark.Tree, depth: int) -> Node:
+    def _member(self, tree: lark.Tree[Any], depth: int) -> Node:
         # member chains are left-recursive too: a.b[c].d(e). Collect the steps from the outside in.
-        steps: list[lark.Tree] = []
+        steps: list[lark.Tree[Any]] = []
         while tree.data in ("member_dot", "member_dot_arg", "member_index", "member_object"):
             steps.append(tree)
             tree = self._unwrap(tree.children[0])
@@ -297,7 +298,7 @@ class _Builder:
                 raise CelError("unsupported construct: message construction")
         return node
 
-    def _method(self, target: Node, step: lark.Tree, depth: int) -> Node:
+    def _method(self, target: Node, step: lark.Tree[Any], depth: int) -> Node:
         name = str(step.children[1])
         arg_trees = step.children[2].children if len(step.children) > 2 else []
         if name in COMPREHENSION_MACROS:
@@ -309,7 +310,7 @@ class _Builder:
             return self._mk(Call(name, target, args))
         raise CelError(f"unsupported function '{name}'")
 
-    def _comprehension(self, macro: str, target: Node, arg_trees: list[lark.Tree], depth: int) -> Node:
+    def _comprehension(self, macro: str, target: Node, arg_trees: list[lark.Tree[Any]], depth: int) -> Node:
         allowed = (2, 3) if macro == "map" else (2,)
         if len(arg_trees) not in allowed:
             raise CelError(f"wrong number of arguments for '{macro}'")
@@ -325,7 +326,7 @@ class _Builder:
             self.locals.pop()
         return self._mk(Comprehension(macro, target, var, pred, transform))
 
-    def _global_call(self, tree: lark.Tree, depth: int) -> Node:
+    def _global_call(self, tree: lark.Tree[Any], depth: int) -> Node:
         name = str(tree.children[0])
         arg_trees = tree.children[1].children if len(tree.children) > 1 else []
         if name == "has":
