@@ -50,7 +50,7 @@ from broker.hashing import shard_for, writer_for
 from broker.ids import new_id
 from broker.ipc import paths
 from broker.ipc.channel_counts import open_counts
-from broker.ipc.control import ControlClient, ControlServer, Raw, RemoteError, ShardUnavailable
+from broker.ipc.control import Raw, RemoteError, Requester, Responder, ShardUnavailable, client_error
 from broker.ipc.handoff import HandoffReceiver
 from broker.ipc.pubsub import Publication, Publisher, Subscriber
 from broker.lifecycle import ChildContext, standalone_context
@@ -118,11 +118,11 @@ class Shard(FanOut):
         self._stopping = asyncio.Event()
         self._zmq: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self._receiver = HandoffReceiver(loop, paths.handoff_path(cfg.runtime_path, index), self.adopt)
-        self._control: ControlClient | None = None
+        self._control: Responder | None = None
         self._publisher: Publisher | None = None
         self._subscriber: Subscriber | None = None
-        self._peer_requests: ControlServer | None = None
-        self._peer_answers: list[ControlClient] = []
+        self._peer_requests: Requester | None = None
+        self._peer_answers: list[Responder] = []
         self._adoptions: set[asyncio.Task[Any]] = set()
         # Every adopted connection whose socket is still open, registered in the hub or not.
         self._live: set[ClientConnection] = set()
@@ -154,14 +154,12 @@ class Shard(FanOut):
             self.deliver,
         )
         identity = paths.shard_identity(self.index)
-        self._control = ControlClient(
+        self._control = Responder(
             self.loop, self._zmq, paths.control_endpoint(runtime), identity, self.handle_control
         )
-        self._peer_requests = ControlServer(self.loop, self._zmq, paths.peer_endpoint(runtime, self.index))
+        self._peer_requests = Requester(self.loop, self._zmq, paths.peer_endpoint(runtime, self.index))
         self._peer_answers = [
-            ControlClient(
-                self.loop, self._zmq, paths.peer_endpoint(runtime, i), identity, self.handle_control
-            )
+            Responder(self.loop, self._zmq, paths.peer_endpoint(runtime, i), identity, self.handle_control)
             for i in range(self.size)
             if i != self.index
         ]
@@ -378,12 +376,8 @@ class Shard(FanOut):
             result = await self._peer_requests.request(
                 paths.shard_identity(writer), "publish", params, PEER_TIMEOUT
             )
-        except ShardUnavailable as exc:
-            log.warning("publish to %s: %s", publication.channel, exc)
-            done(errors.INTERNAL, None)
-            return
-        except RemoteError as exc:
-            done(exc.to_client_error(), None)
+        except (ShardUnavailable, RemoteError) as exc:
+            done(client_error(exc, f"publish to {publication.channel}", errors.INTERNAL), None)
             return
         done(None, result)
 
@@ -615,12 +609,8 @@ class Shard(FanOut):
             result = await self._peer_requests.request(
                 paths.shard_identity(index), method, params, PEER_TIMEOUT
             )
-        except ShardUnavailable as exc:
-            log.warning("%s on shard %d: %s", method, index, exc)
-            done(errors.INTERNAL, None)
-            return
-        except RemoteError as exc:
-            done(exc.to_client_error(), None)
+        except (ShardUnavailable, RemoteError) as exc:
+            done(client_error(exc, f"{method} on shard {index}", errors.INTERNAL), None)
             return
         done(None, result)
 
