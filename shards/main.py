@@ -51,7 +51,7 @@ from broker.ids import new_id
 from broker.ipc import paths
 from broker.ipc.channel_counts import open_counts
 from broker.ipc.control import Raw, RemoteError, Requester, Responder, ShardUnavailable, client_error
-from broker.ipc.handoff import HandoffReceiver
+from broker.ipc.handoff import HandoffReceiver, Header
 from broker.ipc.pubsub import Publication, Publisher, Subscriber
 from broker.lifecycle import ChildContext, standalone_context
 from broker.protocol.codec import get_codec
@@ -215,8 +215,8 @@ class Shard(FanOut):
 
     # -- adopting connections --------------------------------------------------------------------
 
-    def adopt(self, header: dict[str, Any], data: bytes, fd: int) -> None:
-        transport_name = header.get("t", "")
+    def adopt(self, header: Header, data: bytes, fd: int) -> None:
+        transport_name = header.transport
         if self._stopping.is_set():
             os.close(fd)
             return
@@ -226,8 +226,8 @@ class Shard(FanOut):
             os.close(fd)
             raise
         sock.setblocking(False)
-        protocol = str(header.get("p", "json"))
-        state = ConnectionState(str(header["c"]), new_id(), transport_name, protocol, time.time())
+        protocol = header.protocol
+        state = ConnectionState(header.client, new_id(), transport_name, protocol, time.time())
         conn: ClientConnection
         if transport_name in UNI_FRAMINGS:
             conn = UniConnection(self, state, UNI_FRAMINGS[transport_name], data)
