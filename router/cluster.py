@@ -15,7 +15,7 @@ import zmq
 
 from broker.config import Config
 from broker.ipc import paths
-from broker.ipc.control import ControlServer, Raw, RemoteError, ShardUnavailable
+from broker.ipc.control import Raw, RemoteError, Requester, ShardUnavailable
 from broker.ipc.handoff import Done, HandoffSender
 
 log = logging.getLogger("switchboard.router")
@@ -33,7 +33,7 @@ class Cluster:
         self.cfg = cfg
         self.size = cfg.num_shards
         self._zmq = zmq.Context()
-        self.control = ControlServer(loop, self._zmq, paths.control_endpoint(cfg.runtime_path))
+        self.control = Requester(loop, self._zmq, paths.control_endpoint(cfg.runtime_path))
         self._senders = [
             HandoffSender(loop, paths.handoff_path(cfg.runtime_path, i)) for i in range(self.size)
         ]

@@ -24,7 +24,7 @@ from broker.auth import unverified_user
 from broker.config import Config
 from broker.hashing import shard_for
 from broker.ids import new_id
-from broker.ipc.handoff import HandoffError, encode
+from broker.ipc.handoff import HandoffError, Header, encode
 from router.cluster import Cluster
 from router.http import HttpConnection, Request
 
@@ -105,7 +105,7 @@ class ConnectHandler:
         client = new_id()
         index = shard_for(user, client, self.cluster.size)
         try:
-            message = encode({"t": endpoint.transport, "c": client}, body)
+            message = encode(Header(endpoint.transport, client), body)
         except HandoffError:
             conn.respond(
                 HTTPStatus.REQUEST_ENTITY_TOO_LARGE,

@@ -27,7 +27,7 @@ from broker.config import Config
 from broker.errors import Disconnect
 from broker.hashing import shard_for
 from broker.ids import new_id
-from broker.ipc.handoff import HandoffError, encode
+from broker.ipc.handoff import HandoffError, Header, encode
 from broker.protocol.codec import get_codec
 from broker.websocket.frames import Close, Message, ProtocolError, ServerConnection, encode_close
 from broker.websocket.handshake import check_upgrade, error_response, response_101, select_subprotocol
@@ -155,7 +155,7 @@ class FirstMessage:
         cluster = self.endpoints.cluster
         index = shard_for(user, client, cluster.size)
         try:
-            message = encode({"t": self.transport_name, "c": client, "p": self.protocol}, bytes(self._buffer))
+            message = encode(Header(self.transport_name, client, self.protocol), bytes(self._buffer))
         except HandoffError:
             self._close(errors.DISCONNECT_BAD_REQUEST)
             return

@@ -12,7 +12,9 @@ Then four things drive the shard, all on one event loop:
 * a handoff (descriptor + the bytes the router read) → the socket is adopted with
   ``connect_accepted_socket``; the transport adapter verifies the token and, on success, the connection
   enters the hub (:meth:`Shard.admit`);
-* a control request from the router (connections, disconnect, publish …) → :mod:`shards.api`;
+* a control request from the router (connections, disconnect, publish …) → :mod:`shards.router_requests`,
+  one from a peer shard (publish to this writer, recover, presence, shard_started …) →
+  :mod:`shards.peer_requests`;
 * a publication on the SUB socket → fan-out to the local subscribers, encoded once per connection kind
   and written with one ``write`` per connection per loop iteration (:meth:`Shard.deliver`);
 * the ticker → heartbeat to the supervisor, pings for the connections whose ping second it is (spread
@@ -50,8 +52,8 @@ from broker.hashing import shard_for, writer_for
 from broker.ids import new_id
 from broker.ipc import paths
 from broker.ipc.channel_counts import open_counts
-from broker.ipc.control import ControlClient, ControlServer, Raw, RemoteError, ShardUnavailable
-from broker.ipc.handoff import HandoffReceiver
+from broker.ipc.control import Raw, RemoteError, Requester, Responder, ShardUnavailable, client_error
+from broker.ipc.handoff import HandoffReceiver, Header
 from broker.ipc.pubsub import Publication, Publisher, Subscriber
 from broker.lifecycle import ChildContext, standalone_context
 from broker.protocol.codec import get_codec
@@ -59,11 +61,12 @@ from broker.protocol.state import SERVER_SIDE_SOURCES, ConnectionState
 from broker.protocol.uni import HTTP_STREAM, SSE
 from broker.runtime_dir import lock_role
 from broker.websocket import frames
-from shards import api
 from shards.connection import ClientConnection
 from shards.deadlines import Deadlines
 from shards.fanout import FanOut
 from shards.hub import Hub
+from shards.peer_requests import PEER_HANDLERS, publication_params
+from shards.router_requests import ROUTER_HANDLERS, warm_up
 from shards.ticker import PingWheel
 from shards.uni import UniConnection
 from shards.ws import UniWsConnection, WsConnection
@@ -105,7 +108,7 @@ class Shard(FanOut):
         # join_leave channels this shard writes: channel → client → its join event. Kept so that the
         # clients of a shard that died can be announced as gone once it starts again.
         self.members: dict[str, dict[str, Publication]] = {}
-        # Recent recovery answers (see shards.api.recover): key → (stream top when made, JSON answer).
+        # Recent recovery answers (shards.peer_requests.recover): key → (stream top when made, JSON answer).
         self.recovery_answers: dict[tuple[Any, ...], tuple[Any, Raw]] = {}
         # Identical questions to a writer already on their way: key → callbacks waiting for the answer.
         self._inflight: dict[tuple[str, bytes], list[Any]] = {}
@@ -118,11 +121,11 @@ class Shard(FanOut):
         self._stopping = asyncio.Event()
         self._zmq: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self._receiver = HandoffReceiver(loop, paths.handoff_path(cfg.runtime_path, index), self.adopt)
-        self._control: ControlClient | None = None
+        self._control: Responder | None = None
         self._publisher: Publisher | None = None
         self._subscriber: Subscriber | None = None
-        self._peer_requests: ControlServer | None = None
-        self._peer_answers: list[ControlClient] = []
+        self._peer_requests: Requester | None = None
+        self._peer_answers: list[Responder] = []
         self._adoptions: set[asyncio.Task[Any]] = set()
         # Every adopted connection whose socket is still open, registered in the hub or not.
         self._live: set[ClientConnection] = set()
@@ -154,18 +157,18 @@ class Shard(FanOut):
             self.deliver,
         )
         identity = paths.shard_identity(self.index)
-        self._control = ControlClient(
-            self.loop, self._zmq, paths.control_endpoint(runtime), identity, self.handle_control
+        self._control = Responder(
+            self.loop, self._zmq, paths.control_endpoint(runtime), identity, self.handle_router_request
         )
-        self._peer_requests = ControlServer(self.loop, self._zmq, paths.peer_endpoint(runtime, self.index))
+        self._peer_requests = Requester(self.loop, self._zmq, paths.peer_endpoint(runtime, self.index))
         self._peer_answers = [
-            ControlClient(
-                self.loop, self._zmq, paths.peer_endpoint(runtime, i), identity, self.handle_control
+            Responder(
+                self.loop, self._zmq, paths.peer_endpoint(runtime, i), identity, self.handle_peer_request
             )
             for i in range(self.size)
             if i != self.index
         ]
-        api.warm_up(self.cfg)
+        warm_up(self.cfg)
         log.info("shard %d ready: handoff socket %s", self.index, paths.handoff_path(runtime, self.index))
         masking = frames.mask_implementation()
         if masking == frames.MASK_C:
@@ -217,8 +220,8 @@ class Shard(FanOut):
 
     # -- adopting connections --------------------------------------------------------------------
 
-    def adopt(self, header: dict[str, Any], data: bytes, fd: int) -> None:
-        transport_name = header.get("t", "")
+    def adopt(self, header: Header, data: bytes, fd: int) -> None:
+        transport_name = header.transport
         if self._stopping.is_set():
             os.close(fd)
             return
@@ -228,8 +231,8 @@ class Shard(FanOut):
             os.close(fd)
             raise
         sock.setblocking(False)
-        protocol = str(header.get("p", "json"))
-        state = ConnectionState(str(header["c"]), new_id(), transport_name, protocol, time.time())
+        protocol = header.protocol
+        state = ConnectionState(header.client, new_id(), transport_name, protocol, time.time())
         conn: ClientConnection
         if transport_name in UNI_FRAMINGS:
             conn = UniConnection(self, state, UNI_FRAMINGS[transport_name], data)
@@ -373,17 +376,13 @@ class Shard(FanOut):
 
     async def _publish_remote(self, writer: int, publication: Publication, done: Any) -> None:
         assert self._peer_requests is not None
-        params = api.publication_params(publication)
+        params = publication_params(publication)
         try:
             result = await self._peer_requests.request(
                 paths.shard_identity(writer), "publish", params, PEER_TIMEOUT
             )
-        except ShardUnavailable as exc:
-            log.warning("publish to %s: %s", publication.channel, exc)
-            done(errors.INTERNAL, None)
-            return
-        except RemoteError as exc:
-            done(exc.to_client_error(), None)
+        except (ShardUnavailable, RemoteError) as exc:
+            done(client_error(exc, f"publish to {publication.channel}", errors.INTERNAL), None)
             return
         done(None, result)
 
@@ -555,7 +554,7 @@ class Shard(FanOut):
     def cluster_query(self, method: str, params: dict[str, Any], merge: Any, done: Any) -> None:
         """Ask every shard (this one directly), then ``done(None, merge(parts))``; silent ones are skipped."""
         # Through JSON and back, so that local and remote parts have the same shape.
-        local = orjson.loads(orjson.dumps(api.HANDLERS[method](self, params)))
+        local = orjson.loads(orjson.dumps(PEER_HANDLERS[method](self, params)))
         if self.size == 1:
             done(None, merge([local]))
             return
@@ -590,7 +589,7 @@ class Shard(FanOut):
         writer = writer_for(channel, self.size)
         if writer == self.index:
             try:
-                result = api.HANDLERS[method](self, params)
+                result = PEER_HANDLERS[method](self, params)
             except ClientError as err:
                 done(err, None)
                 return
@@ -615,12 +614,8 @@ class Shard(FanOut):
             result = await self._peer_requests.request(
                 paths.shard_identity(index), method, params, PEER_TIMEOUT
             )
-        except ShardUnavailable as exc:
-            log.warning("%s on shard %d: %s", method, index, exc)
-            done(errors.INTERNAL, None)
-            return
-        except RemoteError as exc:
-            done(exc.to_client_error(), None)
+        except (ShardUnavailable, RemoteError) as exc:
+            done(client_error(exc, f"{method} on shard {index}", errors.INTERNAL), None)
             return
         done(None, result)
 
@@ -720,8 +715,14 @@ class Shard(FanOut):
 
     # -- control plane ---------------------------------------------------------------------------
 
-    def handle_control(self, method: str, params: Any) -> Any:
-        handler = api.HANDLERS.get(method)
+    def handle_router_request(self, method: str, params: Any) -> Any:
+        return self._handle(ROUTER_HANDLERS, method, params)
+
+    def handle_peer_request(self, method: str, params: Any) -> Any:
+        return self._handle(PEER_HANDLERS, method, params)
+
+    def _handle(self, handlers: dict[str, Any], method: str, params: Any) -> Any:
+        handler = handlers.get(method)
         if handler is None:
             raise errors.METHOD_NOT_FOUND()
         return handler(self, params if isinstance(params, dict) else {})

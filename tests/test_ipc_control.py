@@ -8,14 +8,14 @@ import pytest
 import zmq
 
 from broker import errors
-from broker.ipc.control import ControlClient, ControlServer, RemoteError, ShardUnavailable
+from broker.ipc.control import RemoteError, Requester, Responder, ShardUnavailable, client_error
 
 
 async def _exchange(tmp_path) -> None:
     loop = asyncio.get_running_loop()
     ctx = zmq.Context()
     endpoint = f"ipc://{tmp_path}/c.ipc"
-    server = ControlServer(loop, ctx, endpoint)
+    requester = Requester(loop, ctx, endpoint)
 
     async def handler(method, params):
         if method == "fail":
@@ -26,30 +26,43 @@ async def _exchange(tmp_path) -> None:
             raise RuntimeError("secret detail")
         return {"echo": params, "method": method}
 
-    client = ControlClient(loop, ctx, endpoint, b"shard-0", handler)
+    responder = Responder(loop, ctx, endpoint, b"shard-0", handler)
     for _ in range(100):
         try:
-            result = await server.request(b"shard-0", "ping", {"n": 0}, 1.0)
+            result = await requester.request(b"shard-0", "ping", {"n": 0}, 1.0)
             break
         except ShardUnavailable:
             await asyncio.sleep(0.02)
     assert result == {"echo": {"n": 0}, "method": "ping"}
-    many = await asyncio.gather(*(server.request(b"shard-0", "x", {"n": i}, 2.0) for i in range(300)))
+    many = await asyncio.gather(*(requester.request(b"shard-0", "x", {"n": i}, 2.0) for i in range(300)))
     assert [r["echo"]["n"] for r in many] == list(range(300))
     with pytest.raises(RemoteError) as info:
-        await server.request(b"shard-0", "fail", {}, 1.0)
+        await requester.request(b"shard-0", "fail", {}, 1.0)
     assert info.value.code == 107
     with pytest.raises(RemoteError) as info:
-        await server.request(b"shard-0", "boom", {}, 1.0)
+        await requester.request(b"shard-0", "boom", {}, 1.0)
     assert info.value.code == 100 and "secret" not in info.value.message
     with pytest.raises(ShardUnavailable):
-        await server.request(b"shard-0", "slow", {}, 0.1)
+        await requester.request(b"shard-0", "slow", {}, 0.1)
     with pytest.raises(ShardUnavailable):
-        await server.request(b"shard-9", "ping", {}, 1.0)
-    client.close()
-    server.close()
+        await requester.request(b"shard-9", "ping", {}, 1.0)
+    responder.close()
+    requester.close()
     ctx.term()
 
 
 def test_requests_replies_errors_and_deadlines(tmp_path):
     asyncio.run(_exchange(tmp_path))
+
+
+def test_a_remote_error_reaches_the_client_as_the_shard_gave_it(caplog):
+    err = client_error(RemoteError(108, "not available"), "publish to chat", errors.INTERNAL)
+    assert err == errors.ClientError(108, "not available")
+    assert not caplog.records  # the shard answered: nothing to report here
+
+
+def test_an_unanswered_request_becomes_the_given_error_and_one_log_line(caplog):
+    unavailable = errors.INTERNAL.with_message("shard unavailable")
+    err = client_error(ShardUnavailable("shard-1 did not answer within 1s"), "presence", unavailable)
+    assert err == unavailable and err is not unavailable  # a fresh error to raise
+    assert [r.getMessage() for r in caplog.records] == ["presence: shard-1 did not answer within 1s"]

@@ -8,12 +8,39 @@ import socket
 
 import pytest
 
-from broker.ipc.handoff import HandoffError, HandoffReceiver, HandoffSender, decode, encode
+from broker.ipc.handoff import HandoffError, HandoffReceiver, HandoffSender, Header, decode, encode
 
 
 def test_encode_decode_round_trip():
-    header, data = decode(encode({"t": "uni_sse", "c": "abc"}, b"payload"))
-    assert header == {"t": "uni_sse", "c": "abc"} and data == b"payload"
+    header, data = decode(encode(Header("uni_sse", "abc"), b"payload"))
+    assert header == Header("uni_sse", "abc", "json") and data == b"payload"
+    header, data = decode(encode(Header("websocket", "def", "protobuf"), b""))
+    assert header == Header("websocket", "def", "protobuf") and data == b""
+
+
+def test_the_header_travels_with_one_letter_keys():
+    message = encode(Header("websocket", "abc", "protobuf"), b"{}")
+    assert message == b"\x00\x00\x00\x2a" + b'{"t":"websocket","c":"abc","p":"protobuf"}' + b"{}"
+
+
+def test_a_header_without_codec_means_json():
+    assert decode(b"\x00\x00\x00\x17" + b'{"t":"uni_sse","c":"a"}')[0] == Header("uni_sse", "a", "json")
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"[]",
+        b"not json",
+        b'{"c":"a"}',
+        b'{"t":"websocket"}',
+        b'{"t":1,"c":"a"}',
+        b'{"t":"websocket","c":"a","p":2}',
+    ],
+)
+def test_a_header_without_transport_client_or_codec_is_an_error(head):
+    with pytest.raises(HandoffError):
+        decode(len(head).to_bytes(4, "big") + head + b"data")
 
 
 def test_truncated_messages_are_errors():
@@ -25,23 +52,23 @@ def test_truncated_messages_are_errors():
 
 def test_oversized_message_refused():
     with pytest.raises(HandoffError):
-        encode({}, b"x" * (2 << 20))
+        encode(Header("websocket", "abc"), b"x" * (2 << 20))
 
 
 async def _handoff_round_trip(tmp_path) -> None:
     loop = asyncio.get_running_loop()
-    got: asyncio.Queue[tuple[dict, bytes, int]] = asyncio.Queue()
+    got: asyncio.Queue[tuple[Header, bytes, int]] = asyncio.Queue()
     receiver = HandoffReceiver(loop, tmp_path / "s.handoff", lambda h, d, fd: got.put_nowait((h, d, fd)))
     receiver.start()
     sender = HandoffSender(loop, tmp_path / "s.handoff")
     outcomes: list[bool] = []
     pairs = [socket.socketpair() for _ in range(50)]
     for i, (_ours, theirs) in enumerate(pairs):
-        sender.send(encode({"i": i}, b"body-%d" % i), theirs.fileno(), outcomes.append)
+        sender.send(encode(Header("websocket", str(i)), b"body-%d" % i), theirs.fileno(), outcomes.append)
     received = [await asyncio.wait_for(got.get(), 5) for _ in pairs]
     assert outcomes == [True] * len(pairs)
     for (header, data, fd), (ours, theirs) in zip(received, pairs, strict=True):
-        assert data == b"body-%d" % header["i"]
+        assert data == b"body-%d" % int(header.client)
         theirs.close()  # the sender's copy; the received descriptor keeps the socket open
         adopted = socket.socket(fileno=fd)
         adopted.sendall(b"hello")
@@ -62,7 +89,7 @@ async def _shard_down(tmp_path) -> None:
     sender = HandoffSender(loop, tmp_path / "missing.handoff")
     outcomes: list[bool] = []
     ours, theirs = socket.socketpair()
-    sender.send(encode({}, b""), theirs.fileno(), outcomes.append)
+    sender.send(encode(Header("websocket", "abc"), b""), theirs.fileno(), outcomes.append)
     assert outcomes == [False]
     ours.close()
     theirs.close()
@@ -82,7 +109,7 @@ async def _malformed(tmp_path) -> None:
     raw.send(b"no descriptor here")
     ours, theirs = socket.socketpair()
     raw.sendmsg(
-        [b"\x00\x00\x00\x02{}"],
+        [encode(Header("websocket", "abc"), b"")],
         [
             (
                 socket.SOL_SOCKET,

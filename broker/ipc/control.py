@@ -11,6 +11,9 @@ splice large answers (a connections scan) into its HTTP response without decodin
 once (so a dead shard is reported, not waited for) and ``ROUTER_HANDOVER`` lets a restarted shard take its
 routing id back.
 
+The same pair serves the shards' peer mesh: each shard binds a :class:`Requester` of its own for the
+requests it sends to other shards, and answers theirs with one :class:`Responder` per peer.
+
 Both sides use plain pyzmq sockets served by the loop (:class:`broker.ipc.zmqloop.SocketReader`).
 """
 
@@ -52,6 +55,15 @@ class RemoteError(Exception):
         return ClientError(self.code, self.message)
 
 
+def client_error(exc: RemoteError | ShardUnavailable, what: str, unavailable: ClientError) -> ClientError:
+    """The error to give a client for a failed request: the shard's own answer as it is, or
+    ``unavailable`` when no answer came (logged once, with ``what`` was asked)."""
+    if isinstance(exc, RemoteError):
+        return exc.to_client_error()
+    log.warning("%s: %s", what, exc)
+    return unavailable()
+
+
 class Raw:
     """A result that is already JSON: sent as it is by a shard, and handed to the requester undecoded."""
 
@@ -61,8 +73,8 @@ class Raw:
         self.json = json
 
 
-class ControlServer(SocketReader):
-    """The router's end: sends requests to shards and matches replies to waiting futures."""
+class Requester(SocketReader):
+    """Sends requests (the router to its shards, a shard to its peers) and matches replies to futures."""
 
     def __init__(
         self, loop: asyncio.AbstractEventLoop, context: zmq.Context[zmq.Socket[bytes]], endpoint: str
@@ -135,8 +147,8 @@ def _expire(future: asyncio.Future[Raw], identity: bytes, timeout: float) -> Non
 Handler = Callable[[str, Any], Any]
 
 
-class ControlClient(SocketReader):
-    """A shard's end: receives requests, runs the handler, sends the answer back."""
+class Responder(SocketReader):
+    """A shard's answering end: receives requests, runs the handler, sends the answer back."""
 
     def __init__(
         self,

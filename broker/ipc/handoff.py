@@ -4,8 +4,8 @@ Theory of operation
 -------------------
 The router parses a client's first request, decides which shard owns the user and passes the socket's
 file descriptor to that shard with SCM_RIGHTS over a ``SOCK_SEQPACKET`` Unix socket. One datagram carries
-the descriptor plus a message: a small JSON header (transport, client id, request details) and every byte
-the router has read that the shard still needs (the connect request). Sequenced packets keep message
+the descriptor plus a message: a small JSON header (:class:`Header`: transport, client id, codec) and every
+byte the router has read that the shard still needs (the connect request). Sequenced packets keep message
 boundaries, so no framing of our own is needed and a descriptor can never be paired with the wrong header.
 
 Each shard listens on ``<runtime_dir>/shard-K.handoff``; the router connects lazily and reconnects after a
@@ -26,8 +26,8 @@ import os
 import socket
 import struct
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import orjson
 
@@ -43,25 +43,48 @@ class HandoffError(Exception):
     """The message could not be handed to the shard."""
 
 
-def encode(header: dict[str, Any], data: bytes) -> bytes:
-    head = orjson.dumps(header)
+@dataclass(frozen=True, slots=True)
+class Header:
+    """What a shard must know of a handed-off connection besides the bytes read from it."""
+
+    transport: str  # an endpoint's transport name: "websocket", "uni_websocket", "uni_sse", ...
+    client: str  # the client id the router chose; the shard was picked from it (or from the user)
+    protocol: str = "json"  # the bidirectional WebSocket's codec: "json" or "protobuf"
+
+    def to_json(self) -> bytes:
+        # One-letter keys: the header travels with every connection.
+        return orjson.dumps({"t": self.transport, "c": self.client, "p": self.protocol})
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> Header:
+        try:
+            fields = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise HandoffError(f"handoff header is not JSON: {exc}") from None
+        if not isinstance(fields, dict):
+            raise HandoffError("handoff header is not an object")
+        transport, client, protocol = fields.get("t"), fields.get("c"), fields.get("p", "json")
+        if not (isinstance(transport, str) and isinstance(client, str) and isinstance(protocol, str)):
+            raise HandoffError("handoff header lacks a transport, a client id or a codec")
+        return cls(transport, client, protocol)
+
+
+def encode(header: Header, data: bytes) -> bytes:
+    head = header.to_json()
     message = _LENGTH.pack(len(head)) + head + data
     if len(message) > MAX_MESSAGE:
         raise HandoffError("handoff message too large")
     return message
 
 
-def decode(message: bytes | memoryview) -> tuple[dict[str, Any], bytes]:
+def decode(message: bytes | memoryview) -> tuple[Header, bytes]:
     if len(message) < _LENGTH.size:
         raise HandoffError("truncated handoff message")
     (head_len,) = _LENGTH.unpack_from(message)
     end = _LENGTH.size + head_len
     if end > len(message):
         raise HandoffError("truncated handoff header")
-    header = orjson.loads(bytes(message[_LENGTH.size : end]))
-    if not isinstance(header, dict):
-        raise HandoffError("handoff header is not an object")
-    return header, bytes(message[end:])
+    return Header.from_json(bytes(message[_LENGTH.size : end])), bytes(message[end:])
 
 
 Done = Callable[[bool], None]
@@ -167,7 +190,7 @@ class HandoffSender:
             done(False)
 
 
-Adopt = Callable[[dict[str, Any], bytes, int], None]
+Adopt = Callable[[Header, bytes, int], None]
 
 
 class HandoffReceiver:
@@ -231,7 +254,7 @@ class HandoffReceiver:
                 continue
             try:
                 header, data = decode(view[:nbytes])
-            except (HandoffError, orjson.JSONDecodeError) as exc:
+            except HandoffError as exc:
                 log.error("discarding a handoff message: %s", exc)
                 os.close(fds[0])
                 continue

@@ -1,14 +1,14 @@
-"""Server API methods as a shard executes them over its own connections.
+"""Server API methods as a shard executes them for the router, over its own connections.
 
 The router validates parameters and decides which shards to ask; these functions read and change only
 this shard's hub. They are synchronous: nothing here awaits between reading an index and acting on it.
+The writer's answers the router shares with peers (publish, history, presence) live in
+``shards.peer_requests``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import functools
 import logging
 import time
@@ -19,13 +19,12 @@ import orjson
 
 from broker import errors
 from broker.connections_filter import Scan, ScanStopped, compile_connections_filter
-from broker.engine.base import StreamPosition
 from broker.errors import Disconnect
 from broker.ipc.control import Raw
-from broker.ipc.pubsub import Publication
 from broker.merge import glob_matcher
 from broker.protocol.connect import ttl_seconds
 from broker.protocol.state import SOURCE_SERVER_API
+from shards.peer_requests import history, payload, presence, presence_stats, publish
 
 if TYPE_CHECKING:
     from broker.config import Config
@@ -134,74 +133,6 @@ def info(shard: Shard, params: dict[str, Any]) -> dict[str, Any]:
     return stats
 
 
-def _b64(value: Any) -> bytes:
-    if not value:
-        return b""
-    if not isinstance(value, str):
-        raise errors.BAD_REQUEST()
-    try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raise errors.BAD_REQUEST.with_message("bad base64") from None
-
-
-def _payload(params: dict[str, Any], key: str) -> bytes | None:
-    """``key`` (any JSON, kept as its raw JSON text) or ``b64<key>`` (base64 bytes); None when absent."""
-    if params.get("b64" + key):
-        return _b64(params["b64" + key])
-    if key in params and params[key] is not None:
-        return orjson.dumps(params[key])
-    return None
-
-
-def publication_params(publication: Publication) -> dict[str, Any]:
-    """A client's publication as control-plane params (bytes as base64) for the channel's writer."""
-    params: dict[str, Any] = {
-        "channel": publication.channel,
-        "b64data": base64.b64encode(publication.data).decode(),
-    }
-    if publication.kind:
-        params["kind"] = publication.kind
-    if publication.user is not None:
-        params["client_info"] = {
-            "user": publication.user,
-            "client": publication.client,
-            "b64conn_info": base64.b64encode(publication.conn_info).decode(),
-            "b64chan_info": base64.b64encode(publication.chan_info).decode(),
-        }
-    return params
-
-
-def publish(shard: Shard, params: dict[str, Any]) -> Any:
-    """As the channel's writer: order and send a publication (from the API or from a client).
-
-    Right after the writer (re)started the publication waits until it may be given an offset.
-    """
-    if not params.get("kind") and not shard.writing():
-        return shard.until_writing(lambda: publish(shard, params))
-    channel = params.get("channel")
-    kind = str(params.get("kind", ""))
-    data = _payload(params, "data")
-    if kind:
-        data = data or b""  # join / leave carry only the ClientInfo
-    if not isinstance(channel, str) or not channel or data is None:
-        raise errors.BAD_REQUEST()
-    publication = Publication(channel, data, kind=kind)
-    tags = params.get("tags")
-    if tags:
-        publication.tags = {str(k): str(v) for k, v in tags.items()}
-    info = params.get("client_info")
-    if isinstance(info, dict):
-        publication.user = str(info.get("user", ""))
-        publication.client = str(info.get("client", ""))
-        publication.conn_info = _b64(info.get("b64conn_info"))
-        publication.chan_info = _b64(info.get("b64chan_info"))
-    idempotency_key = params.get("idempotency_key") or ""
-    return shard.write_publication(
-        publication, skip_history=bool(params.get("skip_history")), idempotency_key=str(idempotency_key)
-    )
-
-
 def publish_many(shard: Shard, params: dict[str, Any]) -> Any:
     """``broadcast`` to the channels this shard writes: one answer per channel, in order."""
     if not shard.writing():
@@ -215,112 +146,11 @@ def publish_many(shard: Shard, params: dict[str, Any]) -> Any:
     return {"responses": responses}
 
 
-def wire_publication(publication: Publication) -> dict[str, Any]:
-    """A stored publication as it travels between processes (bytes as base64)."""
-    out: dict[str, Any] = {
-        "b64data": base64.b64encode(publication.data).decode(),
-        "offset": publication.offset,
-    }
-    if publication.tags:
-        out["tags"] = publication.tags
-    if publication.user is not None:
-        out["info"] = {
-            "user": publication.user,
-            "client": publication.client,
-            "b64conn_info": base64.b64encode(publication.conn_info).decode(),
-            "b64chan_info": base64.b64encode(publication.chan_info).decode(),
-        }
-    return out
-
-
-def _since(params: dict[str, Any]) -> StreamPosition | None:
-    since = params.get("since")
-    if since is None:
-        return None
-    if not isinstance(since, dict):
-        raise errors.BAD_REQUEST()
-    offset = since.get("offset") or 0
-    epoch = since.get("epoch") or ""
-    if not isinstance(offset, int) or offset < 0 or not isinstance(epoch, str):
-        raise errors.BAD_REQUEST()
-    return StreamPosition(offset, epoch)
-
-
-def history(shard: Shard, params: dict[str, Any]) -> dict[str, Any]:
-    """As the channel's writer: publications and the stream position (108 when history is off)."""
-    channel = str(params.get("channel", ""))
-    options = shard.history_options(channel)
-    limit = params.get("limit") or 0
-    if not isinstance(limit, int):
-        raise errors.BAD_REQUEST()
-    found = shard.engine.history(
-        channel,
-        limit=limit,
-        since=_since(params),
-        reverse=bool(params.get("reverse")),
-        now=time.time(),
-        history_meta_ttl=shard.meta_ttl(options),
-    )
-    return {
-        "publications": [wire_publication(p) for p in found.publications],
-        "epoch": found.position.epoch,
-        "offset": found.position.offset,
-    }
-
-
 def history_remove(shard: Shard, params: dict[str, Any]) -> dict[str, Any]:
     channel = str(params.get("channel", ""))
     shard.history_options(channel)
     shard.engine.remove_history(channel, now=time.time())
     return {}
-
-
-def position(shard: Shard, params: dict[str, Any]) -> dict[str, Any]:
-    channel = str(params.get("channel", ""))
-    options = shard.history_options(channel)
-    top = shard.engine.position(channel, now=time.time(), history_meta_ttl=shard.meta_ttl(options))
-    return {"offset": top.offset, "epoch": top.epoch}
-
-
-def recover(shard: Shard, params: dict[str, Any]) -> Raw:
-    """Publications a resubscribing client missed since its position, and whether it is whole again.
-
-    After an outage many clients of a channel come back from the same position at once; the answer is
-    kept (as JSON) while the stream's top is unchanged, so it is read and encoded once, not per client.
-    """
-    channel = str(params.get("channel", ""))
-    options = shard.history_options(channel)
-    since = _since(params) or StreamPosition(0, "")
-    now = time.time()
-    meta_ttl = shard.meta_ttl(options)
-    limit = int(params.get("limit") or 0)
-    top = shard.engine.position(channel, now=now, history_meta_ttl=meta_ttl)
-    key = (channel, since.offset, since.epoch, limit, options.force_recovery_mode)
-    cached = shard.recovery_answers.get(key)
-    if cached is not None and cached[0] == top:
-        return cached[1]
-    if options.force_recovery_mode == "cache":
-        outcome = shard.engine.recover_cache(channel, since=since, now=now, history_meta_ttl=meta_ttl)
-    else:
-        outcome = shard.engine.recover(channel, since=since, limit=limit, now=now, history_meta_ttl=meta_ttl)
-    publications = outcome.publications if outcome.recovered else []
-    answer = Raw(
-        orjson.dumps(
-            {
-                "publications": [wire_publication(p) for p in publications],
-                "epoch": outcome.position.epoch,
-                "offset": outcome.position.offset,
-                "recovered": outcome.recovered,
-            }
-        )
-    )
-    if len(shard.recovery_answers) >= RECOVERY_ANSWERS_KEPT:
-        shard.recovery_answers.pop(next(iter(shard.recovery_answers)))
-    shard.recovery_answers[key] = (top, answer)
-    return answer
-
-
-RECOVERY_ANSWERS_KEPT = 64
 
 
 def _targets(shard: Shard, params: dict[str, Any]) -> list[Any]:
@@ -337,8 +167,8 @@ def _targets(shard: Shard, params: dict[str, Any]) -> list[Any]:
 def subscribe(shard: Shard, params: dict[str, Any]) -> dict[str, Any]:
     """Server-side subscription of a user's connections (API ``subscribe``)."""
     channel = str(params["channel"])
-    chan_info = _payload(params, "info")
-    data = _payload(params, "data")
+    chan_info = payload(params, "info")
+    data = payload(params, "data")
     expire_at = params.get("expire_at") or 0
     for conn in _targets(shard, params):
         state = conn.state
@@ -371,7 +201,7 @@ def unsubscribe(shard: Shard, params: dict[str, Any]) -> dict[str, Any]:
 def refresh(shard: Shard, params: dict[str, Any]) -> dict[str, Any]:
     """API ``refresh``: a new expiry (or none) and info for a user's connections, or expire them now."""
     now = time.time()
-    info = _payload(params, "info")
+    info = payload(params, "info")
     expire_at = float(params.get("expire_at") or 0)
     for conn in _targets(shard, params):
         if params.get("expired"):
@@ -388,30 +218,6 @@ def refresh(shard: Shard, params: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
-def presence(shard: Shard, params: dict[str, Any]) -> dict[str, Any]:
-    """This shard's part of a channel's presence: ClientInfo of every local subscriber."""
-    channel = str(params.get("channel", ""))
-    members = shard.hub.by_channel.get(channel, ())
-    return {"presence": {conn.state.client: _client_info_json(conn.state, channel) for conn in members}}
-
-
-def _client_info_json(state: Any, channel: str) -> dict[str, Any]:
-    info: dict[str, Any] = {"user": state.user, "client": state.client}
-    if state.info:
-        info["conn_info"] = orjson.Fragment(state.info)
-    if state.chan_info and channel in state.chan_info:
-        info["chan_info"] = orjson.Fragment(state.chan_info[channel])
-    return info
-
-
-def presence_stats(shard: Shard, params: dict[str, Any]) -> dict[str, Any]:
-    channel = str(params.get("channel", ""))
-    members = shard.hub.by_channel.get(channel, ())
-    users = {conn.state.user for conn in members}
-    anonymous = "" in users
-    return {"num_clients": len(members), "num_named_users": len(users) - anonymous, "anonymous": anonymous}
-
-
 def channels(shard: Shard, params: dict[str, Any]) -> dict[str, Any]:
     """Local subscriber counts per channel, optionally filtered by a glob ``pattern``."""
     pattern = params.get("pattern") or ""
@@ -422,16 +228,12 @@ def channels(shard: Shard, params: dict[str, Any]) -> dict[str, Any]:
     return {"channels": counts}
 
 
-def shard_started(shard: Shard, params: dict[str, Any]) -> Any:
-    return shard.peer_restarted(int(params.get("index", -1)), str(params.get("boot", "")))
-
-
 def warm_up(cfg: Config) -> None:
     """Build the CEL parser at boot rather than on the first API request (it takes ~0.5 s)."""
     compile_connections_filter("true", cfg)
 
 
-HANDLERS = {
+ROUTER_HANDLERS = {
     "connections": connections,
     "disconnect": disconnect,
     "info": info,
@@ -445,7 +247,4 @@ HANDLERS = {
     "channels": channels,
     "history": history,
     "history_remove": history_remove,
-    "position": position,
-    "recover": recover,
-    "shard_started": shard_started,
 }

@@ -1,0 +1,233 @@
+"""What a shard's peers ask it: the writer's answers about its channels, and boot announcements.
+
+Every channel has one writer shard (``broker.hashing.writer_for``). Other shards ask it to order their
+clients' publications (``publish``), for history, stream positions and recovery; every shard answers for
+its own subscribers' presence; a restarted shard announces itself (``shard_started``). The router asks the
+writer some of these too (publish, history, presence): ``shards.router_requests`` lists them among its own.
+A handler reads and changes only this shard's state and runs without awaiting in between.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from broker import errors
+from broker.engine.base import StreamPosition
+from broker.ipc.control import Raw
+from broker.ipc.pubsub import Publication
+
+if TYPE_CHECKING:
+    from shards.main import Shard
+
+
+def _b64(value: Any) -> bytes:
+    if not value:
+        return b""
+    if not isinstance(value, str):
+        raise errors.BAD_REQUEST()
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise errors.BAD_REQUEST.with_message("bad base64") from None
+
+
+def payload(params: dict[str, Any], key: str) -> bytes | None:
+    """``key`` (any JSON, kept as its raw JSON text) or ``b64<key>`` (base64 bytes); None when absent."""
+    if params.get("b64" + key):
+        return _b64(params["b64" + key])
+    if key in params and params[key] is not None:
+        return orjson.dumps(params[key])
+    return None
+
+
+def publication_params(publication: Publication) -> dict[str, Any]:
+    """A client's publication as control-plane params (bytes as base64) for the channel's writer."""
+    params: dict[str, Any] = {
+        "channel": publication.channel,
+        "b64data": base64.b64encode(publication.data).decode(),
+    }
+    if publication.kind:
+        params["kind"] = publication.kind
+    if publication.user is not None:
+        params["client_info"] = {
+            "user": publication.user,
+            "client": publication.client,
+            "b64conn_info": base64.b64encode(publication.conn_info).decode(),
+            "b64chan_info": base64.b64encode(publication.chan_info).decode(),
+        }
+    return params
+
+
+def publish(shard: Shard, params: dict[str, Any]) -> Any:
+    """As the channel's writer: order and send a publication (from the API or from a client).
+
+    Right after the writer (re)started the publication waits until it may be given an offset.
+    """
+    if not params.get("kind") and not shard.writing():
+        return shard.until_writing(lambda: publish(shard, params))
+    channel = params.get("channel")
+    kind = str(params.get("kind", ""))
+    data = payload(params, "data")
+    if kind:
+        data = data or b""  # join / leave carry only the ClientInfo
+    if not isinstance(channel, str) or not channel or data is None:
+        raise errors.BAD_REQUEST()
+    publication = Publication(channel, data, kind=kind)
+    tags = params.get("tags")
+    if tags:
+        publication.tags = {str(k): str(v) for k, v in tags.items()}
+    info = params.get("client_info")
+    if isinstance(info, dict):
+        publication.user = str(info.get("user", ""))
+        publication.client = str(info.get("client", ""))
+        publication.conn_info = _b64(info.get("b64conn_info"))
+        publication.chan_info = _b64(info.get("b64chan_info"))
+    idempotency_key = params.get("idempotency_key") or ""
+    return shard.write_publication(
+        publication, skip_history=bool(params.get("skip_history")), idempotency_key=str(idempotency_key)
+    )
+
+
+def wire_publication(publication: Publication) -> dict[str, Any]:
+    """A stored publication as it travels between processes (bytes as base64)."""
+    out: dict[str, Any] = {
+        "b64data": base64.b64encode(publication.data).decode(),
+        "offset": publication.offset,
+    }
+    if publication.tags:
+        out["tags"] = publication.tags
+    if publication.user is not None:
+        out["info"] = {
+            "user": publication.user,
+            "client": publication.client,
+            "b64conn_info": base64.b64encode(publication.conn_info).decode(),
+            "b64chan_info": base64.b64encode(publication.chan_info).decode(),
+        }
+    return out
+
+
+def _since(params: dict[str, Any]) -> StreamPosition | None:
+    since = params.get("since")
+    if since is None:
+        return None
+    if not isinstance(since, dict):
+        raise errors.BAD_REQUEST()
+    offset = since.get("offset") or 0
+    epoch = since.get("epoch") or ""
+    if not isinstance(offset, int) or offset < 0 or not isinstance(epoch, str):
+        raise errors.BAD_REQUEST()
+    return StreamPosition(offset, epoch)
+
+
+def history(shard: Shard, params: dict[str, Any]) -> dict[str, Any]:
+    """As the channel's writer: publications and the stream position (108 when history is off)."""
+    channel = str(params.get("channel", ""))
+    options = shard.history_options(channel)
+    limit = params.get("limit") or 0
+    if not isinstance(limit, int):
+        raise errors.BAD_REQUEST()
+    found = shard.engine.history(
+        channel,
+        limit=limit,
+        since=_since(params),
+        reverse=bool(params.get("reverse")),
+        now=time.time(),
+        history_meta_ttl=shard.meta_ttl(options),
+    )
+    return {
+        "publications": [wire_publication(p) for p in found.publications],
+        "epoch": found.position.epoch,
+        "offset": found.position.offset,
+    }
+
+
+def position(shard: Shard, params: dict[str, Any]) -> dict[str, Any]:
+    channel = str(params.get("channel", ""))
+    options = shard.history_options(channel)
+    top = shard.engine.position(channel, now=time.time(), history_meta_ttl=shard.meta_ttl(options))
+    return {"offset": top.offset, "epoch": top.epoch}
+
+
+def recover(shard: Shard, params: dict[str, Any]) -> Raw:
+    """Publications a resubscribing client missed since its position, and whether it is whole again.
+
+    After an outage many clients of a channel come back from the same position at once; the answer is
+    kept (as JSON) while the stream's top is unchanged, so it is read and encoded once, not per client.
+    """
+    channel = str(params.get("channel", ""))
+    options = shard.history_options(channel)
+    since = _since(params) or StreamPosition(0, "")
+    now = time.time()
+    meta_ttl = shard.meta_ttl(options)
+    limit = int(params.get("limit") or 0)
+    top = shard.engine.position(channel, now=now, history_meta_ttl=meta_ttl)
+    key = (channel, since.offset, since.epoch, limit, options.force_recovery_mode)
+    cached = shard.recovery_answers.get(key)
+    if cached is not None and cached[0] == top:
+        return cached[1]
+    if options.force_recovery_mode == "cache":
+        outcome = shard.engine.recover_cache(channel, since=since, now=now, history_meta_ttl=meta_ttl)
+    else:
+        outcome = shard.engine.recover(channel, since=since, limit=limit, now=now, history_meta_ttl=meta_ttl)
+    publications = outcome.publications if outcome.recovered else []
+    answer = Raw(
+        orjson.dumps(
+            {
+                "publications": [wire_publication(p) for p in publications],
+                "epoch": outcome.position.epoch,
+                "offset": outcome.position.offset,
+                "recovered": outcome.recovered,
+            }
+        )
+    )
+    if len(shard.recovery_answers) >= RECOVERY_ANSWERS_KEPT:
+        shard.recovery_answers.pop(next(iter(shard.recovery_answers)))
+    shard.recovery_answers[key] = (top, answer)
+    return answer
+
+
+RECOVERY_ANSWERS_KEPT = 64
+
+
+def presence(shard: Shard, params: dict[str, Any]) -> dict[str, Any]:
+    """This shard's part of a channel's presence: ClientInfo of every local subscriber."""
+    channel = str(params.get("channel", ""))
+    members = shard.hub.by_channel.get(channel, ())
+    return {"presence": {conn.state.client: _client_info_json(conn.state, channel) for conn in members}}
+
+
+def _client_info_json(state: Any, channel: str) -> dict[str, Any]:
+    info: dict[str, Any] = {"user": state.user, "client": state.client}
+    if state.info:
+        info["conn_info"] = orjson.Fragment(state.info)
+    if state.chan_info and channel in state.chan_info:
+        info["chan_info"] = orjson.Fragment(state.chan_info[channel])
+    return info
+
+
+def presence_stats(shard: Shard, params: dict[str, Any]) -> dict[str, Any]:
+    channel = str(params.get("channel", ""))
+    members = shard.hub.by_channel.get(channel, ())
+    users = {conn.state.user for conn in members}
+    anonymous = "" in users
+    return {"num_clients": len(members), "num_named_users": len(users) - anonymous, "anonymous": anonymous}
+
+
+def shard_started(shard: Shard, params: dict[str, Any]) -> Any:
+    return shard.peer_restarted(int(params.get("index", -1)), str(params.get("boot", "")))
+
+
+PEER_HANDLERS = {
+    "publish": publish,
+    "presence": presence,
+    "presence_stats": presence_stats,
+    "history": history,
+    "position": position,
+    "recover": recover,
+    "shard_started": shard_started,
+}
