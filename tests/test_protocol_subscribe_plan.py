@@ -10,8 +10,9 @@ from broker.auth import encode_token
 from broker.channels import ChannelRules
 from broker.config import Config
 from broker.errors import ClientError, Disconnect
+from broker.ipc.pubsub import Publication
 from broker.protocol.state import SOURCE_CLIENT_ALLOWED, SOURCE_SUBSCRIPTION_TOKEN, ConnectionState
-from broker.protocol.subscribe_plan import SubscribePlan, plan_subscribe
+from broker.protocol.subscribe_plan import SubscribePlan, held_to_deliver, plan_subscribe
 
 SECRET = "plan-secret-" + "k" * 52
 NOW = 1_700_000_000.0
@@ -178,3 +179,26 @@ def test_plan_is_frozen() -> None:
     got = plan(OPEN, {"channel": "ns:c"})
     with pytest.raises(AttributeError):
         got.recover = True  # type: ignore[misc]
+
+
+def pub(offset: int = 0, epoch: str = "e1") -> Publication:
+    return Publication("ns:c", b"{}", offset, epoch if offset else "")
+
+
+HELD = [
+    pytest.param([], 5, [], 5, id="nothing-held"),
+    pytest.param([pub(6), pub(7)], 5, [6, 7], 7, id="after-the-position"),
+    pytest.param([pub(4), pub(5), pub(6)], 5, [6], 6, id="at-or-below-the-position-dropped"),
+    pytest.param([pub(6, "e0"), pub(7, "e0"), pub(6)], 5, [6], 6, id="superseded-epoch-dropped"),
+    pytest.param([pub(7), pub(7)], 5, [7], 7, id="duplicate-dropped"),
+    pytest.param([pub(), pub()], 5, [0, 0], 5, id="without-offset-always-pass"),
+]
+
+
+@pytest.mark.parametrize(("held", "top", "offsets", "last"), HELD)
+def test_held_publications_to_deliver(
+    held: list[Publication], top: int, offsets: list[int], last: int
+) -> None:
+    live, got_last = held_to_deliver(held, "e1", top)
+    assert [publication.offset for publication in live] == offsets
+    assert got_last == last

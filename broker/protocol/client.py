@@ -47,7 +47,7 @@ from broker.protocol.connect import (
 )
 from broker.protocol.publications import publication_body, publication_from_wire, publications_of
 from broker.protocol.state import SERVER_SIDE_SOURCES, ConnectionState
-from broker.protocol.subscribe_plan import SubscribePlan, plan_subscribe
+from broker.protocol.subscribe_plan import SubscribePlan, held_to_deliver, plan_subscribe
 from broker.protocol.subscribe_plan import request_channel as _channel
 from broker.protocol.subscribe_plan import request_string as _string
 
@@ -304,7 +304,6 @@ class ClientSession:
         top = int(found.get("offset", 0))
         result["epoch"] = epoch
         result["offset"] = top
-        last = top
         if recovering:
             recovered = bool(found.get("recovered"))
             publications = publications_of(found)
@@ -317,13 +316,8 @@ class ClientSession:
         if state.positions is None:
             state.positions = {}
         self._reply(command_id, "subscribe", result)
-        for publication in held:
-            if publication.offset and publication.epoch != epoch:
-                continue  # of a stream the answer superseded (its writer restarted)
-            if publication.offset and publication.offset <= last:
-                continue  # already part of the recovered publications or the position
-            if publication.offset:
-                last = publication.offset
+        live, last = held_to_deliver(held, epoch, top)
+        for publication in live:
             self._out.append(
                 self.codec.encode_push({"channel": channel, "pub": publication_body(publication)})
             )

@@ -15,6 +15,7 @@ from broker import errors
 from broker.channel_options import ChannelOptions
 from broker.channels.rules import ChannelRules, SubscribeDecision
 from broker.errors import ClientError
+from broker.ipc.pubsub import Publication
 from broker.protocol.connect import ttl_seconds
 from broker.protocol.state import ConnectionState
 
@@ -94,6 +95,25 @@ def plan_subscribe(
         positioned=positioned,
         recover=positioned and recoverable and bool(request.get("recover")),
     )
+
+
+def held_to_deliver(held: list[Publication], epoch: str, top: int) -> tuple[list[Publication], int]:
+    """Live publications held while positioning that still follow the position ``top`` in ``epoch``.
+
+    Returns them in order with the offset the client will be at after them. Held publications of
+    another epoch belong to a stream the writer's answer superseded (the writer restarted); those at or
+    below the position are already part of it or of the recovered publications. Publications without
+    an offset (history off) always pass.
+    """
+    live: list[Publication] = []
+    last = top
+    for publication in held:
+        if publication.offset:
+            if publication.epoch != epoch or publication.offset <= last:
+                continue
+            last = publication.offset
+        live.append(publication)
+    return live, last
 
 
 def _history_permitted(
