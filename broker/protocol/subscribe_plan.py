@@ -8,8 +8,7 @@ branch without a host.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from broker import errors
 from broker.channel_options import ChannelOptions
@@ -20,9 +19,11 @@ from broker.protocol.connect import ttl_seconds
 from broker.protocol.state import ConnectionState
 
 
-@dataclass(frozen=True, slots=True)
-class SubscribePlan:
-    """A granted subscription and the shape it takes.
+class SubscribePlan(NamedTuple):
+    """A granted subscription and the shape it takes (immutable).
+
+    A NamedTuple rather than a frozen dataclass: one is built per subscribe, and a tuple is built in
+    half the time of a frozen dataclass (whose fields are set through ``object.__setattr__``).
 
     ``positioned`` subscriptions hold live publications until the writer reports the stream position;
     ``recover`` additionally asks the writer for what was missed since the client's offset and epoch.
@@ -87,14 +88,8 @@ def plan_subscribe(
             or (bool(request.get("positioned")) and _history_permitted(rules, channel, state, options))
         )
     )
-    return SubscribePlan(
-        channel=channel,
-        decision=decision,
-        join_leave=join_leave,
-        recoverable=recoverable,
-        positioned=positioned,
-        recover=positioned and recoverable and bool(request.get("recover")),
-    )
+    recover = recoverable and bool(request.get("recover"))
+    return SubscribePlan(channel, decision, join_leave, recoverable, positioned, recover)
 
 
 def held_to_deliver(held: list[Publication], epoch: str, top: int) -> tuple[list[Publication], int]:
