@@ -57,6 +57,7 @@ main thread (signal handlers) and spawns from it (the death signal follows the s
 from __future__ import annotations
 
 import collections
+import enum
 import logging
 import multiprocessing
 import os
@@ -105,8 +106,15 @@ def default_specs(cfg: Config) -> list[ChildSpec]:
     return specs
 
 
-BOOTING = "booting"
-READY = "ready"
+class ChildState(enum.Enum):
+    """Where a child is in its boot; an enum so that logs and reprs name the state."""
+
+    BOOTING = "booting"
+    READY = "ready"
+
+
+BOOTING = ChildState.BOOTING
+READY = ChildState.READY
 
 
 @dataclass(eq=False)
@@ -115,7 +123,7 @@ class _Child:
     heartbeat: HeartbeatCell
     process: BaseProcess | None = None
     status: Connection | None = None
-    state: str = BOOTING
+    state: ChildState = BOOTING
     spawned_at: float = 0.0
     boot_error: str | None = None
     kill_reason: str | None = None
@@ -366,7 +374,7 @@ class Arbiter:
 
     def _on_status(self, child: _Child, data: bytes) -> None:
         if data == MSG_READY:
-            if child.state != READY:
+            if child.state is not READY:
                 child.state = READY
                 log.info(
                     "%s (pid %s) ready after %.2fs",
@@ -401,7 +409,7 @@ class Arbiter:
         if self._stop_reason is not None:
             log.info("%s %s", child.role, how)
             return
-        if child.state != READY:
+        if child.state is not READY:
             reason = child.boot_error or f"{how} before it was ready"
             self._halt(f"{child.role} failed to boot: {reason}")
             return
@@ -428,7 +436,7 @@ class Arbiter:
             process = child.process
             if process is None or child.kill_reason is not None:
                 continue
-            if child.state == BOOTING:
+            if child.state is BOOTING:
                 if now - child.spawned_at > self.boot_timeout:
                     self._halt(f"{child.role} (pid {process.pid}) not ready after {self.boot_timeout:g}s")
                     return

@@ -12,7 +12,7 @@ from broker.channels import ChannelRules
 from broker.config import build
 from broker.errors import ClientError, Disconnect
 from broker.ipc.pubsub import Publication
-from broker.protocol.client import CLOSED, CONNECTED, ClientSession
+from broker.protocol.client import CLOSED, CONNECTED, ClientSession, SessionStatus
 from broker.protocol.codec import get_codec
 from broker.protocol.state import SOURCE_CLIENT_ALLOWED, SOURCE_SUBSCRIPTION_TOKEN, ConnectionState
 
@@ -373,3 +373,9 @@ def test_held_publication_of_a_superseded_epoch_is_dropped() -> None:
     assert [r["id"] for r in replies] == [2], replies
     assert replies[0]["subscribe"]["epoch"] == "new" and "recovered" not in replies[0]["subscribe"]
     assert session.state.positions == {"hist:a": (0, "new")}
+
+
+def test_session_status_names_itself() -> None:
+    assert [status.name for status in SessionStatus] == ["CONNECTING", "CONNECTED", "FAILED", "CLOSED"]
+    assert repr(CLOSED) == "<SessionStatus.CLOSED: 3>"
+    assert f"{CONNECTED!r}".endswith("CONNECTED: 1>")

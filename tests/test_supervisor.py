@@ -20,6 +20,7 @@ import pytest
 
 from broker.lifecycle import ChildContext, standalone_context
 from broker.logs import setup_logging
+from broker.supervisor import BOOTING, READY, ChildState
 
 TESTS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = TESTS_DIR.parent
@@ -372,3 +373,8 @@ def test_log_level_none_disables_logging(restore_root_logger: None) -> None:
     setup_logging("trace", "router", stream=out)
     logging.getLogger("x").debug("shown")
     assert "level=debug role=router" in out.getvalue()
+
+
+def test_child_state_names_itself() -> None:
+    assert (BOOTING, READY) == (ChildState.BOOTING, ChildState.READY)
+    assert repr(READY) == "<ChildState.READY: 'ready'>"

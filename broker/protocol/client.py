@@ -23,6 +23,7 @@ the owner's timer, see :meth:`ClientSession.ping_due`).
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -46,8 +47,21 @@ from broker.protocol.connect import (
 )
 from broker.protocol.publications import publication_body, publication_from_wire, publications_of
 from broker.protocol.state import SERVER_SIDE_SOURCES, ConnectionState
+from broker.protocol.subscribe_plan import SubscribePlan, held_to_deliver, plan_subscribe
+from broker.protocol.subscribe_plan import request_channel as _channel
+from broker.protocol.subscribe_plan import request_string as _string
 
-CONNECTING, CONNECTED, FAILED, CLOSED = range(4)
+
+class SessionStatus(enum.IntEnum):
+    """Where a session is in its life; an IntEnum so that logs name it and ``is`` stays cheap."""
+
+    CONNECTING = 0
+    CONNECTED = 1
+    FAILED = 2
+    CLOSED = 3
+
+
+CONNECTING, CONNECTED, FAILED, CLOSED = SessionStatus
 
 _REQUEST_KEYS = (
     "connect",
@@ -129,13 +143,13 @@ class ClientSession:
     # -- input -----------------------------------------------------------------------------------
 
     def receive(self, message: bytes, now: float) -> None:
-        if self.status == CLOSED:
+        if self.status is CLOSED:
             return
         try:
             commands = self.codec.decode_commands(message)
             for command in commands:
                 self._handle(command, now)
-                if self.status == CLOSED:
+                if self.status is CLOSED:
                     break
         except Disconnect as exc:
             self.close(exc)
@@ -170,18 +184,18 @@ class ClientSession:
             self._error(command_id, err)
 
     def _require_connected(self) -> None:
-        if self.status != CONNECTED:
+        if self.status is not CONNECTED:
             raise errors.DISCONNECT_BAD_REQUEST()
 
     def _on_pong(self) -> None:
-        if self.status != CONNECTED:
+        if self.status is not CONNECTED:
             raise errors.DISCONNECT_BAD_REQUEST()
         self.ping_sent_at = 0.0  # an extra pong (no ping outstanding) changes nothing
 
     # -- connect ---------------------------------------------------------------------------------
 
     def _on_connect(self, command_id: int, request: dict[str, Any], now: float) -> None:
-        if self.status != CONNECTING:
+        if self.status is not CONNECTING:
             raise errors.DISCONNECT_BAD_REQUEST()
         host = self.host
         state = self.state
@@ -206,18 +220,31 @@ class ClientSession:
     # -- channels --------------------------------------------------------------------------------
 
     def _on_subscribe(self, command_id: int, request: dict[str, Any], now: float) -> None:
+        plan = plan_subscribe(self.host.rules, self.state, request, now)
+        self._record_subscription(plan)
+        result = plan.result(now)
+        channel = plan.channel
+        source = plan.decision.source
+        if not plan.positioned:
+            self.host.subscribe(
+                self, channel, source, lambda: self._deferred_reply(command_id, "subscribe", result)
+            )
+            return
+        # Hold live publications until the stream position (and any recovery) is known, then merge.
         state = self.state
-        channel = _channel(request)
-        decision = self.host.rules.check_subscribe(
-            channel,
-            state.user,
-            state.client,
-            _string(request, "token"),
-            now,
-            channel_count=len(state.channels),
-            already_subscribed=channel in state.channels,
+        if state.recovering is None:
+            state.recovering = {}
+        state.recovering[channel] = []
+        self.host.subscribe(
+            self, channel, source, lambda: self._ask_position(command_id, plan, request, result)
         )
-        if decision.claims is not None:
+
+    def _record_subscription(self, plan: SubscribePlan) -> None:
+        """Keep what the session must know of a granted subscription: token, expiry, join/leave."""
+        state = self.state
+        channel = plan.channel
+        decision = plan.decision
+        if plan.records_token:
             if state.sub_tokens is None:
                 state.sub_tokens = {}
             state.sub_tokens[channel] = (decision.token_uid, decision.token_issued_at)
@@ -225,74 +252,32 @@ class ClientSession:
                 if state.chan_info is None:
                     state.chan_info = {}
                 state.chan_info[channel] = decision.info
-        result: dict[str, Any] = {}
         if decision.expire_at:
             self._set_sub_expiry(channel, float(decision.expire_at))
-            result["expires"] = True
-            result["ttl"] = ttl_seconds(decision.expire_at, now)
-        if decision.data is not None:
-            result["data"] = decision.data
-        if request.get("join_leave") and decision.options.join_leave:
-            # Join/leave pushes also reveal who is there: only for clients allowed to see presence.
-            try:
-                self.host.rules.check_presence(channel, state.user, subscribed=True)
-            except ClientError:
-                pass
-            else:
-                if state.join_leave is None:
-                    state.join_leave = set()
-                state.join_leave.add(channel)
-        options = decision.options
-        recoverable = options.history_enabled and (
-            options.force_recovery
-            or (bool(request.get("recoverable")) and self._history_permitted(channel, options))
-        )
-        positioned = recoverable or (
-            options.history_enabled
-            and (
-                options.force_positioning
-                or (bool(request.get("positioned")) and self._history_permitted(channel, options))
-            )
-        )
-        if not positioned:
-            self.host.subscribe(
-                self, channel, decision.source, lambda: self._deferred_reply(command_id, "subscribe", result)
-            )
-            return
-        # Hold live publications until the stream position (and any recovery) is known, then merge.
-        if state.recovering is None:
-            state.recovering = {}
-        state.recovering[channel] = []
-        recovering = bool(request.get("recover")) and recoverable
-        if recoverable:
-            result["recoverable"] = True
-        result["positioned"] = True
+        if plan.join_leave:
+            if state.join_leave is None:
+                state.join_leave = set()
+            state.join_leave.add(channel)
+
+    def _ask_position(
+        self, command_id: int, plan: SubscribePlan, request: dict[str, Any], result: dict[str, Any]
+    ) -> None:
+        """Once subscribed, ask the writer for the stream position, or for what was missed."""
+        channel = plan.channel
+        recovering = plan.recover
 
         def answered(err: ClientError | None, found: dict[str, Any] | None) -> None:
             self._position_known(command_id, channel, request, result, recovering, err, found)
 
-        def ready() -> None:
-            if recovering:
-                params = {
-                    "channel": channel,
-                    "since": {"offset": _offset(request), "epoch": _string(request, "epoch")},
-                    "limit": self.host.cfg.client_recovery_max_publication_limit,
-                }
-                self.host.writer_query(channel, "recover", params, answered)
-            else:
-                self.host.writer_query(channel, "position", {"channel": channel}, answered)
-
-        self.host.subscribe(self, channel, decision.source, ready)
-
-    def _history_permitted(self, channel: str, options: Any) -> bool:
-        """Positioning and recovery are for clients allowed to read the channel's history."""
-        if options.allow_recovery or options.allow_positioning:
-            return True
-        try:
-            self.host.rules.check_history(channel, self.state.user, subscribed=True)
-        except ClientError:
-            return False
-        return True
+        if recovering:
+            params = {
+                "channel": channel,
+                "since": {"offset": _offset(request), "epoch": _string(request, "epoch")},
+                "limit": self.host.cfg.client_recovery_max_publication_limit,
+            }
+            self.host.writer_query(channel, "recover", params, answered)
+        else:
+            self.host.writer_query(channel, "position", {"channel": channel}, answered)
 
     def _position_known(
         self,
@@ -308,7 +293,7 @@ class ClientSession:
         held = state.recovering.pop(channel, []) if state.recovering is not None else []
         if not state.recovering:
             state.recovering = None
-        if self.status != CONNECTED or channel not in state.channels:
+        if self.status is not CONNECTED or channel not in state.channels:
             return
         if err is not None or found is None:
             self._error(command_id, err or errors.INTERNAL)
@@ -319,7 +304,6 @@ class ClientSession:
         top = int(found.get("offset", 0))
         result["epoch"] = epoch
         result["offset"] = top
-        last = top
         if recovering:
             recovered = bool(found.get("recovered"))
             publications = publications_of(found)
@@ -332,13 +316,8 @@ class ClientSession:
         if state.positions is None:
             state.positions = {}
         self._reply(command_id, "subscribe", result)
-        for publication in held:
-            if publication.offset and publication.epoch != epoch:
-                continue  # of a stream the answer superseded (its writer restarted)
-            if publication.offset and publication.offset <= last:
-                continue  # already part of the recovered publications or the position
-            if publication.offset:
-                last = publication.offset
+        live, last = held_to_deliver(held, epoch, top)
+        for publication in live:
             self._out.append(
                 self.codec.encode_push({"channel": channel, "pub": publication_body(publication)})
             )
@@ -384,7 +363,7 @@ class ClientSession:
         )
 
         def done(err: ClientError | None, result: dict[str, Any] | None) -> None:
-            if self.status != CONNECTED:
+            if self.status is not CONNECTED:
                 return
             if err is not None:
                 self._error(command_id, err)
@@ -423,11 +402,11 @@ class ClientSession:
         self.host.cluster_query("presence_stats", {"channel": channel}, merge_presence_stats, done)
 
     def _deferred_reply(self, command_id: int, key: str, result: dict[str, Any]) -> None:
-        if self.status == CONNECTED:
+        if self.status is CONNECTED:
             self._reply(command_id, key, result)
 
     def _deferred_error(self, command_id: int, err: ClientError | None) -> None:
-        if self.status == CONNECTED:
+        if self.status is CONNECTED:
             self._error(command_id, err or errors.INTERNAL)
 
     def _on_history(self, command_id: int, request: dict[str, Any], now: float) -> None:
@@ -530,13 +509,13 @@ class ClientSession:
 
     def push(self, push: dict[str, Any]) -> None:
         """Queue a push (subscribe, unsubscribe, refresh …) built by the server."""
-        if self.status == CONNECTED:
+        if self.status is CONNECTED:
             self._out.append(self.codec.encode_reply({"push": push}))
 
     def ping(self, now: float) -> bool:
         """Queue a server ping, unless one is still unanswered; the client must answer before
         ``pong_timeout``. True when a ping was queued."""
-        if self.status != CONNECTED or self.ping_sent_at:
+        if self.status is not CONNECTED or self.ping_sent_at:
             return False
         self._out.append(self.codec.encode_reply({}))
         self.ping_sent_at = now
@@ -547,7 +526,7 @@ class ClientSession:
         return bool(self.ping_sent_at) and now - self.ping_sent_at > pong_timeout
 
     def close(self, disconnect: Disconnect) -> None:
-        if self.status != CLOSED:
+        if self.status is not CLOSED:
             self.status = CLOSED
             self.disconnect = disconnect
 
@@ -557,22 +536,6 @@ class ClientSession:
         data = self.codec.join(self._out)
         self._out.clear()
         return data
-
-
-def _string(request: dict[str, Any], key: str) -> str:
-    value = request.get(key)
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise errors.DISCONNECT_BAD_REQUEST()
-    return value
-
-
-def _channel(request: dict[str, Any]) -> str:
-    channel = _string(request, "channel")
-    if not channel:
-        raise errors.DISCONNECT_BAD_REQUEST()
-    return channel
 
 
 def _offset(request: dict[str, Any]) -> int:
