@@ -32,7 +32,7 @@ from broker.ipc.shm_index import CountIndex
 from broker.jsonlimits import loads_writable
 from broker.merge import merge_channels, merge_presence, merge_presence_stats
 from broker.protocol.publications import publication_from_wire
-from router.api.merge import first_client_error, splice_connections, with_unavailable_shards
+from router.api.merge import client_error, first_client_error, splice_connections, with_unavailable_shards
 from router.cluster import Cluster
 from router.http import Request
 
@@ -431,11 +431,8 @@ class Api:
             # Every connection of a named user lives on that user's shard.
             try:
                 answer = await self.cluster.ask_raw(index, "connections", shard_params, timeout)
-            except ShardUnavailable as exc:
-                log.warning("connections: %s", exc)
-                raise errors.INTERNAL.with_message("shard unavailable") from None
-            except RemoteError as exc:
-                raise exc.to_client_error() from None
+            except (ShardUnavailable, RemoteError) as exc:
+                raise client_error("connections", exc) from None
             return orjson.Fragment(answer.json)
         gathered = await self.cluster.gather("connections", shard_params, timeout, raw=True)
         self._raise_first_error(gathered.errors)
@@ -512,11 +509,8 @@ class Api:
     async def _ask_one(self, index: int, method: str, params: Params) -> Params:
         try:
             result: Params = await self.cluster.ask(index, method, params)
-        except ShardUnavailable as exc:
-            log.warning("%s: %s", method, exc)
-            raise errors.INTERNAL.with_message("shard unavailable") from None
-        except RemoteError as exc:
-            raise exc.to_client_error() from None
+        except (ShardUnavailable, RemoteError) as exc:
+            raise client_error(method, exc) from None
         return result
 
     @staticmethod

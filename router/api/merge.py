@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 import orjson
 
+from broker import errors
 from broker.errors import ClientError
-from broker.ipc.control import RemoteError
+from broker.ipc.control import RemoteError, ShardUnavailable
+
+log = logging.getLogger("switchboard.api")
 
 _CONNECTIONS_PREFIX = b'{"connections":{'
 
@@ -28,3 +33,11 @@ def first_client_error(found: dict[int, RemoteError]) -> ClientError | None:
     for index in sorted(found):
         return found[index].to_client_error()
     return None
+
+
+def client_error(method: str, exc: ShardUnavailable | RemoteError) -> ClientError:
+    """What a client is told when one shard could not answer: its own error, or 100 for a missing shard."""
+    if isinstance(exc, ShardUnavailable):
+        log.warning("%s: %s", method, exc)
+        return errors.INTERNAL.with_message("shard unavailable")
+    return exc.to_client_error()
