@@ -32,6 +32,7 @@ from broker.ipc.shm_index import CountIndex
 from broker.jsonlimits import loads_writable
 from broker.merge import merge_channels, merge_presence, merge_presence_stats
 from broker.protocol.publications import publication_from_wire
+from router.api.merge import client_error, first_client_error, splice_connections, with_unavailable_shards
 from router.cluster import Cluster
 from router.http import Request
 
@@ -61,8 +62,6 @@ _TRANSPORT_STATUS = {100: 500, 102: 404, 104: 404, 107: 400, 108: 400, 112: 416,
 
 Params = dict[str, Any]
 
-_CONNECTIONS_PREFIX = b'{"connections":{'
-
 
 def api_publication(wire: Params) -> Params:
     """A stored publication (base64 fields between processes) in the server API's JSON shape."""
@@ -83,12 +82,6 @@ def _json_or_b64(raw: bytes) -> Any:
     except orjson.JSONDecodeError:
         return base64.b64encode(raw).decode()
     return orjson.Fragment(raw)
-
-
-def splice_connections(parts: list[bytes]) -> bytes:
-    """Merge shards' ``{"connections":{...}}`` answers without decoding them (client ids never collide)."""
-    inner = [part[len(_CONNECTIONS_PREFIX) : -2] for part in parts if part.startswith(_CONNECTIONS_PREFIX)]
-    return _CONNECTIONS_PREFIX + b",".join(chunk for chunk in inner if chunk) + b"}}"
 
 
 def _string(params: Params, key: str, required: bool = False) -> str:
@@ -438,18 +431,13 @@ class Api:
             # Every connection of a named user lives on that user's shard.
             try:
                 answer = await self.cluster.ask_raw(index, "connections", shard_params, timeout)
-            except ShardUnavailable as exc:
-                log.warning("connections: %s", exc)
-                raise errors.INTERNAL.with_message("shard unavailable") from None
-            except RemoteError as exc:
-                raise exc.to_client_error() from None
+            except (ShardUnavailable, RemoteError) as exc:
+                raise client_error("connections", exc) from None
             return orjson.Fragment(answer.json)
         gathered = await self.cluster.gather("connections", shard_params, timeout, raw=True)
         self._raise_first_error(gathered.errors)
         merged = splice_connections([gathered.results[i].json for i in sorted(gathered.results)])
-        if gathered.missing:
-            merged = merged[:-1] + b',"unavailable_shards":' + orjson.dumps(gathered.missing) + b"}"
-        return orjson.Fragment(merged)
+        return orjson.Fragment(with_unavailable_shards(merged, gathered.missing))
 
     async def disconnect(self, params: Params) -> Params:
         user = _string(params, "user", required=True)
@@ -521,14 +509,12 @@ class Api:
     async def _ask_one(self, index: int, method: str, params: Params) -> Params:
         try:
             result: Params = await self.cluster.ask(index, method, params)
-        except ShardUnavailable as exc:
-            log.warning("%s: %s", method, exc)
-            raise errors.INTERNAL.with_message("shard unavailable") from None
-        except RemoteError as exc:
-            raise exc.to_client_error() from None
+        except (ShardUnavailable, RemoteError) as exc:
+            raise client_error(method, exc) from None
         return result
 
     @staticmethod
     def _raise_first_error(found: dict[int, RemoteError]) -> None:
-        for index in sorted(found):
-            raise found[index].to_client_error()
+        error = first_client_error(found)
+        if error is not None:
+            raise error
