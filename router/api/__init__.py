@@ -27,16 +27,18 @@ from broker.connections_filter import compile_connections_filter
 from broker.errors import ClientError
 from broker.hashing import shard_for_user, writer_for
 from broker.ipc.channel_counts import open_counts
-from broker.ipc.control import RemoteError, ShardUnavailable
+from broker.ipc.control import RemoteError, ShardUnavailable, client_error
 from broker.ipc.shm_index import CountIndex
 from broker.jsonlimits import loads_writable
 from broker.merge import merge_channels, merge_presence, merge_presence_stats
 from broker.protocol.publications import publication_from_wire
-from router.api.merge import client_error, first_client_error, splice_connections, with_unavailable_shards
+from router.api.merge import first_client_error, splice_connections, with_unavailable_shards
 from router.cluster import Cluster
 from router.http import Request
 
 log = logging.getLogger("switchboard.api")
+# What a client is told when a shard did not answer (the shard's own errors pass through as they are).
+SHARD_UNAVAILABLE = errors.INTERNAL.with_message("shard unavailable")
 
 # Method enum of the legacy API; names are matched case-insensitively.
 METHOD_NUMBERS = {
@@ -432,7 +434,7 @@ class Api:
             try:
                 answer = await self.cluster.ask_raw(index, "connections", shard_params, timeout)
             except (ShardUnavailable, RemoteError) as exc:
-                raise client_error("connections", exc) from None
+                raise client_error(exc, "connections", SHARD_UNAVAILABLE) from None
             return orjson.Fragment(answer.json)
         gathered = await self.cluster.gather("connections", shard_params, timeout, raw=True)
         self._raise_first_error(gathered.errors)
@@ -510,7 +512,7 @@ class Api:
         try:
             result: Params = await self.cluster.ask(index, method, params)
         except (ShardUnavailable, RemoteError) as exc:
-            raise client_error(method, exc) from None
+            raise client_error(exc, method, SHARD_UNAVAILABLE) from None
         return result
 
     @staticmethod

@@ -6,9 +6,8 @@ import logging
 
 import orjson
 
-from broker import errors
 from broker.errors import ClientError
-from broker.ipc.control import RemoteError, ShardUnavailable
+from broker.ipc.control import RemoteError
 
 log = logging.getLogger("switchboard.api")
 
@@ -33,11 +32,3 @@ def first_client_error(found: dict[int, RemoteError]) -> ClientError | None:
     for index in sorted(found):
         return found[index].to_client_error()
     return None
-
-
-def client_error(method: str, exc: ShardUnavailable | RemoteError) -> ClientError:
-    """What a client is told when one shard could not answer: its own error, or 100 for a missing shard."""
-    if isinstance(exc, ShardUnavailable):
-        log.warning("%s: %s", method, exc)
-        return errors.INTERNAL.with_message("shard unavailable")
-    return exc.to_client_error()

@@ -1,7 +1,7 @@
 import orjson
 
 from broker.ipc.control import RemoteError
-from router.api.merge import client_error, first_client_error, splice_connections, with_unavailable_shards
+from router.api.merge import first_client_error, splice_connections, with_unavailable_shards
 
 
 def test_splice_joins_every_shards_connections() -> None:
@@ -34,12 +34,3 @@ def test_first_error_is_lowest_shards() -> None:
     error = first_client_error({2: RemoteError(108, "not available"), 0: RemoteError(107, "bad request")})
     assert error is not None and (error.code, error.message) == (107, "bad request")
     assert first_client_error({}) is None
-
-
-def test_client_error_keeps_shards_error_and_maps_missing_shard_to_internal() -> None:
-    from broker.ipc.control import ShardUnavailable
-
-    kept = client_error("publish", RemoteError(102, "unknown channel"))
-    assert (kept.code, kept.message) == (102, "unknown channel")
-    missing = client_error("publish", ShardUnavailable("shard 1 did not answer"))
-    assert (missing.code, missing.message) == (100, "shard unavailable")
