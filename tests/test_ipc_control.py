@@ -19,7 +19,7 @@ async def _exchange(tmp_path) -> None:
 
     async def handler(method, params):
         if method == "fail":
-            raise errors.BAD_REQUEST
+            raise errors.BAD_REQUEST()
         if method == "slow":
             await asyncio.sleep(1)
         if method == "boom":
