@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Callable
+from typing import Any, Protocol, cast
 
 from broker import errors
+from broker.auth import TokenVerifier
+from broker.channels import ChannelRules
+from broker.config import Config
 from broker.errors import Disconnect
+from broker.ipc.pubsub import Publication
 from broker.protocol.state import ConnectionState
-
-if TYPE_CHECKING:
-    from shards.main import Shard
+from shards.hub import Hub
 
 log = logging.getLogger("switchboard.shard")
 
@@ -27,10 +30,55 @@ log = logging.getLogger("switchboard.shard")
 SLOW_CLOSE_DEADLINE = 2.0
 
 
+class ConnectionHost(Protocol):
+    """What a client connection needs of its shard (``shards.main.Shard`` is the one in service)."""
+
+    @property
+    def cfg(self) -> Config: ...
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop: ...
+
+    @property
+    def hub(self) -> Hub: ...
+
+    @property
+    def verifier(self) -> TokenVerifier: ...
+
+    @property
+    def rules(self) -> ChannelRules: ...
+
+    def attach(self, conn: ClientConnection) -> None: ...
+
+    def detach(self, conn: ClientConnection) -> None: ...
+
+    def unregister(self, conn: ClientConnection) -> None: ...
+
+    def mark_dirty(self, conn: ClientConnection) -> None: ...
+
+    def admit(self, conn: ClientConnection, ready: Callable[[], None] | None = None) -> Disconnect | None: ...
+
+    def subscribe(
+        self, conn: ClientConnection, channel: str, source: int, ready: Callable[[], None] | None = None
+    ) -> None: ...
+
+    def unsubscribe(self, conn: ClientConnection, channel: str) -> None: ...
+
+    def publish(self, publication: Publication, done: Any) -> None: ...
+
+    def cluster_query(self, method: str, params: dict[str, Any], merge: Any, done: Any) -> None: ...
+
+    def writer_query(self, channel: str, method: str, params: dict[str, Any], done: Any) -> None: ...
+
+    def expiry_changed(self, conn: ClientConnection) -> None: ...
+
+    def sub_expiry_changed(self, conn: ClientConnection, channel: str) -> None: ...
+
+
 class ClientConnection(asyncio.Protocol):
     __slots__ = ("_pending", "_pending_size", "closed", "kind", "shard", "state", "transport")
 
-    def __init__(self, shard: Shard, state: ConnectionState, kind: str) -> None:
+    def __init__(self, shard: ConnectionHost, state: ConnectionState, kind: str) -> None:
         self.kind = kind  # protocol + framing: the key of shards.encoding.ENCODERS
         self.shard = shard
         self.state = state

@@ -7,28 +7,29 @@ the live publications are held for it, and a publication that does not follow th
 (or a periodic check that finds the subscriber behind its stream) ends the subscription with 2500 —
 3010 for a server-side one — so that the client recovers. When a writer restarts with empty streams,
 the positioned subscriptions of its channels are ended the same way before it publishes in its new
-epochs (:meth:`FanOut.cut_positioned`, called from ``Shard.peer_restarted``).
+epochs (:meth:`FanOut.cut_positioned`, called from :mod:`shards.restarts`).
+
+Bytes queued on a connection are written once per loop iteration by :class:`WriteCoalescer`, so that a
+burst of publications to one client costs one ``write``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import orjson
 
 from broker import errors
+from broker.channels import ChannelRules
 from broker.errors import ClientError
 from broker.ipc.pubsub import Publication
 from broker.protocol.publications import publication_body
 from broker.protocol.state import SERVER_SIDE_SOURCES
 from shards.connection import ClientConnection
 from shards.encoding import ENCODERS, JSON_KINDS, publication_push
-
-if TYPE_CHECKING:
-    from broker.channels import ChannelRules
-    from shards.hub import Hub
+from shards.hub import Hub
 
 log = logging.getLogger("switchboard.shard")
 
@@ -36,20 +37,44 @@ log = logging.getLogger("switchboard.shard")
 POSITION_CHECK_GRACE = 2.0
 
 
+class FanOutHost(Protocol):
+    """What fan-out needs of its shard: to publish join/leave, ask a writer, end a subscription."""
+
+    def publish(self, publication: Publication, done: Any) -> None: ...
+
+    def writer_query(self, channel: str, method: str, params: dict[str, Any], done: Any) -> None: ...
+
+    def server_unsubscribe(self, conn: ClientConnection, channel: str, code: int, reason: str) -> None: ...
+
+
+class WriteCoalescer:
+    """Connections with queued bytes, flushed once per loop iteration."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._dirty: list[ClientConnection] = []
+        self._scheduled = False
+
+    def mark_dirty(self, conn: ClientConnection) -> None:
+        self._dirty.append(conn)
+        if not self._scheduled:
+            self._scheduled = True
+            self.loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._scheduled = False
+        dirty, self._dirty = self._dirty, []
+        for conn in dirty:
+            conn.flush()
+
+
 class FanOut:
-    """Mixed into :class:`shards.main.Shard`."""
+    """Delivery of publications and join/leave events to this shard's subscribers."""
 
-    hub: Hub
-    rules: ChannelRules
-
-    def publish(self, publication: Publication, done: Any) -> None:
-        raise NotImplementedError
-
-    def writer_query(self, channel: str, method: str, params: dict[str, Any], done: Any) -> None:
-        raise NotImplementedError
-
-    def server_unsubscribe(self, conn: ClientConnection, channel: str, code: int, reason: str) -> None:
-        raise NotImplementedError
+    def __init__(self, hub: Hub, rules: ChannelRules, host: FanOutHost) -> None:
+        self.hub = hub
+        self.rules = rules
+        self.host = host
 
     def deliver(self, publication: Publication) -> None:
         """Fan a publication (or a join / leave) out to this shard's subscribers of its channel."""
@@ -107,7 +132,7 @@ class FanOut:
         if conn.state.channels.get(channel) in SERVER_SIDE_SOURCES:
             conn.close_with(errors.INSUFFICIENT_STATE)
         else:
-            self.server_unsubscribe(conn, channel, 2500, "insufficient state")
+            self.host.server_unsubscribe(conn, channel, 2500, "insufficient state")
 
     def cut_positioned(self, channels: set[str]) -> list[tuple[ClientConnection, str]]:
         """A writer lost its streams: end every positioned subscription of ``channels`` it writes.
@@ -139,7 +164,7 @@ class FanOut:
             return False
         return state.recovering is None or channel not in state.recovering
 
-    async def _check_positions(self) -> None:
+    async def check_positions(self) -> None:
         """Positioned subscribers must not trail their stream: a lost last publication shows only here.
 
         For each channel with positioned subscribers, ask its writer for the top, wait for anything
@@ -154,7 +179,7 @@ class FanOut:
                     by_channel.setdefault(channel, []).append(conn)
         tops: dict[str, dict[str, Any]] = {}
         for channel in by_channel:
-            self.writer_query(
+            self.host.writer_query(
                 channel,
                 "position",
                 {"channel": channel},
@@ -193,7 +218,7 @@ class FanOut:
                 frame = encoded[conn.kind] = ENCODERS[conn.kind](body)
             conn.enqueue(frame)
 
-    def _presence_event(self, conn: ClientConnection, channel: str, kind: str) -> None:
+    def presence_event(self, conn: ClientConnection, channel: str, kind: str) -> None:
         """Announce a subscriber joining or leaving a join_leave channel, through its writer (one order)."""
         try:
             if not self.rules.options_for(channel).join_leave:
@@ -211,7 +236,7 @@ class FanOut:
             chan_info=chan_info,
             kind=kind,
         )
-        self.publish(event, _ignore_result)
+        self.host.publish(event, _ignore_result)
 
 
 def _is_json(data: bytes) -> bool:

@@ -11,18 +11,39 @@ from __future__ import annotations
 
 import base64
 import binascii
-import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Collection, Mapping
+from typing import Any, Protocol
 
 import orjson
 
 from broker import errors
-from broker.engine.base import StreamPosition
+from broker.engine.base import RecoveryResult, StreamPosition
 from broker.ipc.control import Raw
 from broker.ipc.pubsub import Publication
+from broker.protocol.state import ConnectionState
+from shards.writer import ChannelWriter
 
-if TYPE_CHECKING:
-    from shards.main import Shard
+
+class Member(Protocol):
+    @property
+    def state(self) -> ConnectionState: ...
+
+
+class ChannelMembers(Protocol):
+    @property
+    def by_channel(self) -> Mapping[str, Collection[Member]]: ...
+
+
+class PeerHost(Protocol):
+    """What a peer's question needs of a shard: its writer, its subscribers, and its restart handling."""
+
+    @property
+    def writer(self) -> ChannelWriter: ...
+
+    @property
+    def hub(self) -> ChannelMembers: ...
+
+    def peer_restarted(self, index: int, boot: str) -> Awaitable[dict[str, Any]]: ...
 
 
 def _b64(value: Any) -> bytes:
@@ -63,13 +84,14 @@ def publication_params(publication: Publication) -> dict[str, Any]:
     return params
 
 
-def publish(shard: Shard, params: dict[str, Any]) -> Any:
+def publish(host: PeerHost, params: dict[str, Any]) -> Any:
     """As the channel's writer: order and send a publication (from the API or from a client).
 
     Right after the writer (re)started the publication waits until it may be given an offset.
     """
-    if not params.get("kind") and not shard.writing():
-        return shard.until_writing(lambda: publish(shard, params))
+    writer = host.writer
+    if not params.get("kind") and not writer.writing():
+        return writer.until_writing(lambda: publish(host, params))
     channel = params.get("channel")
     kind = str(params.get("kind", ""))
     data = payload(params, "data")
@@ -88,7 +110,7 @@ def publish(shard: Shard, params: dict[str, Any]) -> Any:
         publication.conn_info = _b64(info.get("b64conn_info"))
         publication.chan_info = _b64(info.get("b64chan_info"))
     idempotency_key = params.get("idempotency_key") or ""
-    return shard.write_publication(
+    return writer.write_publication(
         publication, skip_history=bool(params.get("skip_history")), idempotency_key=str(idempotency_key)
     )
 
@@ -124,20 +146,15 @@ def _since(params: dict[str, Any]) -> StreamPosition | None:
     return StreamPosition(offset, epoch)
 
 
-def history(shard: Shard, params: dict[str, Any]) -> dict[str, Any]:
+def history(host: PeerHost, params: dict[str, Any]) -> dict[str, Any]:
     """As the channel's writer: publications and the stream position (108 when history is off)."""
     channel = str(params.get("channel", ""))
-    options = shard.history_options(channel)
+    host.writer.history_options(channel)  # 108 before the parameters are looked at
     limit = params.get("limit") or 0
     if not isinstance(limit, int):
         raise errors.BAD_REQUEST()
-    found = shard.engine.history(
-        channel,
-        limit=limit,
-        since=_since(params),
-        reverse=bool(params.get("reverse")),
-        now=time.time(),
-        history_meta_ttl=shard.meta_ttl(options),
+    found = host.writer.history(
+        channel, limit=limit, since=_since(params), reverse=bool(params.get("reverse"))
     )
     return {
         "publications": [wire_publication(p) for p in found.publications],
@@ -146,36 +163,22 @@ def history(shard: Shard, params: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def position(shard: Shard, params: dict[str, Any]) -> dict[str, Any]:
-    channel = str(params.get("channel", ""))
-    options = shard.history_options(channel)
-    top = shard.engine.position(channel, now=time.time(), history_meta_ttl=shard.meta_ttl(options))
+def position(host: PeerHost, params: dict[str, Any]) -> dict[str, Any]:
+    top = host.writer.position(str(params.get("channel", "")))
     return {"offset": top.offset, "epoch": top.epoch}
 
 
-def recover(shard: Shard, params: dict[str, Any]) -> Raw:
-    """Publications a resubscribing client missed since its position, and whether it is whole again.
-
-    After an outage many clients of a channel come back from the same position at once; the answer is
-    kept (as JSON) while the stream's top is unchanged, so it is read and encoded once, not per client.
-    """
+def recover(host: PeerHost, params: dict[str, Any]) -> Raw:
+    """Publications a resubscribing client missed since its position, and whether it is whole again."""
     channel = str(params.get("channel", ""))
-    options = shard.history_options(channel)
+    host.writer.history_options(channel)
     since = _since(params) or StreamPosition(0, "")
-    now = time.time()
-    meta_ttl = shard.meta_ttl(options)
-    limit = int(params.get("limit") or 0)
-    top = shard.engine.position(channel, now=now, history_meta_ttl=meta_ttl)
-    key = (channel, since.offset, since.epoch, limit, options.force_recovery_mode)
-    cached = shard.recovery_answers.get(key)
-    if cached is not None and cached[0] == top:
-        return cached[1]
-    if options.force_recovery_mode == "cache":
-        outcome = shard.engine.recover_cache(channel, since=since, now=now, history_meta_ttl=meta_ttl)
-    else:
-        outcome = shard.engine.recover(channel, since=since, limit=limit, now=now, history_meta_ttl=meta_ttl)
+    return host.writer.recover(channel, since, int(params.get("limit") or 0), _recovery_answer)
+
+
+def _recovery_answer(outcome: RecoveryResult) -> Raw:
     publications = outcome.publications if outcome.recovered else []
-    answer = Raw(
+    return Raw(
         orjson.dumps(
             {
                 "publications": [wire_publication(p) for p in publications],
@@ -185,23 +188,16 @@ def recover(shard: Shard, params: dict[str, Any]) -> Raw:
             }
         )
     )
-    if len(shard.recovery_answers) >= RECOVERY_ANSWERS_KEPT:
-        shard.recovery_answers.pop(next(iter(shard.recovery_answers)))
-    shard.recovery_answers[key] = (top, answer)
-    return answer
 
 
-RECOVERY_ANSWERS_KEPT = 64
-
-
-def presence(shard: Shard, params: dict[str, Any]) -> dict[str, Any]:
+def presence(host: PeerHost, params: dict[str, Any]) -> dict[str, Any]:
     """This shard's part of a channel's presence: ClientInfo of every local subscriber."""
     channel = str(params.get("channel", ""))
-    members = shard.hub.by_channel.get(channel, ())
+    members = host.hub.by_channel.get(channel, ())
     return {"presence": {conn.state.client: _client_info_json(conn.state, channel) for conn in members}}
 
 
-def _client_info_json(state: Any, channel: str) -> dict[str, Any]:
+def _client_info_json(state: ConnectionState, channel: str) -> dict[str, Any]:
     info: dict[str, Any] = {"user": state.user, "client": state.client}
     if state.info:
         info["conn_info"] = orjson.Fragment(state.info)
@@ -210,16 +206,16 @@ def _client_info_json(state: Any, channel: str) -> dict[str, Any]:
     return info
 
 
-def presence_stats(shard: Shard, params: dict[str, Any]) -> dict[str, Any]:
+def presence_stats(host: PeerHost, params: dict[str, Any]) -> dict[str, Any]:
     channel = str(params.get("channel", ""))
-    members = shard.hub.by_channel.get(channel, ())
+    members = host.hub.by_channel.get(channel, ())
     users = {conn.state.user for conn in members}
     anonymous = "" in users
     return {"num_clients": len(members), "num_named_users": len(users) - anonymous, "anonymous": anonymous}
 
 
-def shard_started(shard: Shard, params: dict[str, Any]) -> Any:
-    return shard.peer_restarted(int(params.get("index", -1)), str(params.get("boot", "")))
+def shard_started(host: PeerHost, params: dict[str, Any]) -> Any:
+    return host.peer_restarted(int(params.get("index", -1)), str(params.get("boot", "")))
 
 
 PEER_HANDLERS = {

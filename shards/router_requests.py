@@ -11,29 +11,59 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import time
-from collections.abc import Awaitable, Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, Protocol
 
 import orjson
 
 from broker import errors
+from broker.config import Config
 from broker.connections_filter import Scan, ScanStopped, compile_connections_filter
 from broker.errors import Disconnect
 from broker.ipc.control import Raw
 from broker.merge import glob_matcher
 from broker.protocol.connect import ttl_seconds
 from broker.protocol.state import SOURCE_SERVER_API
-from shards.peer_requests import history, payload, presence, presence_stats, publish
+from shards.hub import Hub
+from shards.peer_requests import PeerHost, history, payload, presence, presence_stats, publish
 
-if TYPE_CHECKING:
-    from broker.config import Config
-    from shards.main import Shard
+
+class RouterHost(PeerHost, Protocol):
+    """What the router's requests need of a shard."""
+
+    @property
+    def cfg(self) -> Config: ...
+
+    @property
+    def hub(self) -> Hub: ...
+
+    @property
+    def index(self) -> int: ...
+
+    @property
+    def pid(self) -> int: ...
+
+    def uptime(self) -> float: ...
+
+    def disconnect(self, conn: Any, reason: Disconnect) -> None: ...
+
+    def subscribe(
+        self, conn: Any, channel: str, source: int, ready: Callable[[], None] | None = None
+    ) -> None: ...
+
+    def server_unsubscribe(self, conn: Any, channel: str, code: int, reason: str) -> None: ...
+
+    def expiry_changed(self, conn: Any) -> None: ...
+
+    def sub_expiry_changed(self, conn: Any, channel: str) -> None: ...
+
 
 log = logging.getLogger("switchboard.shard")
 
 
-def connections(shard: Shard, params: dict[str, Any]) -> Raw | Awaitable[Raw]:
+def connections(shard: RouterHost, params: dict[str, Any]) -> Raw | Awaitable[Raw]:
     """Connections matching ``user`` and/or ``expression``.
 
     A scan that fits in one slice is answered at once; a longer one continues in a task that yields to
@@ -101,7 +131,7 @@ def _connections_answer(found: Iterable[Any]) -> Raw:
     )
 
 
-def disconnect(shard: Shard, params: dict[str, Any]) -> dict[str, Any]:
+def disconnect(shard: RouterHost, params: dict[str, Any]) -> dict[str, Any]:
     user = params.get("user") or ""
     client = params.get("client") or ""
     session = params.get("session") or ""
@@ -118,25 +148,25 @@ def disconnect(shard: Shard, params: dict[str, Any]) -> dict[str, Any]:
         and conn.state.client not in whitelist
     ]
     for conn in targets:
-        shard.disconnect(conn, reason)  # type: ignore[arg-type]
+        shard.disconnect(conn, reason)
     return {"disconnected": len(targets)}
 
 
-def info(shard: Shard, params: dict[str, Any]) -> dict[str, Any]:
+def info(shard: RouterHost, params: dict[str, Any]) -> dict[str, Any]:
     stats: dict[str, Any] = dict(shard.hub.stats())
     stats["index"] = shard.index
     stats["uptime"] = int(shard.uptime())
     stats["pid"] = shard.pid
-    stats["rss"] = shard.rss_bytes()
+    stats["rss"] = rss_bytes()
     if params.get("channel_names"):
         stats["channels"] = list(shard.hub.by_channel)
     return stats
 
 
-def publish_many(shard: Shard, params: dict[str, Any]) -> Any:
+def publish_many(shard: RouterHost, params: dict[str, Any]) -> Any:
     """``broadcast`` to the channels this shard writes: one answer per channel, in order."""
-    if not shard.writing():
-        return shard.until_writing(lambda: publish_many(shard, params))
+    if not shard.writer.writing():
+        return shard.writer.until_writing(lambda: publish_many(shard, params))
     responses: list[dict[str, Any]] = []
     for channel in params.get("channels") or []:
         try:
@@ -146,14 +176,13 @@ def publish_many(shard: Shard, params: dict[str, Any]) -> Any:
     return {"responses": responses}
 
 
-def history_remove(shard: Shard, params: dict[str, Any]) -> dict[str, Any]:
+def history_remove(shard: RouterHost, params: dict[str, Any]) -> dict[str, Any]:
     channel = str(params.get("channel", ""))
-    shard.history_options(channel)
-    shard.engine.remove_history(channel, now=time.time())
+    shard.writer.remove_history(channel)
     return {}
 
 
-def _targets(shard: Shard, params: dict[str, Any]) -> list[Any]:
+def _targets(shard: RouterHost, params: dict[str, Any]) -> list[Any]:
     user = params.get("user") or ""
     client = params.get("client") or ""
     session = params.get("session") or ""
@@ -164,7 +193,7 @@ def _targets(shard: Shard, params: dict[str, Any]) -> list[Any]:
     ]
 
 
-def subscribe(shard: Shard, params: dict[str, Any]) -> dict[str, Any]:
+def subscribe(shard: RouterHost, params: dict[str, Any]) -> dict[str, Any]:
     """Server-side subscription of a user's connections (API ``subscribe``)."""
     channel = str(params["channel"])
     chan_info = payload(params, "info")
@@ -191,14 +220,14 @@ def subscribe(shard: Shard, params: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
-def unsubscribe(shard: Shard, params: dict[str, Any]) -> dict[str, Any]:
+def unsubscribe(shard: RouterHost, params: dict[str, Any]) -> dict[str, Any]:
     channel = str(params["channel"])
     for conn in _targets(shard, params):
         shard.server_unsubscribe(conn, channel, 2000, "server unsubscribe")
     return {}
 
 
-def refresh(shard: Shard, params: dict[str, Any]) -> dict[str, Any]:
+def refresh(shard: RouterHost, params: dict[str, Any]) -> dict[str, Any]:
     """API ``refresh``: a new expiry (or none) and info for a user's connections, or expire them now."""
     now = time.time()
     info = payload(params, "info")
@@ -218,7 +247,7 @@ def refresh(shard: Shard, params: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
-def channels(shard: Shard, params: dict[str, Any]) -> dict[str, Any]:
+def channels(shard: RouterHost, params: dict[str, Any]) -> dict[str, Any]:
     """Local subscriber counts per channel, optionally filtered by a glob ``pattern``."""
     pattern = params.get("pattern") or ""
     counts = {channel: len(members) for channel, members in shard.hub.by_channel.items()}
@@ -226,6 +255,15 @@ def channels(shard: Shard, params: dict[str, Any]) -> dict[str, Any]:
         matcher = glob_matcher(pattern)
         counts = {channel: n for channel, n in counts.items() if matcher.match(channel)}
     return {"channels": counts}
+
+
+def rss_bytes() -> int:
+    """This process's resident memory (0 where /proc is not there)."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return 0
 
 
 def warm_up(cfg: Config) -> None:

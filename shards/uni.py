@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from broker.errors import ClientError, Disconnect
 from broker.protocol.state import ConnectionState
 from broker.protocol.uni import HttpStreamFraming, UniSession
-from shards.connection import ClientConnection
-
-if TYPE_CHECKING:
-    from shards.main import Shard
+from shards.connection import ClientConnection, ConnectionHost
 
 log = logging.getLogger("switchboard.shard")
 
@@ -25,7 +22,7 @@ class UniConnection(ClientConnection):
     __slots__ = ("_request", "session")
 
     def __init__(
-        self, shard: Shard, state: ConnectionState, framing: HttpStreamFraming, request: bytes
+        self, shard: ConnectionHost, state: ConnectionState, framing: HttpStreamFraming, request: bytes
     ) -> None:
         super().__init__(shard, state, framing.name)
         self.session = UniSession(state, framing)

@@ -36,7 +36,7 @@ from broker.websocket.frames import (
     ServerConnection,
     encode_frame,
 )
-from shards.connection import ClientConnection
+from shards.connection import ClientConnection, ConnectionHost
 from shards.uni import recover_then_flush
 
 if TYPE_CHECKING:
@@ -44,7 +44,6 @@ if TYPE_CHECKING:
     from broker.channels import ChannelRules
     from broker.config import Config
     from broker.protocol.client import Done
-    from shards.main import Shard
 
 log = logging.getLogger("switchboard.shard")
 
@@ -54,7 +53,7 @@ CLOSE_WAIT = 1.0
 class _WebSocketBase(ClientConnection):
     __slots__ = ("_initial", "ws")
 
-    def __init__(self, shard: Shard, state: ConnectionState, kind: str, initial: bytes) -> None:
+    def __init__(self, shard: ConnectionHost, state: ConnectionState, kind: str, initial: bytes) -> None:
         super().__init__(shard, state, kind)
         self.ws = ServerConnection(max_message_size=shard.cfg.websocket_message_size_limit)
         self._initial: bytes | None = initial
@@ -148,7 +147,7 @@ class WsConnection(_WebSocketBase):
 
     __slots__ = ("_opcode", "session")
 
-    def __init__(self, shard: Shard, state: ConnectionState, codec: Codec, initial: bytes) -> None:
+    def __init__(self, shard: ConnectionHost, state: ConnectionState, codec: Codec, initial: bytes) -> None:
         super().__init__(shard, state, "ws-protobuf" if codec.binary else "ws-json", initial)
         self.session = ClientSession(state, codec, self)
         self._opcode = OP_BINARY if codec.binary else OP_TEXT
@@ -267,7 +266,7 @@ class UniWsConnection(_WebSocketBase):
 
     __slots__ = ("session",)
 
-    def __init__(self, shard: Shard, state: ConnectionState, initial: bytes) -> None:
+    def __init__(self, shard: ConnectionHost, state: ConnectionState, initial: bytes) -> None:
         super().__init__(shard, state, "uni_websocket", initial)
         self.session = UniSession(state, UNI_WEBSOCKET)  # type: ignore[arg-type]
 

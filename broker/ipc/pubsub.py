@@ -26,7 +26,7 @@ announces the join) only once the channel is *ready*: the welcome arrived, so ev
 publishes from then on reaches it. If the writer does not answer (it is down), waiters are released
 after ``READY_TIMEOUT`` anyway. When a writer restarts, the shards subscribe its channels again
 (:meth:`Subscriber.rearm`) and wait for the new welcome before it may publish (see
-:meth:`shards.main.Shard.peer_restarted`).
+:meth:`shards.restarts.PeerRestarts.restarted`).
 """
 
 from __future__ import annotations

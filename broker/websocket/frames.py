@@ -43,6 +43,7 @@ draining the socket briefly (or until EOF) before closing it after a failure.
 from __future__ import annotations
 
 import codecs
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
@@ -67,6 +68,7 @@ __all__ = [
     "encode_close",
     "encode_frame",
     "is_valid_close_code",
+    "log_mask_implementation",
     "mask_implementation",
 ]
 
@@ -114,6 +116,12 @@ MASK_PYTHON = "pure Python (slow: websockets.speedups is not installed)"
 def mask_implementation() -> str:
     """Which unmasking code this installation runs, for the start-up log."""
     return MASK_PYTHON if apply_mask is _apply_mask_py else MASK_C
+
+
+def log_mask_implementation(log: logging.Logger) -> None:
+    """One start-up line: info with the C extension, a warning for the slow pure-Python fallback."""
+    masking = mask_implementation()
+    log.log(logging.INFO if masking == MASK_C else logging.WARNING, "WebSocket unmasking: %s", masking)
 
 
 _Utf8Decoder = codecs.getincrementaldecoder("utf-8")

@@ -34,7 +34,7 @@ def test_a_clients_publication_reaches_the_writer_as_it_was_sent():
         "chat", b'{"text":"hi"}', user="42", client="c1", conn_info=b"\x00ci", chan_info=b"[1]"
     )
     writer = FakeWriter()
-    assert publish(writer, publication_params(sent)) == {"offset": 1, "epoch": "e"}  # type: ignore[arg-type]
+    assert publish(SimpleNamespace(writer=writer), publication_params(sent)) == {"offset": 1, "epoch": "e"}  # type: ignore[arg-type]
     assert writer.written == [(sent, False, "")]
 
 
@@ -47,7 +47,7 @@ def test_an_api_publication_keeps_its_tags_options_and_no_client_info():
         "skip_history": True,
         "idempotency_key": "x",
     }
-    publish(writer, params)  # type: ignore[arg-type]
+    publish(SimpleNamespace(writer=writer), params)  # type: ignore[arg-type]
     [(publication, skip_history, key)] = writer.written
     assert publication == Publication("news", b'{"a":1}', tags={"k": "v"})
     assert (skip_history, key) == (True, "x")
@@ -59,7 +59,7 @@ def test_an_api_publication_keeps_its_tags_options_and_no_client_info():
 )
 def test_a_publication_without_channel_or_data_is_a_bad_request(params):
     with pytest.raises(errors.ClientError) as info:
-        publish(FakeWriter(), params)  # type: ignore[arg-type]
+        publish(SimpleNamespace(writer=FakeWriter()), params)  # type: ignore[arg-type]
     assert info.value.code == errors.BAD_REQUEST.code
 
 

@@ -69,16 +69,16 @@ def connect(shard: Shard, k: int) -> WsConnection:
 
 def test_closed_connections_leave_nothing_behind(shard: Shard) -> None:
     live = [connect(shard, k) for k in range(20)]
-    assert len(shard.hub) == 20 and len(shard._expiry) == 20 and len(shard._sub_expiry) == 20
+    assert len(shard.hub) == 20 and len(shard.timers.expiry) == 20 and len(shard.timers.sub_expiry) == 20
     for k in range(20, 2_000):
         connect(shard, k).connection_lost(None)
     while live:
         live.pop().connection_lost(None)
     assert len(shard.hub) == 0
     assert shard.hub.by_user == {} and shard.hub.by_channel == {}
-    assert len(shard._pings) == 0
-    assert (shard._expiry.held, shard._sub_expiry.held) == (0, 0)
-    shard._flush()  # what the running loop does after each read
+    assert len(shard.timers.pings) == 0
+    assert (shard.timers.expiry.held, shard.timers.sub_expiry.held) == (0, 0)
+    shard.coalescer.flush()  # what the running loop does after each read
     gc.collect()
     assert sum(type(o) is WsConnection for o in gc.get_objects()) == 0
 
@@ -86,7 +86,7 @@ def test_closed_connections_leave_nothing_behind(shard: Shard) -> None:
 def test_unsubscribing_drops_the_subscription_deadline(shard: Shard) -> None:
     conn = connect(shard, 1)
     conn.session.receive(orjson.dumps({"id": 4, "unsubscribe": {"channel": "$c1"}}), time.time())
-    assert len(shard._sub_expiry) == 0 and shard._sub_expiry.held == 0
-    assert len(shard._expiry) == 1
+    assert len(shard.timers.sub_expiry) == 0 and shard.timers.sub_expiry.held == 0
+    assert len(shard.timers.expiry) == 1
     conn.connection_lost(None)
-    assert shard._expiry.held == 0
+    assert shard.timers.expiry.held == 0

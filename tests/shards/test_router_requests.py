@@ -20,6 +20,7 @@ class FakeShard:
         )
         self.disconnected: list[tuple[str, Any]] = []
         self.published: list[str] = []
+        self.writer = self  # writes the channels itself
 
     def disconnect(self, conn: Any, reason: Any) -> None:
         self.disconnected.append((conn.state.client, reason))

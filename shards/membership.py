@@ -1,0 +1,171 @@
+"""Who is on a shard and what they subscribe to: connections entering and leaving the hub.
+
+Every change to a connection's place in the hub happens here, with what goes with it: its timers
+(:mod:`shards.timers`), its join/leave announcements (:mod:`shards.fanout`), the data plane's interest in
+its channels (the SUB socket subscribes a channel on its first local subscriber), and the shared-memory
+channel counts the router reads.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Protocol
+
+from broker import errors
+from broker.config import Config
+from broker.errors import Disconnect
+from broker.ipc.shm_index import CountIndex
+from shards.connection import ClientConnection
+from shards.hub import Hub
+from shards.timers import ConnectionTimers
+
+log = logging.getLogger("switchboard.shard")
+
+
+class DataPlane(Protocol):
+    """The SUB socket's channel interest (``broker.ipc.pubsub.Subscriber``)."""
+
+    def subscribe(self, channel: str) -> None: ...
+
+    def release(self, channel: str) -> None: ...
+
+    def when_ready(self, channel: str, callback: Callable[[], None]) -> None: ...
+
+
+class Announcing(Protocol):
+    """Join/leave announcements (``shards.fanout.FanOut``)."""
+
+    def presence_event(self, conn: ClientConnection, channel: str, kind: str) -> None: ...
+
+
+class Membership:
+    """Owns the hub and the connections' timers; ``fanout`` and ``data_plane`` are set once built."""
+
+    def __init__(self, cfg: Config, index: int, counts: CountIndex | None, now: float) -> None:
+        self.cfg = cfg
+        self.index = index
+        self.counts = counts
+        self._counts_full = False
+        self.data_plane: DataPlane | None = None
+        self.fanout: Announcing | None = None
+        self.hub = Hub(
+            on_first_subscriber=self._channel_added,
+            on_last_subscriber=self._channel_removed,
+            on_count=self._channel_count if counts is not None else None,
+        )
+        self.timers = ConnectionTimers(cfg, self, now)
+
+    def admit(self, conn: ClientConnection, ready: Callable[[], None] | None = None) -> Disconnect | None:
+        """Enter a connection that passed connect into every index; refuse it over the user's limit.
+
+        ``ready`` is called once the data plane delivers every channel the connection starts with (its
+        server-side subscriptions), so that the connect reply never precedes a lost publication.
+        """
+        state = conn.state
+        limit = self.cfg.client_user_connection_limit
+        # All of a user's connections live on this shard, so the count here is the user's count.
+        if limit and state.user and len(self.hub.user_connections(state.user)) >= limit:
+            return errors.CONNECTION_LIMIT
+        try:
+            self.hub.add(conn)
+        except ValueError:
+            log.error("duplicate client id %s", state.client)
+            return errors.DISCONNECT_INTERNAL
+        self.timers.track(conn)
+        log.debug("client %s connected: user=%r transport=%s", state.client, state.user, state.transport)
+        channels = list(state.channels)
+        if not channels:
+            if ready is not None:
+                ready()
+            return None
+        waiting = [len(channels)]
+
+        def one_ready() -> None:
+            waiting[0] -= 1
+            if waiting[0] == 0 and ready is not None:
+                ready()
+
+        for channel in channels:
+            self._when_ready(conn, channel, one_ready)
+        return None
+
+    def _when_ready(self, conn: ClientConnection, channel: str, ready: Callable[[], None] | None) -> None:
+        """``ready()`` (after the join announcement) once publications of ``channel`` reach ``conn``."""
+
+        def now_ready() -> None:
+            if conn.state.client in self.hub.by_client and channel in conn.state.channels:
+                self._announce(conn, channel, "join")
+            if ready is not None:
+                ready()
+
+        if self.data_plane is None:
+            now_ready()
+        else:
+            self.data_plane.when_ready(channel, now_ready)
+
+    def unregister(self, conn: ClientConnection) -> None:
+        if self.hub.remove(conn):
+            self.timers.untrack(conn)
+            log.debug("client %s gone", conn.state.client)
+            for channel in conn.state.channels:
+                self._announce(conn, channel, "leave")
+
+    def subscribe(
+        self, conn: ClientConnection, channel: str, source: int, ready: Callable[[], None] | None = None
+    ) -> None:
+        """Subscribe a connection; ``ready`` (and the join announcement) once publications will reach it."""
+        self.hub.subscribe(conn, channel, source)
+        self._when_ready(conn, channel, ready)
+
+    def unsubscribe(self, conn: ClientConnection, channel: str) -> None:
+        if channel in conn.state.channels:
+            self.hub.unsubscribe(conn, channel)
+            self.timers.unsubscribed(conn, channel)
+            self._announce(conn, channel, "leave")
+
+    def server_unsubscribe(self, conn: ClientConnection, channel: str, code: int, reason: str) -> None:
+        """End one subscription from the server's side and tell the client with ``code``."""
+        if channel not in conn.state.channels:
+            return
+        self.unsubscribe(conn, channel)
+        session = getattr(conn, "session", None)
+        if session is not None and hasattr(session, "forget_channel"):
+            session.forget_channel(channel)
+        if conn.state.positions is not None:
+            conn.state.positions.pop(channel, None)
+        conn.send_push({"channel": channel, "unsubscribe": {"code": code, "reason": reason}})
+
+    def expiry_changed(self, conn: ClientConnection) -> None:
+        if conn.state.client in self.hub.by_client:
+            self.timers.expiry_changed(conn)
+
+    def sub_expiry_changed(self, conn: ClientConnection, channel: str) -> None:
+        if conn.state.client in self.hub.by_client:
+            self.timers.sub_expiry_changed(conn, channel)
+        else:
+            self.timers.unsubscribed(conn, channel)
+
+    def _announce(self, conn: ClientConnection, channel: str, kind: str) -> None:
+        if self.fanout is not None:
+            self.fanout.presence_event(conn, channel, kind)
+
+    # -- the data plane and the router's counts follow the hub ----------------------------------------
+
+    def _channel_added(self, channel: str) -> None:
+        if self.data_plane is not None:
+            self.data_plane.subscribe(channel)
+
+    def _channel_removed(self, channel: str) -> None:
+        if self.data_plane is not None:
+            self.data_plane.release(channel)
+
+    def _channel_count(self, channel: str, count: int) -> None:
+        assert self.counts is not None
+        try:
+            stored = self.counts.set(channel, self.index, count)
+        except ValueError:
+            stored = False  # a channel name too long for the table: the router asks the shards
+        if not stored and not self._counts_full:
+            self._counts_full = True
+            log.warning("channel counts table is full; the router falls back to asking every shard")

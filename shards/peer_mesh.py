@@ -1,0 +1,143 @@
+"""The peer mesh: a shard's questions to the other shards of its node.
+
+A channel's writer orders its publications and answers for its stream, so a shard sends its clients'
+publications and history/recovery questions to the writer (:meth:`PeerMesh.writer_query`), and asks
+every shard for what each holds a part of, such as presence (:meth:`PeerMesh.cluster_query`). Questions to
+this shard itself are answered by ``local`` without a round trip, in the same JSON shape as a remote
+answer. A shard that does not answer in time is skipped by a cluster query and is error 100 for a
+writer query.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+import zmq
+
+from broker import errors
+from broker.errors import ClientError
+from broker.hashing import writer_for
+from broker.ipc import paths
+from broker.ipc.control import Raw, RemoteError, Requester, Responder, ShardUnavailable, client_error
+from broker.ipc.pubsub import Publication
+from shards.peer_requests import publication_params
+
+log = logging.getLogger("switchboard.shard")
+
+PEER_TIMEOUT = 5.0
+
+Done = Callable[[ClientError | None, Any], None]
+
+
+class Requesting(Protocol):
+    """The requesting side of the control plane (``broker.ipc.control.Requester``)."""
+
+    def request(self, identity: bytes, method: str, params: Any, timeout: float) -> Awaitable[Any]: ...
+
+
+class PeerMesh:
+    def __init__(
+        self,
+        index: int,
+        size: int,
+        local: Callable[[str, dict[str, Any]], Any],
+        spawn: Callable[[Coroutine[Any, Any, Any]], None],
+    ) -> None:
+        self.index = index
+        self.size = size
+        self.local = local  # answers a peer question on this shard (the handlers of shards.peer_requests)
+        self.spawn = spawn
+        self.requester: Requesting | None = None
+        # Identical questions to a writer already on their way: key → callbacks waiting for the answer.
+        self._inflight: dict[tuple[str, bytes], list[Done]] = {}
+
+    def open(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        context: zmq.Context[zmq.Socket[bytes]],
+        runtime: Path,
+        answer: Callable[[str, Any], Any],
+    ) -> list[Requester | Responder]:
+        """Connect to the other shards: one socket to ask them, one per peer to answer it."""
+        identity = paths.shard_identity(self.index)
+        requester = Requester(loop, context, paths.peer_endpoint(runtime, self.index))
+        self.requester = requester
+        answers = [
+            Responder(loop, context, paths.peer_endpoint(runtime, i), identity, answer) for i in self.others()
+        ]
+        return [requester, *answers]
+
+    def others(self) -> list[int]:
+        return [i for i in range(self.size) if i != self.index]
+
+    async def request(self, index: int, method: str, params: dict[str, Any], timeout: float) -> Any:
+        assert self.requester is not None
+        return await self.requester.request(paths.shard_identity(index), method, params, timeout)
+
+    def publish_remote(self, writer: int, publication: Publication, done: Done) -> None:
+        """Send a client's publication to its channel's writer on another shard."""
+        params = publication_params(publication)
+        self.spawn(self._ask(writer, "publish", params, done, f"publish to {publication.channel}"))
+
+    def cluster_query(self, method: str, params: dict[str, Any], merge: Any, done: Done) -> None:
+        """Ask every shard (this one directly), then ``done(None, merge(parts))``; silent ones are skipped."""
+        # Through JSON and back, so that local and remote parts have the same shape.
+        local = orjson.loads(orjson.dumps(self.local(method, params)))
+        if self.size == 1:
+            done(None, merge([local]))
+            return
+        self.spawn(self._gather(method, params, local, merge, done))
+
+    async def _gather(self, method: str, params: dict[str, Any], local: Any, merge: Any, done: Done) -> None:
+        others = self.others()
+        outcomes = await asyncio.gather(
+            *(self.request(i, method, params, PEER_TIMEOUT) for i in others), return_exceptions=True
+        )
+        parts = [local]
+        for index, outcome in zip(others, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                log.warning("shard %d did not answer %s: %s", index, method, outcome)
+            else:
+                parts.append(outcome)
+        done(None, merge(parts))
+
+    def writer_query(self, channel: str, method: str, params: dict[str, Any], done: Done) -> None:
+        """Ask the channel's writer shard (this one directly when it is the writer).
+
+        Identical questions in flight at the same time (many clients subscribing or recovering from
+        the same position after an outage) share one request and one answer.
+        """
+        writer = writer_for(channel, self.size)
+        if writer == self.index:
+            try:
+                result = self.local(method, params)
+            except ClientError as err:
+                done(err, None)
+                return
+            done(None, orjson.loads(result.json if isinstance(result, Raw) else orjson.dumps(result)))
+            return
+        key = (method, orjson.dumps(params, option=orjson.OPT_SORT_KEYS))
+        waiting = self._inflight.get(key)
+        if waiting is not None:
+            waiting.append(done)
+            return
+        self._inflight[key] = [done]
+
+        def answered(err: ClientError | None, result: Any) -> None:
+            for callback in self._inflight.pop(key, []):
+                callback(err, result)
+
+        self.spawn(self._ask(writer, method, params, answered, f"{method} on shard {writer}"))
+
+    async def _ask(self, index: int, method: str, params: dict[str, Any], done: Done, what: str) -> None:
+        try:
+            result = await self.request(index, method, params, PEER_TIMEOUT)
+        except (ShardUnavailable, RemoteError) as exc:
+            done(client_error(exc, what, errors.INTERNAL), None)
+            return
+        done(None, result)

@@ -1,0 +1,119 @@
+"""The per-connection timers of a shard: pings and pong checks, connection and subscription expiry.
+
+Each tick (once a second, from the shard's ticker) does the work of the seconds since the last one:
+the ping wheel (:mod:`shards.ticker`) says whom to ping and whose pong to check, the deadline heaps
+(:mod:`shards.deadlines`) say which connections and subscriptions expired. A key leaves as soon as its
+connection or subscription ends, so closed connections hold nothing until their expiry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from broker import errors
+from broker.config import Config
+from broker.protocol.state import SERVER_SIDE_SOURCES
+from shards.connection import ClientConnection
+from shards.deadlines import Deadlines
+from shards.hub import Hub
+from shards.ticker import PingWheel
+
+log = logging.getLogger("switchboard.shard")
+
+
+class TimersHost(Protocol):
+    """What expiry needs of its shard: the live connections and a way to end one subscription."""
+
+    @property
+    def hub(self) -> Hub: ...
+
+    def server_unsubscribe(self, conn: ClientConnection, channel: str, code: int, reason: str) -> None: ...
+
+
+class ConnectionTimers:
+    def __init__(self, cfg: Config, host: TimersHost, now: float) -> None:
+        self.cfg = cfg
+        self.host = host
+        self.pings: PingWheel[ClientConnection] = PingWheel(cfg.ping_interval, cfg.pong_timeout, now)
+        # Expiring connections (client id) and subscriptions ((client id, channel)).
+        self.expiry: Deadlines[str] = Deadlines()
+        self.sub_expiry: Deadlines[tuple[str, str]] = Deadlines()
+
+    def track(self, conn: ClientConnection) -> None:
+        """A connection entered the hub: ping it, and expire it if its credentials do."""
+        state = conn.state
+        self.pings.add(conn, state.connected_at)
+        if state.expire_at:
+            self.expiry.set(state.client, state.expire_at)
+
+    def untrack(self, conn: ClientConnection) -> None:
+        """A connection left the hub: forget every timer it had."""
+        state = conn.state
+        self.pings.discard(conn, state.connected_at)
+        self.expiry.discard(state.client)
+        for channel in state.sub_expires or ():
+            self.sub_expiry.discard((state.client, channel))
+
+    def expiry_changed(self, conn: ClientConnection) -> None:
+        self.expiry.set(conn.state.client, conn.state.expire_at)
+
+    def sub_expiry_changed(self, conn: ClientConnection, channel: str) -> None:
+        expires = conn.state.sub_expires
+        key = (conn.state.client, channel)
+        if expires and channel in expires:
+            self.sub_expiry.set(key, expires[channel])
+        else:
+            self.sub_expiry.discard(key)
+
+    def unsubscribed(self, conn: ClientConnection, channel: str) -> None:
+        self.sub_expiry.discard((conn.state.client, channel))
+
+    def tick(self, now: float) -> None:
+        to_ping, to_check = self.pings.advance(now)
+        for conn in to_ping:
+            conn.ping(now)
+        for conn in to_check:
+            conn.check_pong(now)
+        self._expire_connections(now)
+        self._expire_subscriptions(now)
+
+    def _expire_connections(self, now: float) -> None:
+        for client, expire_at in self.expiry.pop_due(now - self.cfg.client_expired_close_delay):
+            found = self.host.hub.by_client.get(client)
+            if isinstance(found, ClientConnection) and found.state.expire_at == expire_at:
+                found.close_with(errors.CONNECTION_EXPIRED)
+
+    def _expire_subscriptions(self, now: float) -> None:
+        for (client, channel), expire_at in self.sub_expiry.pop_due(
+            now - self.cfg.client_expired_sub_close_delay
+        ):
+            conn = self.host.hub.by_client.get(client)
+            if not isinstance(conn, ClientConnection):
+                continue
+            expires = conn.state.sub_expires
+            if not expires or expires.get(channel) != expire_at:
+                continue  # refreshed or gone since
+            source = conn.state.channels.get(channel)
+            if source in SERVER_SIDE_SOURCES:
+                conn.close_with(errors.SUBSCRIPTION_EXPIRED)
+                continue
+            self.host.server_unsubscribe(conn, channel, 2501, "subscription expired")
+
+
+async def every_second(tick: Callable[[float], None]) -> None:
+    """Call ``tick(now)`` at each whole second of the clock, until cancelled.
+
+    It wakes at the next whole second of the clock as it is now: a tick that ran late is not followed by
+    a burst of ticks for the seconds it missed (the wheel catches them up at once).
+    """
+    while True:
+        await asyncio.sleep(max(0.0, math.floor(time.time()) + 1 - time.time()))
+        try:
+            tick(time.time())
+        except Exception:
+            log.exception("shard tick failed")
