@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from broker.engine import MemoryEngine, StreamPosition
+from broker.engine import MemoryStreams, StreamPosition
 from broker.ipc.pubsub import Publication
 
 pytestmark = pytest.mark.slow
@@ -19,7 +19,7 @@ def _per_op(label: str, count: int, started: float) -> float:
 
 
 def test_bench_engine() -> None:
-    engine = MemoryEngine()
+    engine = MemoryStreams()
     channels = [f"chat:{i}" for i in range(10_000)]
     rounds = 20
     started = time.perf_counter()

@@ -36,6 +36,7 @@ from broker import errors
 from broker.auth import TokenVerifier
 from broker.channels import ChannelRules
 from broker.config import Config
+from broker.engine import engines_for
 from broker.errors import Disconnect
 from broker.hashing import writer_for
 from broker.ids import new_id
@@ -90,7 +91,10 @@ class Shard:
         self.verifier = TokenVerifier.for_connections(cfg)
         self.rules = ChannelRules.from_config(cfg)
         # The channels this shard writes (see broker.hashing.writer_for), their streams and members.
-        self.writer = ChannelWriter(self.rules, index, self.size, cfg.global_history_meta_ttl)
+        self.engines = engines_for(cfg)
+        self.writer = ChannelWriter(
+            self.rules, index, self.size, cfg.global_history_meta_ttl, self.engines.history
+        )
         self.mesh = PeerMesh(index, self.size, self.handle_peer_request, self.spawn)
         self.cluster_query = self.mesh.cluster_query
         self.writer_query = self.mesh.writer_query
@@ -223,12 +227,15 @@ class Shard:
         elif not publication.kind and not self.writer.writing():
             self.spawn(self.writer.until_writing(lambda: self.publish(publication, done)))
         else:
-            try:
-                result = self.writer.write_publication(publication)
-            except errors.ClientError as err:
-                done(err, None)
-                return
-            done(None, result)
+            self.spawn(self._write(publication, done))
+
+    async def _write(self, publication: Publication, done: Any) -> None:
+        try:
+            result = await self.writer.write_publication(publication)
+        except errors.ClientError as err:
+            done(err, None)
+            return
+        done(None, result)
 
     # -- timers ----------------------------------------------------------------------------------
 
@@ -239,7 +246,7 @@ class Shard:
             self.request_stop()
             return
         self.timers.tick(now)
-        self.writer.sweep(now)
+        self.writer.maintain(now)
         if now >= self._next_position_check:
             self._next_position_check = now + POSITION_CHECK_INTERVAL
             self.spawn(self.fanout.check_positions())

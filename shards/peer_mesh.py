@@ -11,6 +11,7 @@ writer query.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
@@ -114,12 +115,7 @@ class PeerMesh:
         """
         writer = writer_for(channel, self.size)
         if writer == self.index:
-            try:
-                result = self.local(method, params)
-            except ClientError as err:
-                done(err, None)
-                return
-            done(None, orjson.loads(result.json if isinstance(result, Raw) else orjson.dumps(result)))
+            self.spawn(self._ask_here(method, params, done))
             return
         key = (method, orjson.dumps(params, option=orjson.OPT_SORT_KEYS))
         waiting = self._inflight.get(key)
@@ -133,6 +129,17 @@ class PeerMesh:
                 callback(err, result)
 
         self.spawn(self._ask(writer, method, params, answered, f"{method} on shard {writer}"))
+
+    async def _ask_here(self, method: str, params: dict[str, Any], done: Done) -> None:
+        """This shard is the writer: its own answer, in the same JSON shape as a peer's."""
+        try:
+            result = self.local(method, params)
+            if inspect.isawaitable(result):
+                result = await result
+        except ClientError as err:
+            done(err, None)
+            return
+        done(None, orjson.loads(result.json if isinstance(result, Raw) else orjson.dumps(result)))
 
     async def _ask(self, index: int, method: str, params: dict[str, Any], done: Done, what: str) -> None:
         try:

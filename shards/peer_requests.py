@@ -146,14 +146,14 @@ def _since(params: dict[str, Any]) -> StreamPosition | None:
     return StreamPosition(offset, epoch)
 
 
-def history(host: PeerHost, params: dict[str, Any]) -> dict[str, Any]:
+async def history(host: PeerHost, params: dict[str, Any]) -> dict[str, Any]:
     """As the channel's writer: publications and the stream position (108 when history is off)."""
     channel = str(params.get("channel", ""))
     host.writer.history_options(channel)  # 108 before the parameters are looked at
     limit = params.get("limit") or 0
     if not isinstance(limit, int):
         raise errors.BAD_REQUEST()
-    found = host.writer.history(
+    found = await host.writer.history(
         channel, limit=limit, since=_since(params), reverse=bool(params.get("reverse"))
     )
     return {
@@ -163,17 +163,17 @@ def history(host: PeerHost, params: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def position(host: PeerHost, params: dict[str, Any]) -> dict[str, Any]:
-    top = host.writer.position(str(params.get("channel", "")))
+async def position(host: PeerHost, params: dict[str, Any]) -> dict[str, Any]:
+    top = await host.writer.position(str(params.get("channel", "")))
     return {"offset": top.offset, "epoch": top.epoch}
 
 
-def recover(host: PeerHost, params: dict[str, Any]) -> Raw:
+async def recover(host: PeerHost, params: dict[str, Any]) -> Raw:
     """Publications a resubscribing client missed since its position, and whether it is whole again."""
     channel = str(params.get("channel", ""))
     host.writer.history_options(channel)
     since = _since(params) or StreamPosition(0, "")
-    return host.writer.recover(channel, since, int(params.get("limit") or 0), _recovery_answer)
+    return await host.writer.recover(channel, since, int(params.get("limit") or 0), _recovery_answer)
 
 
 def _recovery_answer(outcome: RecoveryResult) -> Raw:

@@ -109,7 +109,7 @@ class PeerRestarts:
         if self._boots.get(index) == boot:
             return {"leaves": 0, "ended": 0}  # a repeat of an announcement already handled
         self._boots[index] = boot
-        leaves = self.writer.forget_shard(index)
+        leaves = await self.writer.forget_shard(index)
         if self.subscriber is None:
             return {"leaves": leaves, "ended": 0}
         channels = {ch for ch in self.subscriber.channels if writer_for(ch, self.size) == index}

@@ -163,22 +163,22 @@ def info(shard: RouterHost, params: dict[str, Any]) -> dict[str, Any]:
     return stats
 
 
-def publish_many(shard: RouterHost, params: dict[str, Any]) -> Any:
+async def publish_many(shard: RouterHost, params: dict[str, Any]) -> dict[str, Any]:
     """``broadcast`` to the channels this shard writes: one answer per channel, in order."""
     if not shard.writer.writing():
-        return shard.writer.until_writing(lambda: publish_many(shard, params))
+        await shard.writer.until_writing(lambda: None)
     responses: list[dict[str, Any]] = []
     for channel in params.get("channels") or []:
         try:
-            responses.append({"result": publish(shard, {**params, "channel": channel})})
+            responses.append({"result": await publish(shard, {**params, "channel": channel})})
         except errors.ClientError as err:
             responses.append({"error": {"code": err.code, "message": err.message}})
     return {"responses": responses}
 
 
-def history_remove(shard: RouterHost, params: dict[str, Any]) -> dict[str, Any]:
+async def history_remove(shard: RouterHost, params: dict[str, Any]) -> dict[str, Any]:
     channel = str(params.get("channel", ""))
-    shard.writer.remove_history(channel)
+    await shard.writer.remove_history(channel)
     return {}
 
 

@@ -3,7 +3,9 @@
 Every channel has one writer shard (:func:`broker.hashing.writer_for`). It gives each publication its
 offset and epoch from the history engine, keeps the join/leave members of the channels it writes, and
 sends publications on to every shard through its PUB socket. Reads of the stream (history, position,
-recovery) are answered here too, so that the engine is called from this module only.
+recovery) are answered here too, so that the engine is called from this module only. Engine calls are
+awaited (an engine may be remote); the memory engine's never suspend, so a write completes in the step
+that started it and publications leave in the order their writes started.
 
 A writer that (re)started holds its first publications until the other shards are ready for its new
 epochs (:mod:`shards.restarts` opens it with :meth:`ChannelWriter.open_writing`).
@@ -19,8 +21,8 @@ from typing import Any, Protocol
 
 from broker import errors
 from broker.channels import ChannelOptions, ChannelRules
-from broker.engine.base import HistoryEngine, HistoryResult, RecoveryResult, StreamPosition
-from broker.engine.memory import MemoryEngine
+from broker.engine.base import HistoryResult, RecoveryResult, StreamPosition
+from broker.engine.history import HistoryEngine
 from broker.hashing import shard_for
 from broker.ipc.control import Raw
 from broker.ipc.pubsub import Publication
@@ -44,13 +46,13 @@ class ChannelWriter:
         index: int,
         size: int,
         default_meta_ttl: float,
-        engine: HistoryEngine | None = None,
+        engine: HistoryEngine,
     ) -> None:
         self.rules = rules
         self.index = index
         self.size = size
         self.default_meta_ttl = default_meta_ttl
-        self.engine: HistoryEngine = engine if engine is not None else MemoryEngine()
+        self.engine = engine
         self.sink: PublicationSink | None = None
         # join_leave channels this shard writes: channel → client → its join event. Kept so that the
         # clients of a shard that died can be announced as gone once it starts again.
@@ -78,7 +80,7 @@ class ChannelWriter:
 
     # -- writing -------------------------------------------------------------------------------
 
-    def write_publication(
+    async def write_publication(
         self, publication: Publication, *, skip_history: bool = False, idempotency_key: str = ""
     ) -> dict[str, Any]:
         """Give the publication its place in the stream and send it on.
@@ -92,7 +94,7 @@ class ChannelWriter:
         publication.time_ms = int(now * 1000)
         if not publication.kind:
             options = self.rules.options_for(publication.channel)
-            result = self.engine.publish(
+            result = await self.engine.publish(
                 publication,
                 history_size=options.history_size,
                 history_ttl=options.history_ttl,
@@ -115,7 +117,7 @@ class ChannelWriter:
             raise errors.INTERNAL()
         return position_result(publication.offset, publication.epoch)
 
-    def forget_shard(self, index: int) -> int:
+    async def forget_shard(self, index: int) -> int:
         """Shard ``index`` (re)started: its former clients left every join_leave channel we write."""
         gone = 0
         for channel, joined in list(self.members.items()):
@@ -131,7 +133,7 @@ class ChannelWriter:
                     chan_info=join.chan_info,
                     kind="leave",
                 )
-                self.write_publication(leave)
+                await self.write_publication(leave)
                 gone += 1
         if gone:
             log.info("announced %d leaves for the clients shard %d had before it restarted", gone, index)
@@ -149,11 +151,11 @@ class ChannelWriter:
     def meta_ttl(self, options: ChannelOptions) -> float:
         return options.history_meta_ttl or self.default_meta_ttl
 
-    def history(
+    async def history(
         self, channel: str, *, limit: int, since: StreamPosition | None, reverse: bool
     ) -> HistoryResult:
         options = self.history_options(channel)
-        return self.engine.history(
+        return await self.engine.history(
             channel,
             limit=limit,
             since=since,
@@ -162,11 +164,11 @@ class ChannelWriter:
             history_meta_ttl=self.meta_ttl(options),
         )
 
-    def position(self, channel: str) -> StreamPosition:
+    async def position(self, channel: str) -> StreamPosition:
         options = self.history_options(channel)
-        return self.engine.position(channel, now=time.time(), history_meta_ttl=self.meta_ttl(options))
+        return await self.engine.position(channel, now=time.time(), history_meta_ttl=self.meta_ttl(options))
 
-    def recover(
+    async def recover(
         self, channel: str, since: StreamPosition, limit: int, encode: Callable[[RecoveryResult], Raw]
     ) -> Raw:
         """What a resubscribing client missed since ``since``, encoded by ``encode``.
@@ -177,15 +179,17 @@ class ChannelWriter:
         options = self.history_options(channel)
         now = time.time()
         meta_ttl = self.meta_ttl(options)
-        top = self.engine.position(channel, now=now, history_meta_ttl=meta_ttl)
+        top = await self.engine.position(channel, now=now, history_meta_ttl=meta_ttl)
         key = (channel, since.offset, since.epoch, limit, options.force_recovery_mode)
         cached = self.recovery_answers.get(key)
         if cached is not None and cached[0] == top:
             return cached[1]
         if options.force_recovery_mode == "cache":
-            outcome = self.engine.recover_cache(channel, since=since, now=now, history_meta_ttl=meta_ttl)
+            outcome = await self.engine.recover_cache(
+                channel, since=since, now=now, history_meta_ttl=meta_ttl
+            )
         else:
-            outcome = self.engine.recover(
+            outcome = await self.engine.recover(
                 channel, since=since, limit=limit, now=now, history_meta_ttl=meta_ttl
             )
         answer = encode(outcome)
@@ -194,13 +198,13 @@ class ChannelWriter:
         self.recovery_answers[key] = (top, answer)
         return answer
 
-    def remove_history(self, channel: str) -> None:
+    async def remove_history(self, channel: str) -> None:
         self.history_options(channel)
-        self.engine.remove_history(channel, now=time.time())
+        await self.engine.remove_history(channel, now=time.time())
 
-    def sweep(self, now: float) -> None:
-        """Drop what expired, a bounded amount per call (called once a second by the ticker)."""
-        self.engine.sweep(now, budget=1000)
+    def maintain(self, now: float) -> None:
+        """The engine's upkeep (called once a second by the ticker)."""
+        self.engine.maintain(now)
 
 
 def position_result(offset: int, epoch: str) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from typing import Any
 
 from broker.channels import ChannelRules
 from broker.config import build
+from broker.engine import MemoryHistory
 from broker.hashing import writer_for
 from broker.ipc.control import ShardUnavailable
 from broker.ipc.pubsub import Publication
@@ -17,7 +18,9 @@ from shards.writer import ChannelWriter
 
 def make_writer(index: int, size: int) -> ChannelWriter:
     cfg = build({"token_hmac_secret_key": "x", "join_leave": True}, environ={})
-    writer = ChannelWriter(ChannelRules.from_config(cfg), index, size, cfg.global_history_meta_ttl)
+    writer = ChannelWriter(
+        ChannelRules.from_config(cfg), index, size, cfg.global_history_meta_ttl, MemoryHistory()
+    )
     writer.sink = type("Sink", (), {"publish": lambda self, p: True})()
     return writer
 
@@ -97,7 +100,7 @@ class Positioned:
 def test_peers_end_the_restarted_writers_channels_and_handle_each_boot_once():
     async def scenario() -> tuple[Any, ...]:
         writer = make_writer(0, 2)
-        writer.write_publication(Publication("room", b"", user="u", client="c", kind="join"))
+        await writer.write_publication(Publication("room", b"", user="u", client="c", kind="join"))
         channels = {f"ch{i}" for i in range(20)}
         fanout = Positioned()
         peers = PeerRestarts(writer, fanout, 2, asyncio.get_running_loop())

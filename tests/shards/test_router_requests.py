@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from types import SimpleNamespace
 from typing import Any
 
@@ -28,7 +30,7 @@ class FakeShard:
     def writing(self) -> bool:
         return True
 
-    def write_publication(self, publication: Any, **_options: Any) -> dict[str, Any]:
+    async def write_publication(self, publication: Any, **_options: Any) -> dict[str, Any]:
         self.published.append(publication.channel)
         return {"offset": len(self.published)}
 
@@ -62,7 +64,7 @@ def test_channels_counts_local_subscribers_filtered_by_pattern():
 
 def test_publish_many_answers_each_channel_in_order_errors_included():
     shard = _shard()
-    answer = publish_many(shard, {"channels": ["a", "", "b"], "data": {"x": 1}})
+    answer = asyncio.run(publish_many(shard, {"channels": ["a", "", "b"], "data": {"x": 1}}))
     assert answer == {
         "responses": [
             {"result": {"offset": 1}},

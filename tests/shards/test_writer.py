@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 import pytest
 
 from broker import errors
 from broker.channels import ChannelRules
 from broker.config import build
-from broker.engine.base import StreamPosition
+from broker.engine import MemoryHistory, StreamPosition
 from broker.hashing import shard_for
 from broker.ipc.control import Raw
 from broker.ipc.pubsub import Publication
 from shards.writer import ChannelWriter
+
+T = TypeVar("T")
 
 
 class Sink:
@@ -26,6 +30,11 @@ class Sink:
         return self.accept
 
 
+def run(coroutine: Coroutine[Any, Any, T]) -> T:
+    """The memory engine never suspends: one step of a fresh loop completes any writer call."""
+    return asyncio.run(coroutine)
+
+
 def make_writer(size: int = 2, accept: bool = True) -> tuple[ChannelWriter, Sink]:
     cfg = build(
         {
@@ -34,7 +43,9 @@ def make_writer(size: int = 2, accept: bool = True) -> tuple[ChannelWriter, Sink
         },
         environ={},
     )
-    writer = ChannelWriter(ChannelRules.from_config(cfg), 0, size, cfg.global_history_meta_ttl)
+    writer = ChannelWriter(
+        ChannelRules.from_config(cfg), 0, size, cfg.global_history_meta_ttl, MemoryHistory()
+    )
     sink = Sink(accept)
     writer.sink = sink
     return writer, sink
@@ -42,7 +53,7 @@ def make_writer(size: int = 2, accept: bool = True) -> tuple[ChannelWriter, Sink
 
 def test_history_channels_get_consecutive_offsets_in_one_epoch_and_are_sent_in_order():
     writer, sink = make_writer()
-    results = [writer.write_publication(Publication("hi:a", b"%d" % i)) for i in range(3)]
+    results = [run(writer.write_publication(Publication("hi:a", b"%d" % i))) for i in range(3)]
     assert [r["offset"] for r in results] == [1, 2, 3]
     assert len({r["epoch"] for r in results}) == 1
     assert [p.offset for p in sink.sent] == [1, 2, 3]
@@ -51,21 +62,21 @@ def test_history_channels_get_consecutive_offsets_in_one_epoch_and_are_sent_in_o
 
 def test_a_channel_without_history_is_sent_without_a_position():
     writer, sink = make_writer()
-    assert writer.write_publication(Publication("plain", b"1")) == {}
+    assert run(writer.write_publication(Publication("plain", b"1"))) == {}
     assert sink.sent[0].offset == 0
 
 
 def test_a_repeated_idempotency_key_answers_the_first_result_and_sends_nothing():
     writer, sink = make_writer()
-    first = writer.write_publication(Publication("hi:a", b"1"), idempotency_key="k")
-    again = writer.write_publication(Publication("hi:a", b"1"), idempotency_key="k")
+    first = run(writer.write_publication(Publication("hi:a", b"1"), idempotency_key="k"))
+    again = run(writer.write_publication(Publication("hi:a", b"1"), idempotency_key="k"))
     assert again == first and len(sink.sent) == 1
 
 
 def test_a_publication_the_pub_socket_refuses_is_an_internal_error():
     writer, _ = make_writer(accept=False)
     with pytest.raises(errors.ClientError) as caught:
-        writer.write_publication(Publication("plain", b"1"))
+        run(writer.write_publication(Publication("plain", b"1")))
     assert caught.value.code == errors.INTERNAL.code
 
 
@@ -73,15 +84,19 @@ def test_members_follow_joins_and_leaves_and_a_restarted_shard_loses_its_clients
     writer, sink = make_writer(size=4)
     clients = [f"c{i}" for i in range(40)]
     for client in clients:
-        writer.write_publication(Publication("hi:room", b"", user="u-" + client, client=client, kind="join"))
-    writer.write_publication(Publication("hi:room", b"", user="u-c0", client="c0", kind="leave"))
+        run(
+            writer.write_publication(
+                Publication("hi:room", b"", user="u-" + client, client=client, kind="join")
+            )
+        )
+    run(writer.write_publication(Publication("hi:room", b"", user="u-c0", client="c0", kind="leave")))
     on_shard_2 = {c for c in clients[1:] if shard_for("u-" + c, c, 4) == 2}
     assert on_shard_2, "some clients must live on shard 2 for this test to mean anything"
     sink.sent.clear()
-    assert writer.forget_shard(2) == len(on_shard_2)
+    assert run(writer.forget_shard(2)) == len(on_shard_2)
     assert {p.client for p in sink.sent} == on_shard_2 and {p.kind for p in sink.sent} == {"leave"}
     assert set(writer.members["hi:room"]) == set(clients[1:]) - on_shard_2
-    assert writer.forget_shard(2) == 0
+    assert run(writer.forget_shard(2)) == 0
 
 
 def test_publications_wait_until_the_writer_is_opened():
@@ -101,11 +116,11 @@ def test_publications_wait_until_the_writer_is_opened():
 def test_stream_reads_need_history_and_recovery_answers_are_reused_while_the_top_stands():
     writer, _ = make_writer()
     with pytest.raises(errors.ClientError) as caught:
-        writer.position("plain")
+        run(writer.position("plain"))
     assert caught.value.code == errors.NOT_AVAILABLE.code
     for i in range(2):
-        writer.write_publication(Publication("hi:a", b"%d" % i))
-    top = writer.position("hi:a")
+        run(writer.write_publication(Publication("hi:a", b"%d" % i)))
+    top = run(writer.position("hi:a"))
     encoded: list[object] = []
 
     def encode(outcome: object) -> Raw:
@@ -113,10 +128,10 @@ def test_stream_reads_need_history_and_recovery_answers_are_reused_while_the_top
         return Raw(b"{}")
 
     since = StreamPosition(1, top.epoch)
-    first = writer.recover("hi:a", since, 0, encode)
-    assert writer.recover("hi:a", since, 0, encode) is first and len(encoded) == 1
-    writer.write_publication(Publication("hi:a", b"3"))
-    assert writer.recover("hi:a", since, 0, encode) is not first and len(encoded) == 2
-    assert len(writer.history("hi:a", limit=-1, since=None, reverse=False).publications) == 3
-    writer.remove_history("hi:a")
-    assert writer.history("hi:a", limit=-1, since=None, reverse=False).publications == []
+    first = run(writer.recover("hi:a", since, 0, encode))
+    assert run(writer.recover("hi:a", since, 0, encode)) is first and len(encoded) == 1
+    run(writer.write_publication(Publication("hi:a", b"3")))
+    assert run(writer.recover("hi:a", since, 0, encode)) is not first and len(encoded) == 2
+    assert len(run(writer.history("hi:a", limit=-1, since=None, reverse=False)).publications) == 3
+    run(writer.remove_history("hi:a"))
+    assert run(writer.history("hi:a", limit=-1, since=None, reverse=False)).publications == []
