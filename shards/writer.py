@@ -14,6 +14,7 @@ epochs (:mod:`shards.restarts` opens it with :meth:`ChannelWriter.open_writing`)
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 from collections.abc import Callable
@@ -74,9 +75,10 @@ class ChannelWriter:
         return self._writing.is_set()
 
     async def until_writing(self, write: Callable[[], Any]) -> Any:
-        """``write()`` once publications may be given offsets."""
+        """``write()`` (awaited when it is a coroutine) once publications may be given offsets."""
         await self._writing.wait()
-        return write()
+        result = write()
+        return await result if inspect.isawaitable(result) else result
 
     # -- writing -------------------------------------------------------------------------------
 

@@ -135,3 +135,16 @@ def test_stream_reads_need_history_and_recovery_answers_are_reused_while_the_top
     assert len(run(writer.history("hi:a", limit=-1, since=None, reverse=False)).publications) == 3
     run(writer.remove_history("hi:a"))
     assert run(writer.history("hi:a", limit=-1, since=None, reverse=False)).publications == []
+
+
+def test_a_held_write_that_is_itself_a_coroutine_is_awaited():
+    async def scenario() -> dict[str, object]:
+        writer, _ = make_writer()
+        held = asyncio.ensure_future(
+            writer.until_writing(lambda: writer.write_publication(Publication("hi:a", b"1")))
+        )
+        await asyncio.sleep(0.01)
+        writer.open_writing("test")
+        return await asyncio.wait_for(held, 1)
+
+    assert asyncio.run(scenario())["offset"] == 1
