@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import logging
+from typing import Any
 
 import orjson
 
 from broker.errors import ClientError
 from broker.ipc.control import RemoteError
+from broker.protocol.publications import publication_from_wire
 
 log = logging.getLogger("switchboard.api")
 
@@ -32,3 +35,57 @@ def first_client_error(found: dict[int, RemoteError]) -> ClientError | None:
     for index in sorted(found):
         return found[index].to_client_error()
     return None
+
+
+def api_publication(wire: dict[str, Any]) -> dict[str, Any]:
+    """A stored publication (base64 fields between processes) in the server API's JSON shape."""
+    pub = publication_from_wire(wire)
+    pub["data"] = _json_or_b64(pub["data"])
+    info = pub.get("info")
+    if info is not None:
+        for key in ("conn_info", "chan_info"):
+            if key in info:
+                info[key] = _json_or_b64(info[key])
+    return pub
+
+
+def _json_or_b64(raw: bytes) -> Any:
+    """Raw JSON as it is; binary (from protobuf clients) is not JSON, so it is sent as base64 text."""
+    try:
+        orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return base64.b64encode(raw).decode()
+    return orjson.Fragment(raw)
+
+
+def merge_info(results: dict[int, dict[str, Any]], missing: list[int]) -> dict[str, Any]:
+    """This node's counts from its shards' ``info`` answers, each shard listed (silent ones as such).
+
+    A user's connections all live on one shard, so named users add up; anonymous connections count as
+    one user however many shards have some.
+    """
+    shards: list[dict[str, Any]] = []
+    clients = users = subs = 0
+    anonymous = False
+    channels: set[str] = set()
+    for index in sorted(results):
+        stats = results[index]
+        clients += stats["num_clients"]
+        users += stats["num_users"]
+        subs += stats["num_subs"]
+        anonymous = anonymous or stats["num_anonymous"] > 0
+        channels.update(stats.get("channels", ()))
+        shard = {key: stats[key] for key in _SHARD_INFO}
+        shards.append({"index": index, **shard})
+    shards.extend({"index": index, "unavailable": True} for index in missing)
+    shards.sort(key=lambda item: item["index"])
+    return {
+        "num_clients": clients,
+        "num_users": users + (1 if anonymous else 0),
+        "num_channels": len(channels),
+        "num_subs": subs,
+        "shards": shards,
+    }
+
+
+_SHARD_INFO = ("pid", "num_clients", "num_users", "num_channels", "num_subs", "uptime", "rss")

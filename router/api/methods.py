@@ -1,0 +1,250 @@
+"""What each server API method does, and the one table that lists them.
+
+Every method is a row of :data:`METHODS`: its params type (:mod:`router.api.params`) and either a route —
+the user's shard or the channel's writer shard, asked with the params' ``to_shard()`` — or a handler of
+its own for methods that gather every shard and merge the answers (:mod:`router.api.merge`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+
+from broker import __version__, errors
+from broker.channels import ChannelRules
+from broker.config import Config
+from broker.connections_filter import compile_connections_filter
+from broker.errors import ClientError
+from broker.hashing import shard_for_user, writer_for
+from broker.ipc.control import RemoteError, ShardUnavailable, client_error
+from broker.merge import merge_channels, merge_presence, merge_presence_stats
+from router.api import params as p
+from router.api.http import batch_too_large
+from router.api.merge import (
+    api_publication,
+    first_client_error,
+    merge_info,
+    splice_connections,
+    with_unavailable_shards,
+)
+from router.cluster import Cluster
+
+Params = dict[str, Any]
+# What a client is told when a shard did not answer (the shard's own errors pass through as they are).
+SHARD_UNAVAILABLE = errors.INTERNAL.with_message("shard unavailable")
+
+
+class Route(enum.Enum):
+    USER = "the user's shard"  # answers {} once the shard has done it
+    WRITER = "the channel's writer shard"  # answers what the writer answers
+    OWN = "a handler of its own"
+
+
+class Context(Protocol):
+    """What a method needs of the router: its config, its shards, and the shared channel counts."""
+
+    cfg: Config
+    cluster: Cluster
+    rules: ChannelRules
+    uid: str
+    started_at: float
+
+    def shards_with_subscribers(self, channel: str) -> list[int] | None: ...
+
+    async def call(self, method: str, params: Any) -> Any: ...
+
+
+Handler = Callable[[Context, Any], Awaitable[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Method:
+    params: Any  # a params type of router.api.params: from_json(params, rules)
+    route: Route
+    handler: Handler | None = None
+
+
+async def ask_one(ctx: Context, index: int, method: str, params: Params) -> Params:
+    try:
+        result: Params = await ctx.cluster.ask(index, method, params)
+    except (ShardUnavailable, RemoteError) as exc:
+        raise client_error(exc, method, SHARD_UNAVAILABLE) from None
+    return result
+
+
+def raise_first_error(found: dict[int, RemoteError]) -> None:
+    error = first_client_error(found)
+    if error is not None:
+        raise error
+
+
+async def broadcast(ctx: Context, params: p.BroadcastParams) -> Params:
+    channels = params.channels
+    responses: list[Params | None] = [None] * len(channels)
+    by_writer: dict[int, list[int]] = {}
+    for position, channel in enumerate(channels):
+        try:
+            ctx.rules.validate_name(channel)
+        except ClientError as err:
+            responses[position] = {"error": {"code": err.code, "message": err.message}}
+            continue
+        by_writer.setdefault(writer_for(channel, ctx.cluster.size), []).append(position)
+
+    async def one_writer(writer: int, positions: list[int]) -> None:
+        # One request per writer shard, however many of the channels it writes.
+        request = {**params.publication, "channels": [channels[i] for i in positions]}
+        try:
+            answers = (await ask_one(ctx, writer, "publish_many", request))["responses"]
+        except ClientError as err:
+            answers = [{"error": {"code": err.code, "message": err.message}}] * len(positions)
+        for position, answer in zip(positions, answers, strict=True):
+            responses[position] = answer
+
+    await asyncio.gather(*(one_writer(w, positions) for w, positions in by_writer.items()))
+    return {"responses": responses}
+
+
+async def presence(ctx: Context, params: p.ChannelParams) -> Params:
+    if not ctx.rules.options_for(params.channel).presence:
+        raise errors.NOT_AVAILABLE()
+    only = ctx.shards_with_subscribers(params.channel)
+    if only == []:
+        return {"presence": {}}
+    gathered = await ctx.cluster.gather("presence", params.to_shard(), only=only)
+    raise_first_error(gathered.errors)
+    return merge_presence(gathered.results.values())
+
+
+async def presence_stats(ctx: Context, params: p.ChannelParams) -> Params:
+    if not ctx.rules.options_for(params.channel).presence:
+        raise errors.NOT_AVAILABLE()
+    only = ctx.shards_with_subscribers(params.channel)
+    if only == []:
+        return {"num_clients": 0, "num_users": 0}
+    gathered = await ctx.cluster.gather("presence_stats", params.to_shard(), only=only)
+    raise_first_error(gathered.errors)
+    return merge_presence_stats(gathered.results.values())
+
+
+async def history(ctx: Context, params: p.HistoryParams) -> Params:
+    if not ctx.rules.options_for(params.channel).history_enabled:
+        raise errors.NOT_AVAILABLE()
+    found = await ask_one(ctx, writer_for(params.channel, ctx.cluster.size), "history", params.to_shard())
+    return {
+        "publications": [api_publication(pub) for pub in found["publications"]],
+        "epoch": found["epoch"],
+        "offset": found["offset"],
+    }
+
+
+async def history_remove(ctx: Context, params: p.ChannelParams) -> Params:
+    if not ctx.rules.options_for(params.channel).history_enabled:
+        raise errors.NOT_AVAILABLE()
+    return await ask_one(
+        ctx, writer_for(params.channel, ctx.cluster.size), "history_remove", params.to_shard()
+    )
+
+
+async def channels(ctx: Context, params: p.ChannelsParams) -> Params:
+    gathered = await ctx.cluster.gather("channels", {"pattern": params.pattern})
+    raise_first_error(gathered.errors)
+    return merge_channels(gathered.results.values())
+
+
+async def connections(ctx: Context, params: p.ConnectionsParams) -> orjson.Fragment:
+    if params.expression:
+        # Refused here (107, with the reason) before any shard sees it; shards check again.
+        compile_connections_filter(params.expression, ctx.cfg)
+    # The shards stop scanning when the router stops waiting for them.
+    timeout = float(ctx.cfg.api_shard_timeout)
+    shard_params = {"user": params.user, "expression": params.expression, "timeout": timeout}
+    index = shard_for_user(params.user, ctx.cluster.size)
+    if index is not None:
+        # Every connection of a named user lives on that user's shard.
+        try:
+            answer = await ctx.cluster.ask_raw(index, "connections", shard_params, timeout)
+        except (ShardUnavailable, RemoteError) as exc:
+            raise client_error(exc, "connections", SHARD_UNAVAILABLE) from None
+        return orjson.Fragment(answer.json)
+    gathered = await ctx.cluster.gather("connections", shard_params, timeout, raw=True)
+    raise_first_error(gathered.errors)
+    merged = splice_connections([gathered.results[i].json for i in sorted(gathered.results)])
+    return orjson.Fragment(with_unavailable_shards(merged, gathered.missing))
+
+
+async def info(ctx: Context, params: p.NoParams) -> Params:
+    gathered = await ctx.cluster.gather("info", {"channel_names": True})
+    node = merge_info(gathered.results, gathered.missing)
+    node.update(
+        {
+            "uid": ctx.uid,
+            "name": ctx.cfg.node_name,
+            "version": __version__,
+            "uptime": int(time.monotonic() - ctx.started_at),
+        }
+    )
+    return {"nodes": [node]}
+
+
+async def batch(ctx: Context, params: p.BatchParams) -> Params:
+    """Several commands in one request; answered as top-level ``replies`` (no ``result``)."""
+    if len(params.commands) > ctx.cfg.api_batch_max_size:
+        raise batch_too_large(ctx.cfg, len(params.commands))
+    commands = params.methods()
+
+    async def one(method: str, method_params: Any) -> Params:
+        try:
+            if method == "batch":
+                raise errors.METHOD_NOT_FOUND()
+            return {method: await ctx.call(method, method_params)}
+        except ClientError as err:
+            return {"error": {"code": err.code, "message": err.message}}
+
+    if params.parallel:
+        replies = list(await asyncio.gather(*(one(m, mp) for m, mp in commands)))
+    else:
+        replies = [await one(m, mp) for m, mp in commands]
+    return {"replies": replies}
+
+
+METHODS: dict[str, Method] = {
+    "publish": Method(p.PublishParams, Route.WRITER),
+    "broadcast": Method(p.BroadcastParams, Route.OWN, broadcast),
+    "subscribe": Method(p.SubscribeParams, Route.USER),
+    "unsubscribe": Method(p.UnsubscribeParams, Route.USER),
+    "refresh": Method(p.RefreshParams, Route.USER),
+    "disconnect": Method(p.DisconnectParams, Route.USER),
+    "presence": Method(p.ChannelParams, Route.OWN, presence),
+    "presence_stats": Method(p.ChannelParams, Route.OWN, presence_stats),
+    "history": Method(p.HistoryParams, Route.OWN, history),
+    "history_remove": Method(p.ChannelParams, Route.OWN, history_remove),
+    "channels": Method(p.ChannelsParams, Route.OWN, channels),
+    "connections": Method(p.ConnectionsParams, Route.OWN, connections),
+    "info": Method(p.NoParams, Route.OWN, info),
+    "batch": Method(p.BatchParams, Route.OWN, batch),
+}
+
+
+async def run_method(ctx: Context, name: str, raw: Any) -> Any:
+    """One method call: unknown → 104, params that are not an object → 107, then the table's row."""
+    method = METHODS.get(name)
+    if method is None:
+        raise errors.METHOD_NOT_FOUND()
+    if not isinstance(raw, dict):
+        raise errors.BAD_REQUEST()
+    params = method.params.from_json(raw, ctx.rules)
+    if method.route is Route.USER:
+        index = shard_for_user(params.user, ctx.cluster.size)
+        assert index is not None  # the params types require a user for these methods
+        await ask_one(ctx, index, name, params.to_shard())
+        return {}
+    if method.route is Route.WRITER:
+        return await ask_one(ctx, writer_for(params.channel, ctx.cluster.size), name, params.to_shard())
+    assert method.handler is not None
+    return await method.handler(ctx, params)
