@@ -20,8 +20,8 @@ from broker.auth import TokenVerifier
 from broker.channels import ChannelRules
 from broker.config import Config
 from broker.errors import Disconnect
-from broker.ipc.pubsub import Publication
 from broker.protocol.state import ConnectionState
+from broker.publication import Publication
 from shards.hub import Hub
 
 log = logging.getLogger("switchboard.shard")

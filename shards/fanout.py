@@ -24,9 +24,8 @@ import orjson
 from broker import errors
 from broker.channels import ChannelRules
 from broker.errors import ClientError
-from broker.ipc.pubsub import Publication
-from broker.protocol.publications import publication_body
 from broker.protocol.state import SERVER_SIDE_SOURCES
+from broker.publication import Publication, publication_body
 from shards.connection import ClientConnection
 from shards.encoding import ENCODERS, JSON_KINDS, publication_push
 from shards.hub import Hub

@@ -44,8 +44,9 @@ from broker.ipc import paths
 from broker.ipc.channel_counts import open_counts
 from broker.ipc.control import Responder
 from broker.ipc.handoff import HandoffReceiver, Header
-from broker.ipc.pubsub import Publication, Publisher, Subscriber
+from broker.ipc.pubsub import Publisher, Subscriber
 from broker.lifecycle import ChildContext, standalone_context
+from broker.publication import Publication
 from broker.runtime_dir import lock_role
 from broker.websocket import frames
 from shards.adoption import connection_for

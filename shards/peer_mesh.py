@@ -25,8 +25,7 @@ from broker.errors import ClientError
 from broker.hashing import writer_for
 from broker.ipc import paths
 from broker.ipc.control import Raw, RemoteError, Requester, Responder, ShardUnavailable, client_error
-from broker.ipc.pubsub import Publication
-from shards.peer_requests import publication_params
+from broker.publication import Publication, publication_params
 
 log = logging.getLogger("switchboard.shard")
 

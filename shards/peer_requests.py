@@ -9,8 +9,6 @@ A handler reads and changes only this shard's state and runs without awaiting in
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Awaitable, Collection, Mapping
 from typing import Any, Protocol
 
@@ -19,8 +17,8 @@ import orjson
 from broker import errors
 from broker.engine.base import RecoveryResult, StreamPosition
 from broker.ipc.control import Raw
-from broker.ipc.pubsub import Publication
 from broker.protocol.state import ConnectionState
+from broker.publication import client_info_json, publication_from_params, wire_publication
 from shards.writer import ChannelWriter
 
 
@@ -46,44 +44,6 @@ class PeerHost(Protocol):
     def peer_restarted(self, index: int, boot: str) -> Awaitable[dict[str, Any]]: ...
 
 
-def _b64(value: Any) -> bytes:
-    if not value:
-        return b""
-    if not isinstance(value, str):
-        raise errors.BAD_REQUEST()
-    try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raise errors.BAD_REQUEST.with_message("bad base64") from None
-
-
-def payload(params: dict[str, Any], key: str) -> bytes | None:
-    """``key`` (any JSON, kept as its raw JSON text) or ``b64<key>`` (base64 bytes); None when absent."""
-    if params.get("b64" + key):
-        return _b64(params["b64" + key])
-    if key in params and params[key] is not None:
-        return orjson.dumps(params[key])
-    return None
-
-
-def publication_params(publication: Publication) -> dict[str, Any]:
-    """A client's publication as control-plane params (bytes as base64) for the channel's writer."""
-    params: dict[str, Any] = {
-        "channel": publication.channel,
-        "b64data": base64.b64encode(publication.data).decode(),
-    }
-    if publication.kind:
-        params["kind"] = publication.kind
-    if publication.user is not None:
-        params["client_info"] = {
-            "user": publication.user,
-            "client": publication.client,
-            "b64conn_info": base64.b64encode(publication.conn_info).decode(),
-            "b64chan_info": base64.b64encode(publication.chan_info).decode(),
-        }
-    return params
-
-
 def publish(host: PeerHost, params: dict[str, Any]) -> Any:
     """As the channel's writer: order and send a publication (from the API or from a client).
 
@@ -92,45 +52,11 @@ def publish(host: PeerHost, params: dict[str, Any]) -> Any:
     writer = host.writer
     if not params.get("kind") and not writer.writing():
         return writer.until_writing(lambda: publish(host, params))
-    channel = params.get("channel")
-    kind = str(params.get("kind", ""))
-    data = payload(params, "data")
-    if kind:
-        data = data or b""  # join / leave carry only the ClientInfo
-    if not isinstance(channel, str) or not channel or data is None:
-        raise errors.BAD_REQUEST()
-    publication = Publication(channel, data, kind=kind)
-    tags = params.get("tags")
-    if tags:
-        publication.tags = {str(k): str(v) for k, v in tags.items()}
-    info = params.get("client_info")
-    if isinstance(info, dict):
-        publication.user = str(info.get("user", ""))
-        publication.client = str(info.get("client", ""))
-        publication.conn_info = _b64(info.get("b64conn_info"))
-        publication.chan_info = _b64(info.get("b64chan_info"))
+    publication = publication_from_params(params)
     idempotency_key = params.get("idempotency_key") or ""
     return writer.write_publication(
         publication, skip_history=bool(params.get("skip_history")), idempotency_key=str(idempotency_key)
     )
-
-
-def wire_publication(publication: Publication) -> dict[str, Any]:
-    """A stored publication as it travels between processes (bytes as base64)."""
-    out: dict[str, Any] = {
-        "b64data": base64.b64encode(publication.data).decode(),
-        "offset": publication.offset,
-    }
-    if publication.tags:
-        out["tags"] = publication.tags
-    if publication.user is not None:
-        out["info"] = {
-            "user": publication.user,
-            "client": publication.client,
-            "b64conn_info": base64.b64encode(publication.conn_info).decode(),
-            "b64chan_info": base64.b64encode(publication.chan_info).decode(),
-        }
-    return out
 
 
 def _since(params: dict[str, Any]) -> StreamPosition | None:
@@ -194,16 +120,12 @@ def presence(host: PeerHost, params: dict[str, Any]) -> dict[str, Any]:
     """This shard's part of a channel's presence: ClientInfo of every local subscriber."""
     channel = str(params.get("channel", ""))
     members = host.hub.by_channel.get(channel, ())
-    return {"presence": {conn.state.client: _client_info_json(conn.state, channel) for conn in members}}
+    return {"presence": {conn.state.client: _presence_entry(conn.state, channel) for conn in members}}
 
 
-def _client_info_json(state: ConnectionState, channel: str) -> dict[str, Any]:
-    info: dict[str, Any] = {"user": state.user, "client": state.client}
-    if state.info:
-        info["conn_info"] = orjson.Fragment(state.info)
-    if state.chan_info and channel in state.chan_info:
-        info["chan_info"] = orjson.Fragment(state.chan_info[channel])
-    return info
+def _presence_entry(state: ConnectionState, channel: str) -> dict[str, Any]:
+    chan_info = state.chan_info.get(channel, b"") if state.chan_info else b""
+    return client_info_json(state.user, state.client, state.info or b"", chan_info)
 
 
 def presence_stats(host: PeerHost, params: dict[str, Any]) -> dict[str, Any]:

@@ -26,8 +26,9 @@ from broker.ipc.control import Raw
 from broker.merge import glob_matcher
 from broker.protocol.connect import ttl_seconds
 from broker.protocol.state import SOURCE_SERVER_API
+from broker.publication import payload
 from shards.hub import Hub
-from shards.peer_requests import PeerHost, history, payload, presence, presence_stats, publish
+from shards.peer_requests import PeerHost, history, presence, presence_stats, publish
 
 
 class RouterHost(PeerHost, Protocol):

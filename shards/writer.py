@@ -26,7 +26,7 @@ from broker.engine.base import HistoryResult, RecoveryResult, StreamPosition
 from broker.engine.history import HistoryEngine
 from broker.hashing import shard_for
 from broker.ipc.control import Raw
-from broker.ipc.pubsub import Publication
+from broker.publication import Publication
 
 log = logging.getLogger("switchboard.shard")
 

@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING, Any
 
 from broker import errors
 from broker.errors import ClientError, Disconnect
-from broker.ipc.pubsub import Publication
 from broker.protocol.client import ClientSession
 from broker.protocol.codec import Codec
 from broker.protocol.state import ConnectionState
 from broker.protocol.uni import UniSession
+from broker.publication import Publication
 from broker.websocket.frames import (
     OP_BINARY,
     OP_PING,

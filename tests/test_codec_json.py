@@ -10,7 +10,6 @@ import pytest
 from broker import errors
 from broker.errors import Disconnect
 from broker.protocol.codec import (
-    client_info,
     get_codec,
     history_result,
     presence_result,
@@ -18,6 +17,7 @@ from broker.protocol.codec import (
     without_zeros,
 )
 from broker.protocol.codec_json import JSON_CODEC, is_json_compatible
+from broker.publication import client_info_reply
 
 MAX_U64 = 2**64 - 1
 
@@ -419,7 +419,7 @@ def test_always_written_fields_survive_when_zero() -> None:
     assert JSON_CODEC.encode_reply({"id": 4, "presence": presence_result({})}) == (
         b'{"id":4,"presence":{"presence":{}}}'
     )
-    anonymous = client_info("", "cid")
+    anonymous = client_info_reply("", "cid")
     assert JSON_CODEC.encode_reply({"push": {"channel": "c", "join": {"info": anonymous}}}) == (
         b'{"push":{"channel":"c","join":{"info":{"user":"","client":"cid"}}}}'
     )
@@ -427,8 +427,8 @@ def test_always_written_fields_survive_when_zero() -> None:
 
 def test_presence_and_history_with_content() -> None:
     presence = {
-        "c1": client_info("42", "c1", conn_info=b'{"name":"Ann"}', chan_info=b'{"role":"admin"}'),
-        "c2": client_info("", "c2"),
+        "c1": client_info_reply("42", "c1", conn_info=b'{"name":"Ann"}', chan_info=b'{"role":"admin"}'),
+        "c2": client_info_reply("", "c2"),
     }
     out = reply({"id": 4, "presence": presence_result(presence)})
     assert out == {
@@ -478,7 +478,7 @@ def test_without_zeros_drops_every_zero_value() -> None:
                 "channel": "chat",
                 "pub": {
                     "data": b"[1]",
-                    "info": client_info("42", "c1", conn_info=b'{"n":1}'),
+                    "info": client_info_reply("42", "c1", conn_info=b'{"n":1}'),
                     "offset": MAX_U64,
                     "tags": {"k": "v"},
                     "delta": True,
@@ -500,11 +500,11 @@ def test_without_zeros_drops_every_zero_value() -> None:
             },
         ),
         (
-            {"channel": "chat", "join": {"info": client_info("42", "c1")}},
+            {"channel": "chat", "join": {"info": client_info_reply("42", "c1")}},
             {"channel": "chat", "join": {"info": {"user": "42", "client": "c1"}}},
         ),
         (
-            {"channel": "chat", "leave": {"info": client_info("42", "c1")}},
+            {"channel": "chat", "leave": {"info": client_info_reply("42", "c1")}},
             {"channel": "chat", "leave": {"info": {"user": "42", "client": "c1"}}},
         ),
         (

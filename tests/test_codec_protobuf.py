@@ -12,7 +12,6 @@ from broker import errors
 from broker.errors import Disconnect
 from broker.protocol import codec
 from broker.protocol.codec import (
-    client_info,
     get_codec,
     history_result,
     presence_result,
@@ -21,6 +20,7 @@ from broker.protocol.codec import (
 from broker.protocol.codec_json import JSON_CODEC
 from broker.protocol.codec_protobuf import PROTOBUF_CODEC, _message_to_dict
 from broker.protocol.proto import client_pb2
+from broker.publication import client_info_reply
 
 pb: Any = client_pb2
 MAX_U64 = 2**64 - 1
@@ -600,7 +600,9 @@ def test_connect_reply() -> None:
         {"id": 4, "publish": {}},
         {
             "id": 5,
-            "presence": presence_result({"c1": client_info("42", "c1", conn_info=b"{}", chan_info=b"[]")}),
+            "presence": presence_result(
+                {"c1": client_info_reply("42", "c1", conn_info=b"{}", chan_info=b"[]")}
+            ),
         },
         {"id": 6, "presence_stats": presence_stats_result(2, 1)},
         {"id": 7, "history": history_result([{"data": b"x", "offset": 4, "time": 5}], "e", 6)},
@@ -623,7 +625,7 @@ def test_zero_values_are_not_written() -> None:
     }
     assert roundtrip({"id": 7, "history": history_result([], "", 0)}) == {"id": 7, "history": {}}
     assert roundtrip({"id": 5, "presence": presence_result({})}) == {"id": 5, "presence": {}}
-    anonymous = roundtrip({"push": {"channel": "c", "join": {"info": client_info("", "cid")}}})
+    anonymous = roundtrip({"push": {"channel": "c", "join": {"info": client_info_reply("", "cid")}}})
     assert anonymous == {"push": {"channel": "c", "join": {"info": {"client": "cid"}}}}
     (reply,) = replies(PROTOBUF_CODEC.encode_reply({"id": 6, "presence_stats": presence_stats_result(0, 0)}))
     assert reply.HasField("presence_stats")
@@ -638,7 +640,7 @@ def test_zero_values_are_not_written() -> None:
             "channel": "chat",
             "pub": {
                 "data": b"\x00\xff",
-                "info": client_info("42", "c1", conn_info=b"{}"),
+                "info": client_info_reply("42", "c1", conn_info=b"{}"),
                 "offset": MAX_U64,
                 "tags": {"k": "v", "k2": ""},
                 "delta": True,
@@ -646,8 +648,8 @@ def test_zero_values_are_not_written() -> None:
                 "channel": "chat:x",
             },
         },
-        {"channel": "chat", "join": {"info": client_info("42", "c1")}},
-        {"channel": "chat", "leave": {"info": client_info("42", "c1", chan_info=b"1")}},
+        {"channel": "chat", "join": {"info": client_info_reply("42", "c1")}},
+        {"channel": "chat", "leave": {"info": client_info_reply("42", "c1", chan_info=b"1")}},
         {"channel": "news", "unsubscribe": {"code": 2000, "reason": "server unsubscribe"}},
         {"message": {"data": b"m"}},
         {

@@ -6,7 +6,8 @@ import asyncio
 
 import zmq
 
-from broker.ipc.pubsub import Publication, Publisher, Subscriber
+from broker.ipc.pubsub import Publisher, Subscriber
+from broker.publication import Publication
 
 
 def test_publication_frames_round_trip() -> None:
@@ -44,7 +45,7 @@ async def _flow(tmp_path) -> None:
         if got:
             break
     assert got
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0.05)  # let the other probes in flight arrive before counting
     got.clear()
     for i in range(1000):
         publishers[1].publish(Publication("chat:1", b"%d" % i))
@@ -56,14 +57,14 @@ async def _flow(tmp_path) -> None:
     assert [p.data for p in got] == [b"%d" % i for i in range(1000)]
     sub.release("chat:1")
     sub.subscribe("chat:1")  # coming back within the grace period keeps the subscription
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(0.3)  # what is checked is that nothing happens meanwhile
     assert "chat:1" in sub.channels
     sub.release("chat:1")
     await asyncio.sleep(0.3)
     assert "chat:1" not in sub.channels
     got.clear()
     publishers[0].publish(Publication("chat:1", b"late"))
-    await asyncio.sleep(0.1)
+    await asyncio.sleep(0.1)  # nothing may arrive: a fixed wait is the test
     assert got == []
     sub.close()
     for p in publishers:

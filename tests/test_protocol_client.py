@@ -11,10 +11,10 @@ from broker.auth import TokenVerifier, encode_token
 from broker.channels import ChannelRules
 from broker.config import build
 from broker.errors import ClientError, Disconnect
-from broker.ipc.pubsub import Publication
 from broker.protocol.client import CLOSED, CONNECTED, ClientSession, SessionStatus
 from broker.protocol.codec import get_codec
 from broker.protocol.state import SOURCE_CLIENT_ALLOWED, SOURCE_SUBSCRIPTION_TOKEN, ConnectionState
+from broker.publication import Publication
 
 SECRET = "session-secret"
 NOW = 1_800_000_000.0

@@ -10,9 +10,9 @@ from broker.auth import encode_token
 from broker.channels import ChannelRules
 from broker.config import Config
 from broker.errors import ClientError, Disconnect
-from broker.ipc.pubsub import Publication
 from broker.protocol.state import SOURCE_CLIENT_ALLOWED, SOURCE_SUBSCRIPTION_TOKEN, ConnectionState
 from broker.protocol.subscribe_plan import SubscribePlan, held_to_deliver, plan_subscribe
+from broker.publication import Publication
 
 SECRET = "plan-secret-" + "k" * 52
 NOW = 1_700_000_000.0

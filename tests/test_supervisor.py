@@ -21,6 +21,7 @@ import pytest
 from broker.lifecycle import ChildContext, standalone_context
 from broker.logs import setup_logging
 from broker.supervisor import BOOTING, READY, ChildState
+from tests.support.waiting import eventually
 
 TESTS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = TESTS_DIR.parent
@@ -28,14 +29,7 @@ BOOT_ERROR_MARKER = "boot-marker-42"  # see tests/_children.py
 
 
 def _poll(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
+    return eventually(condition, timeout, interval, what)
 
 
 def _alive(pid: int) -> bool:

@@ -19,8 +19,9 @@ from broker.engine.base import (
 from broker.engine.broker import Broker, BrokerEvents
 from broker.engine.history import HistoryEngine
 from broker.engine.memory import MemoryBroker, MemoryHistory, MemoryPresence
-from broker.engine.presence import ClientInfo, PresenceManager, PresenceStats
+from broker.engine.presence import PresenceManager, PresenceStats
 from broker.engine.streams import MemoryStreams, new_epoch
+from broker.publication import ClientInfo
 
 
 class Engines(NamedTuple):

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from broker.ipc.pubsub import Publication
+from broker.publication import Publication
 
 # The idempotency window Centrifugo documents for publish/broadcast ``idempotency_key``.
 DEFAULT_IDEMPOTENCY_TTL = 300.0

@@ -15,7 +15,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Protocol
 
-from broker.ipc.pubsub import Publication
+from broker.publication import Publication
 
 
 class BrokerEvents(Protocol):

@@ -21,7 +21,7 @@ from broker.engine.base import (
     RecoveryResult,
     StreamPosition,
 )
-from broker.ipc.pubsub import Publication
+from broker.publication import Publication
 
 
 class HistoryEngine(ABC):

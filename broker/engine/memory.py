@@ -19,9 +19,9 @@ from broker.engine.base import (
 )
 from broker.engine.broker import Broker, BrokerEvents
 from broker.engine.history import HistoryEngine
-from broker.engine.presence import ClientInfo, PresenceManager, PresenceStats
+from broker.engine.presence import PresenceManager, PresenceStats
 from broker.engine.streams import MemoryStreams, new_epoch
-from broker.ipc.pubsub import Publication
+from broker.publication import ClientInfo, Publication
 
 # Expirations handled per ``maintain`` call: a mass expiry is spread over several ticks.
 MAINTAIN_BUDGET = 1000

@@ -9,18 +9,9 @@ entries of a node that died without removing them expire after ``ttl``. ``presen
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from typing import NamedTuple
 
-
-@dataclass(frozen=True, slots=True)
-class ClientInfo:
-    """A subscriber as presence and join/leave show it; ``conn_info`` / ``chan_info`` are raw JSON."""
-
-    user: str
-    client: str
-    conn_info: bytes = b""
-    chan_info: bytes = b""
+from broker.publication import ClientInfo
 
 
 class PresenceStats(NamedTuple):

@@ -48,7 +48,7 @@ from broker.engine.base import (
     RecoveryResult,
     StreamPosition,
 )
-from broker.ipc.pubsub import Publication
+from broker.publication import Publication
 
 _EPOCH_ALPHABET = string.ascii_letters + string.digits
 _EPOCH_LENGTH = 8

@@ -15,7 +15,7 @@ terminator a subscriber of ``chat:1`` would also receive ``chat:10``. Every SUBS
 by the SUB socket's send high-water mark, so SNDHWM is 0 (unlimited): otherwise the 1001st subscription
 is silently lost.
 
-A publication travels as frames ``[topic, header (orjson), data, conn_info, chan_info]`` so that payload
+A publication travels as its frames (:meth:`broker.publication.Publication.to_frames`), so that payload
 bytes are never re-encoded (no base64) between processes.
 
 Subscribing is asynchronous in ZeroMQ: a publication sent right after a client's subscribe reply could
@@ -34,13 +34,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
 
 import orjson
 import zmq
 
 from broker.ipc.zmqloop import SocketReader
+from broker.publication import Publication, topic
 
 log = logging.getLogger("switchboard.pubsub")
 
@@ -49,73 +48,6 @@ READY_TIMEOUT = 1.0
 WELCOME = b"W"
 _RECEIVE_HWM = 200_000
 _SEND_HWM = 200_000
-
-
-def topic(channel: str) -> bytes:
-    return channel.encode("utf-8") + b"\x00"
-
-
-@dataclass(slots=True)
-class Publication:
-    """A publication as it crosses processes; ``info`` is the publisher's ClientInfo, if any."""
-
-    channel: str
-    data: bytes
-    offset: int = 0
-    epoch: str = ""
-    tags: dict[str, str] | None = None
-    user: str | None = None  # None: no ClientInfo (published through the server API)
-    client: str = ""
-    conn_info: bytes = b""
-    chan_info: bytes = b""
-    time_ms: int = 0
-    kind: str = ""  # "" publication, "join" or "leave"
-
-    def to_frames(self) -> list[bytes]:
-        header: dict[str, Any] = {"ch": self.channel}
-        if self.offset:
-            header["o"] = self.offset
-            header["e"] = self.epoch
-        if self.tags:
-            header["t"] = self.tags
-        if self.user is not None:
-            header["u"] = self.user
-            header["c"] = self.client
-        if self.time_ms:
-            header["tm"] = self.time_ms
-        if self.kind:
-            header["k"] = self.kind
-        return [topic(self.channel), orjson.dumps(header), self.data, self.conn_info, self.chan_info]
-
-    @classmethod
-    def from_frames(cls, frames: list[bytes]) -> Publication:
-        if len(frames) != 5:
-            raise ValueError(f"publication with {len(frames)} frames")
-        header = orjson.loads(frames[1])
-        return cls(
-            channel=header["ch"],
-            data=frames[2],
-            offset=header.get("o", 0),
-            epoch=header.get("e", ""),
-            tags=header.get("t"),
-            user=header.get("u"),
-            client=header.get("c", ""),
-            conn_info=frames[3],
-            chan_info=frames[4],
-            time_ms=header.get("tm", 0),
-            kind=header.get("k", ""),
-        )
-
-    def client_info(self) -> dict[str, Any] | None:
-        """ClientInfo in the reply dict shape (bytes fields stay bytes)."""
-        if self.user is None:
-            return None
-        info: dict[str, Any] = {"user": self.user, "client": self.client}
-        if self.conn_info:
-            info["conn_info"] = self.conn_info
-        if self.chan_info:
-            info["chan_info"] = self.chan_info
-        return info
 
 
 class Publisher(SocketReader):

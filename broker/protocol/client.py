@@ -27,13 +27,10 @@ import enum
 from collections.abc import Callable
 from typing import Any, Protocol
 
-import orjson
-
 from broker import errors
 from broker.auth import TokenExpired, TokenInvalid
 from broker.config import Config
 from broker.errors import ClientError, Disconnect
-from broker.ipc.pubsub import Publication
 from broker.merge import merge_presence, merge_presence_stats
 from broker.protocol.codec import history_result
 from broker.protocol.connect import (
@@ -45,11 +42,17 @@ from broker.protocol.connect import (
     subscription_data,
     ttl_seconds,
 )
-from broker.protocol.publications import publication_body, publication_from_wire, publications_of
 from broker.protocol.state import SERVER_SIDE_SOURCES, ConnectionState
 from broker.protocol.subscribe_plan import SubscribePlan, held_to_deliver, plan_subscribe
 from broker.protocol.subscribe_plan import request_channel as _channel
 from broker.protocol.subscribe_plan import request_string as _string
+from broker.publication import (
+    Publication,
+    client_info_from_json,
+    publication_body,
+    publications_of,
+    reply_from_wire,
+)
 
 
 class SessionStatus(enum.IntEnum):
@@ -381,7 +384,7 @@ class ClientSession:
                 self._deferred_error(command_id, err)
                 return
             presence = {
-                client: _client_info_bytes(info) for client, info in result.get("presence", {}).items()
+                client: client_info_from_json(info) for client, info in result.get("presence", {}).items()
             }
             self._deferred_reply(command_id, "presence", {"presence": presence})
 
@@ -431,7 +434,7 @@ class ClientSession:
             if err is not None or found is None:
                 self._deferred_error(command_id, err)
                 return
-            publications = [publication_from_wire(p) for p in found.get("publications", [])]
+            publications = [reply_from_wire(p) for p in found.get("publications", [])]
             self._deferred_reply(
                 command_id, "history", history_result(publications, str(found["epoch"]), int(found["offset"]))
             )
@@ -545,15 +548,6 @@ def _offset(request: dict[str, Any]) -> int:
     if not isinstance(value, int) or value < 0:
         raise errors.DISCONNECT_BAD_REQUEST()
     return value
-
-
-def _client_info_bytes(info: dict[str, Any]) -> dict[str, Any]:
-    """ClientInfo decoded from another shard's JSON, with conn_info / chan_info back as raw JSON bytes."""
-    out: dict[str, Any] = {"user": info.get("user", ""), "client": info.get("client", "")}
-    for key in ("conn_info", "chan_info"):
-        if info.get(key) is not None:
-            out[key] = orjson.dumps(info[key])
-    return out
 
 
 def _expiry_result(expire_at: float, now: float) -> dict[str, Any]:

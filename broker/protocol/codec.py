@@ -23,8 +23,8 @@ for every ``bytes`` field (``data``, ``conn_info``, ``chan_info``, ...). Who omi
 * the fields Centrifugo *always* writes in JSON — ``ClientInfo.user``/``client``,
   ``PresenceStatsResult.num_clients``/``num_users``, ``HistoryResult.publications``/``epoch``/``offset``
   and ``PresenceResult.presence`` — must therefore be present in the dict even when zero. The builders
-  below (``client_info``, ``presence_result``, ``presence_stats_result``, ``history_result``) always put
-  them in; build those messages with them.
+  below (``presence_result``, ``presence_stats_result``, ``history_result``, and
+  :func:`broker.publication.client_info_reply`) always put them in; build those messages with them.
 * an empty ``bytes`` value has no raw-JSON form; callers omit it (the JSON encoder writes ``null`` rather
   than corrupting the line).
 """
@@ -89,18 +89,6 @@ def get_codec(name: str) -> Codec:
 
 # ---------------------------------------------------------------------------------------------------
 # Builders for the messages whose JSON form keeps zero-valued fields (reference §1.1).
-
-
-def client_info(
-    user: str, client: str, conn_info: bytes | None = None, chan_info: bytes | None = None
-) -> dict[str, Any]:
-    """ClientInfo: ``user`` and ``client`` always written (``user`` is ``""`` for anonymous clients)."""
-    info: dict[str, Any] = {"user": user, "client": client}
-    if conn_info:
-        info["conn_info"] = conn_info
-    if chan_info:
-        info["chan_info"] = chan_info
-    return info
 
 
 def presence_result(presence: dict[str, dict[str, Any]]) -> dict[str, Any]:

@@ -12,6 +12,8 @@ from typing import Any
 
 import orjson
 
+from broker.publication import client_info_reply
+
 # Subscription sources as reported by the connections API (reference §7).
 SOURCE_UNKNOWN = 0
 SOURCE_CONNECTION_TOKEN = 1
@@ -81,12 +83,8 @@ class ConnectionState:
 
     def client_info(self, channel: str = "") -> dict[str, Any]:
         """ClientInfo in the reply dict shape (bytes fields stay bytes)."""
-        info: dict[str, Any] = {"user": self.user, "client": self.client}
-        if self.info:
-            info["conn_info"] = self.info
-        if channel and self.chan_info and channel in self.chan_info:
-            info["chan_info"] = self.chan_info[channel]
-        return info
+        chan_info = self.chan_info.get(channel, b"") if channel and self.chan_info else b""
+        return client_info_reply(self.user, self.client, self.info or b"", chan_info)
 
     def connection_info(self) -> dict[str, Any]:
         """The ConnectionInfo object of the connections API; empty fields are left out."""

@@ -14,9 +14,9 @@ from broker import errors
 from broker.channel_options import ChannelOptions
 from broker.channels.rules import ChannelRules, SubscribeDecision
 from broker.errors import ClientError
-from broker.ipc.pubsub import Publication
 from broker.protocol.connect import ttl_seconds
 from broker.protocol.state import ConnectionState
+from broker.publication import Publication
 
 
 class SubscribePlan(NamedTuple):

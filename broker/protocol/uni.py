@@ -28,8 +28,8 @@ from broker.protocol.connect import (
     subscription_data,
     uni_request_subscriptions,
 )
-from broker.protocol.publications import publication_body, publications_of
 from broker.protocol.state import ConnectionState
+from broker.publication import publication_body, publications_of
 
 _STREAM_HEADERS = (
     b"Cache-Control: private, no-cache, no-store, must-revalidate, max-age=0\r\n"

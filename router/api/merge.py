@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import logging
 from typing import Any
 
@@ -10,7 +9,6 @@ import orjson
 
 from broker.errors import ClientError
 from broker.ipc.control import RemoteError
-from broker.protocol.publications import publication_from_wire
 
 log = logging.getLogger("switchboard.api")
 
@@ -35,27 +33,6 @@ def first_client_error(found: dict[int, RemoteError]) -> ClientError | None:
     for index in sorted(found):
         return found[index].to_client_error()
     return None
-
-
-def api_publication(wire: dict[str, Any]) -> dict[str, Any]:
-    """A stored publication (base64 fields between processes) in the server API's JSON shape."""
-    pub = publication_from_wire(wire)
-    pub["data"] = _json_or_b64(pub["data"])
-    info = pub.get("info")
-    if info is not None:
-        for key in ("conn_info", "chan_info"):
-            if key in info:
-                info[key] = _json_or_b64(info[key])
-    return pub
-
-
-def _json_or_b64(raw: bytes) -> Any:
-    """Raw JSON as it is; binary (from protobuf clients) is not JSON, so it is sent as base64 text."""
-    try:
-        orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return base64.b64encode(raw).decode()
-    return orjson.Fragment(raw)
 
 
 def merge_info(results: dict[int, dict[str, Any]], missing: list[int]) -> dict[str, Any]:

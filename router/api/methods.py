@@ -24,10 +24,10 @@ from broker.errors import ClientError
 from broker.hashing import shard_for_user, writer_for
 from broker.ipc.control import RemoteError, ShardUnavailable, client_error
 from broker.merge import merge_channels, merge_presence, merge_presence_stats
+from broker.publication import api_publication
 from router.api import params as p
 from router.api.http import batch_too_large
 from router.api.merge import (
-    api_publication,
     first_client_error,
     merge_info,
     splice_connections,

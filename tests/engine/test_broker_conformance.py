@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from broker.ipc.pubsub import Publication
+from broker.publication import Publication
 from tests.engine.conftest import EngineUnderTest
 
 

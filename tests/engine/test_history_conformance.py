@@ -6,7 +6,7 @@ import pytest
 
 from broker import errors
 from broker.engine import StreamPosition
-from broker.ipc.pubsub import Publication
+from broker.publication import Publication
 from tests.engine.conftest import EngineUnderTest
 
 SIZE, TTL, META_TTL = 5, 60.0, 3600.0

@@ -8,7 +8,7 @@ import pytest
 
 from broker import errors
 from broker.engine import MemoryStreams, PublishResult, StreamPosition, new_epoch
-from broker.ipc.pubsub import Publication
+from broker.publication import Publication
 
 SIZE = 10
 TTL = 60.0

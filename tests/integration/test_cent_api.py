@@ -46,8 +46,10 @@ from cent import (
 )
 
 from broker.hashing import shard_for_user
-from tests.integration.harness import API_KEY, Server, StreamClient, make_token
+from tests.integration.harness import StreamClient
 from tests.integration.test_presence_and_channels import Ws, connect
+from tests.support.server import API_KEY, Server
+from tests.support.tokens import make_token
 
 NAMESPACES = [
     {

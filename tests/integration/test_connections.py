@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 import requests
 
-from tests.integration.harness import API_KEY, Server, StreamClient, make_token
+from tests.integration.harness import StreamClient
+from tests.support.server import API_KEY, Server
+from tests.support.tokens import make_token
 
 USERS = 200
 

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from broker.hashing import shard_for_user, writer_for
-from tests.integration.harness import Server
 from tests.integration.test_presence_and_channels import Ws, connect
+from tests.support.server import Server
 
 NAMESPACES = [
     {
@@ -171,7 +171,8 @@ def test_recovery_across_a_shard_restart(server: Server) -> None:
 
 
 def test_uni_stream_recovers_through_connect_request_subs(server: Server) -> None:
-    from tests.integration.harness import StreamClient, make_token
+    from tests.integration.harness import StreamClient
+    from tests.support.tokens import make_token
 
     first = server.api("publish", {"channel": "hist:uni", "data": {"n": 0}})["result"]
     epoch, offset = first["epoch"], first["offset"]

@@ -22,8 +22,9 @@ from typing import Any
 import pytest
 import requests
 
-from tests.integration.harness import API_KEY, SECRET, Server, make_token
 from tests.integration.wsclient import RawWs, WsClient, run
+from tests.support.server import API_KEY, Server
+from tests.support.tokens import SECRET, make_token
 
 CHANNEL_LIMIT = 5
 BATCH_LIMIT = 10

@@ -11,7 +11,10 @@ import time
 from pathlib import Path
 
 from broker.hashing import shard_for_user
-from tests.integration.harness import Server, StreamClient, make_token
+from tests.integration.harness import StreamClient
+from tests.support.server import Server
+from tests.support.tokens import make_token
+from tests.support.waiting import eventually
 
 
 def users_on(shard: int, count: int, prefix: str) -> list[str]:
@@ -26,13 +29,7 @@ def users_on(shard: int, count: int, prefix: str) -> list[str]:
 
 
 def wait_for(predicate, timeout: float = 20.0, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("condition not reached in time")
+    return eventually(predicate, timeout, interval)
 
 
 def test_killed_shard_is_restarted_and_its_connections_are_gone(tmp_path: Path) -> None:

@@ -17,7 +17,8 @@ from cent import (
 )
 
 from broker.hashing import shard_for_user
-from tests.integration.harness import API_KEY, Server, make_token
+from tests.support.server import API_KEY, Server
+from tests.support.tokens import make_token
 
 NAMESPACES = [
     {

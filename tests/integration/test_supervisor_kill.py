@@ -10,8 +10,9 @@ import signal
 import time
 from pathlib import Path
 
-from tests.integration.harness import Server, make_token
 from tests.integration.wsclient import WsClient, run, users_on_shards
+from tests.support.server import Server
+from tests.support.tokens import make_token
 
 
 def _alive(pid: int) -> bool:

@@ -15,7 +15,7 @@ import pytest
 import requests
 from cent import Client, ConnectionsRequest, DisconnectRequest, InfoRequest
 
-from tests.integration.harness import Server, free_port
+from tests.support.server import Server, free_port
 
 SWITCHBOARD = [sys.executable, "-m", "broker"]
 

@@ -20,8 +20,10 @@ from typing import Any
 import pytest
 
 from broker.hashing import writer_for
-from tests.integration.harness import Server, StreamClient, make_token
+from tests.integration.harness import StreamClient
 from tests.integration.wsclient import WsClient, api, run, user_on_shard
+from tests.support.server import Server
+from tests.support.tokens import make_token
 
 WRITER = 1
 HOME = 0

@@ -13,7 +13,6 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.integration.harness import Server, make_token
 from tests.integration.wsclient import (
     UNI_WS_PATH,
     WsClient,
@@ -23,6 +22,8 @@ from tests.integration.wsclient import (
     upgrade_status,
     users_on_shards,
 )
+from tests.support.server import Server
+from tests.support.tokens import make_token
 
 CONFIG = {
     "allow_subscribe_for_client": True,

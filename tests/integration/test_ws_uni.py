@@ -9,7 +9,6 @@ from collections.abc import Iterator
 import orjson
 import pytest
 
-from tests.integration.harness import Server, make_token
 from tests.integration.wsclient import (
     UNI_WS_PATH,
     WS_PATH,
@@ -20,6 +19,8 @@ from tests.integration.wsclient import (
     upgrade_status,
     users_on_shards,
 )
+from tests.support.server import Server
+from tests.support.tokens import make_token
 
 CONFIG = {"uni_websocket": True, "websocket_disable": True}
 

@@ -15,7 +15,6 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from tests.integration.harness import API_KEY, Server, make_token
 from tests.integration.wsclient import (
     RawWs,
     WsClient,
@@ -26,6 +25,8 @@ from tests.integration.wsclient import (
     upgrade_status,
     users_on_shards,
 )
+from tests.support.server import API_KEY, Server
+from tests.support.tokens import make_token
 
 CONFIG = {
     "allow_subscribe_for_client": True,

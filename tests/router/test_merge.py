@@ -3,8 +3,8 @@ import base64
 import orjson
 
 from broker.ipc.control import RemoteError
+from broker.publication import api_publication
 from router.api.merge import (
-    api_publication,
     first_client_error,
     merge_info,
     splice_connections,

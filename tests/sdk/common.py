@@ -16,7 +16,9 @@ from typing import Any, TypeVar
 
 from broker.auth import encode_token
 from broker.hashing import shard_for_user
-from tests.integration.harness import SECRET, Server, make_token
+from tests.support.server import Server
+from tests.support.tokens import SECRET, make_token
+from tests.support.waiting import scaled
 
 SHARDS = 2
 PROTOCOLS = ("json", "protobuf")
@@ -90,7 +92,7 @@ async def poll(
 ) -> T:
     """Call ``probe`` until ``ok`` holds for its value (the last value is returned either way, so
     that the caller's asserts show what was there at the deadline)."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + scaled(timeout)
     while True:
         value = await probe()
         if ok(value) or time.monotonic() >= deadline:

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from tests.integration.harness import Server
 from tests.sdk.common import SERVER_EXTRA, SHARDS
+from tests.support.server import Server
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,6 @@ from typing import Any, Protocol
 import websockets
 
 from broker.hashing import shard_for_user, writer_for
-from tests.integration.harness import Server
 from tests.sdk.common import (
     EXPIRED_CLOSE_DELAY,
     SERVER_EXTRA,
@@ -37,6 +36,7 @@ from tests.sdk.common import (
     ws_url,
 )
 from tests.sdk.drivers import NodeClient, PyClient
+from tests.support.server import Server
 
 # What the connections API reports as the source of each channel subscription.
 SOURCE_TOKEN = 1
@@ -452,7 +452,7 @@ async def numbers_received(client: SdkClient, channel: str, count: int, timeout:
         f"{count} publications in {channel}",
         timeout,
     )
-    await asyncio.sleep(0.5)
+    await asyncio.sleep(0.5)  # a duplicate would come right behind: give it the time to show
     return client.log.all("publication", channel=channel)
 
 

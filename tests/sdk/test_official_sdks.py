@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from tests.integration.harness import Server
 from tests.sdk import scenarios
 from tests.sdk.common import PROTOCOLS, SHARDS, run
+from tests.support.server import Server
 
 CLIENT_LIBRARIES = ("js", "python")
 

@@ -9,8 +9,8 @@ from typing import Any
 from broker import errors
 from broker.channels import ChannelRules
 from broker.config import build
-from broker.ipc.pubsub import Publication
 from broker.protocol.state import ConnectionState
+from broker.publication import Publication
 from shards.connection import ClientConnection
 from shards.fanout import FanOut, WriteCoalescer
 from shards.hub import Hub

@@ -8,7 +8,7 @@ from typing import Any
 from broker import errors
 from broker.hashing import writer_for
 from broker.ipc.control import RemoteError, ShardUnavailable
-from broker.ipc.pubsub import Publication
+from broker.publication import Publication
 from shards.peer_mesh import PeerMesh
 
 

@@ -9,8 +9,8 @@ import orjson
 import pytest
 
 from broker import errors
-from broker.ipc.pubsub import Publication
-from shards.peer_requests import PEER_HANDLERS, presence, presence_stats, publication_params, publish
+from broker.publication import Publication, publication_params
+from shards.peer_requests import PEER_HANDLERS, presence, presence_stats, publish
 
 
 class FakeWriter:

@@ -10,7 +10,7 @@ from broker.config import build
 from broker.engine import MemoryHistory
 from broker.hashing import writer_for
 from broker.ipc.control import ShardUnavailable
-from broker.ipc.pubsub import Publication
+from broker.publication import Publication
 from shards import restarts
 from shards.restarts import PeerRestarts, announce_start
 from shards.writer import ChannelWriter

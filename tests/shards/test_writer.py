@@ -14,7 +14,7 @@ from broker.config import build
 from broker.engine import MemoryHistory, StreamPosition
 from broker.hashing import shard_for
 from broker.ipc.control import Raw
-from broker.ipc.pubsub import Publication
+from broker.publication import Publication
 from shards.writer import ChannelWriter
 
 T = TypeVar("T")
