@@ -7,7 +7,7 @@ import time
 import pytest
 
 from broker.engine import MemoryStreams, StreamPosition
-from broker.ipc.pubsub import Publication
+from broker.publication import Publication
 
 pytestmark = pytest.mark.slow
 

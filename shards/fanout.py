@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any, Protocol
 
 import orjson
@@ -34,6 +35,8 @@ log = logging.getLogger("switchboard.shard")
 
 # Publications that left the writer before it reported its top may still be on their way.
 POSITION_CHECK_GRACE = 2.0
+# How often positioned subscribers are checked against their stream's top (Centrifugo: 40 s).
+POSITION_CHECK_INTERVAL = 40.0
 
 
 class FanOutHost(Protocol):
@@ -74,6 +77,7 @@ class FanOut:
         self.hub = hub
         self.rules = rules
         self.host = host
+        self._next_position_check = time.time() + POSITION_CHECK_INTERVAL
 
     def deliver(self, publication: Publication) -> None:
         """Fan a publication (or a join / leave) out to this shard's subscribers of its channel."""
@@ -162,6 +166,13 @@ class FanOut:
         if channel not in state.channels or state.positions is None or channel not in state.positions:
             return False
         return state.recovering is None or channel not in state.recovering
+
+    def position_check_due(self, now: float) -> bool:
+        """Once every ``POSITION_CHECK_INTERVAL``: time for :meth:`check_positions`."""
+        if now < self._next_position_check:
+            return False
+        self._next_position_check = now + POSITION_CHECK_INTERVAL
+        return True
 
     async def check_positions(self) -> None:
         """Positioned subscribers must not trail their stream: a lost last publication shows only here.

@@ -62,8 +62,6 @@ from shards.writer import ChannelWriter
 
 log = logging.getLogger("switchboard.shard")
 
-POSITION_CHECK_INTERVAL = 40.0
-
 
 class Shard:
     """One shard process: composes its parts and owns the lifecycle and the hub's bookkeeping."""
@@ -75,11 +73,8 @@ class Shard:
         self.ctx = ctx
         self.loop = loop
         self.pid = os.getpid()
-        counts = open_counts(cfg)
-        if counts is not None:
-            counts.reset_column(index)  # nothing left from a previous life of this shard
         # Who is here: the hub, the connections' timers, the data plane's interest in channels.
-        self.membership = Membership(cfg, index, counts, time.time())
+        self.membership = Membership(cfg, index, open_counts(cfg), time.time())
         self.hub = self.membership.hub
         self.timers = self.membership.timers
         self.admit = self.membership.admit
@@ -115,7 +110,6 @@ class Shard:
         self._tasks: set[asyncio.Task[Any]] = set()
         # Every adopted connection whose socket is still open, registered in the hub or not.
         self._live: set[ClientConnection] = set()
-        self._next_position_check = time.time() + POSITION_CHECK_INTERVAL
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -248,8 +242,7 @@ class Shard:
             return
         self.timers.tick(now)
         self.writer.maintain(now)
-        if now >= self._next_position_check:
-            self._next_position_check = now + POSITION_CHECK_INTERVAL
+        if self.fanout.position_check_due(now):
             self.spawn(self.fanout.check_positions())
 
     # -- control plane ---------------------------------------------------------------------------

@@ -46,6 +46,8 @@ class Membership:
         self.cfg = cfg
         self.index = index
         self.counts = counts
+        if counts is not None:
+            counts.reset_column(index)  # nothing left from a previous life of this shard
         self._counts_full = False
         self.data_plane: DataPlane | None = None
         self.fanout: Announcing | None = None

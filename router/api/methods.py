@@ -110,26 +110,27 @@ async def broadcast(ctx: Context, params: p.BroadcastParams) -> Params:
     return {"responses": responses}
 
 
-async def presence(ctx: Context, params: p.ChannelParams) -> Params:
-    if not ctx.rules.options_for(params.channel).presence:
+async def _gather_presence(
+    ctx: Context, method: str, channel: str, merge: Callable[[Any], Params], nobody: Params
+) -> Params:
+    """Presence is where the subscribers are: only the shards the shared counts name are asked."""
+    if not ctx.rules.options_for(channel).presence:
         raise errors.NOT_AVAILABLE()
-    only = ctx.shards_with_subscribers(params.channel)
+    only = ctx.shards_with_subscribers(channel)
     if only == []:
-        return {"presence": {}}
-    gathered = await ctx.cluster.gather("presence", params.to_shard(), only=only)
+        return nobody
+    gathered = await ctx.cluster.gather(method, {"channel": channel}, only=only)
     raise_first_error(gathered.errors)
-    return merge_presence(gathered.results.values())
+    return merge(gathered.results.values())
+
+
+async def presence(ctx: Context, params: p.ChannelParams) -> Params:
+    return await _gather_presence(ctx, "presence", params.channel, merge_presence, {"presence": {}})
 
 
 async def presence_stats(ctx: Context, params: p.ChannelParams) -> Params:
-    if not ctx.rules.options_for(params.channel).presence:
-        raise errors.NOT_AVAILABLE()
-    only = ctx.shards_with_subscribers(params.channel)
-    if only == []:
-        return {"num_clients": 0, "num_users": 0}
-    gathered = await ctx.cluster.gather("presence_stats", params.to_shard(), only=only)
-    raise_first_error(gathered.errors)
-    return merge_presence_stats(gathered.results.values())
+    nobody = {"num_clients": 0, "num_users": 0}
+    return await _gather_presence(ctx, "presence_stats", params.channel, merge_presence_stats, nobody)
 
 
 async def history(ctx: Context, params: p.HistoryParams) -> Params:

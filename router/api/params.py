@@ -57,10 +57,13 @@ def _publication(params: Params) -> Params:
         if not isinstance(tags, dict) or not all(isinstance(v, str) for v in tags.values()):
             raise errors.BAD_REQUEST.with_message("tags must map strings to strings")
         out["tags"] = tags
-    for key in ("skip_history", "idempotency_key"):
-        if params.get(key) is not None:
-            out[key] = params[key]
+    out.update(_present(params, ("skip_history", "idempotency_key")))
     return out
+
+
+def _present(params: Params, keys: tuple[str, ...]) -> Params:
+    """The ``keys`` given a value (not null), passed on as they are."""
+    return {key: params[key] for key in keys if params.get(key) is not None}
 
 
 def _targets(params: Params) -> Params:
@@ -118,6 +121,9 @@ class BroadcastParams:
         return cls(channels, _publication(params))
 
 
+_SUBSCRIBE_OPTIONS = ("info", "b64info", "data", "b64data", "expire_at", "override", "recover_since")
+
+
 @dataclass(frozen=True, slots=True)
 class SubscribeParams:
     user: str
@@ -127,9 +133,9 @@ class SubscribeParams:
     def from_json(cls, params: Params, rules: ChannelNames) -> Self:
         user = string(params, "user", required=True)
         out: Params = {"user": user, "channel": channel_name(params, rules), **_targets(params)}
-        for key in ("info", "b64info", "data", "b64data", "expire_at", "override", "recover_since"):
-            if params.get(key) is not None:
-                out[key] = params[key]
+        out.update(
+            _present(params, ("info", "b64info", "data", "b64data", "expire_at", "override", "recover_since"))
+        )
         expire_at = params.get("expire_at")
         if expire_at is not None and not _unix_seconds(expire_at):
             raise errors.BAD_REQUEST.with_message("expire_at must be unix seconds")
@@ -170,10 +176,7 @@ class RefreshParams:
         expire_at = params.get("expire_at", 0) or 0
         if not _unix_seconds(expire_at) or expire_at < 0:
             raise errors.BAD_REQUEST.with_message("expire_at must be unix seconds")
-        out.update({"expired": expired, "expire_at": expire_at})
-        for key in ("info", "b64info"):
-            if params.get(key) is not None:
-                out[key] = params[key]
+        out.update({"expired": expired, "expire_at": expire_at, **_present(params, ("info", "b64info"))})
         return cls(user, out)
 
     def to_shard(self) -> Params:

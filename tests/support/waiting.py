@@ -22,22 +22,33 @@ def scaled(seconds: float) -> float:
     return seconds * max(scale, 0.1)
 
 
+class _Watch:
+    """The deadline of one wait and the last value seen, for the failure message."""
+
+    def __init__(self, timeout: float, what: str) -> None:
+        self.timeout = scaled(timeout)
+        self.deadline = time.monotonic() + self.timeout
+        self.what = what or "true"
+        self.last: object = None
+
+    def over(self) -> bool:
+        if time.monotonic() < self.deadline:
+            return False
+        raise AssertionError(f"not {self.what} within {self.timeout:.1f}s; last: {self.last!r}")
+
+
 def eventually(check: Callable[[], T], timeout: float = 5.0, interval: float = 0.05, what: str = "") -> T:
     """Call ``check`` until it returns something true and return that; fail with the last value seen
     after ``timeout`` (scaled) seconds. An ``AssertionError`` raised by ``check`` counts as not yet."""
-    deadline = time.monotonic() + scaled(timeout)
-    last: object = None
+    watch = _Watch(timeout, what)
     while True:
         try:
-            value = check()
-        except AssertionError as exc:
-            last = exc
-        else:
+            watch.last = value = check()
             if value:
                 return value
-            last = value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"not {what or 'true'} within {scaled(timeout):.1f}s; last: {last!r}")
+        except AssertionError as exc:
+            watch.last = exc
+        watch.over()
         time.sleep(interval)
 
 
@@ -45,17 +56,13 @@ async def eventually_async(
     check: Callable[[], Awaitable[T]], timeout: float = 5.0, interval: float = 0.05, what: str = ""
 ) -> T:
     """:func:`eventually` for a coroutine check, without blocking the event loop."""
-    deadline = time.monotonic() + scaled(timeout)
-    last: object = None
+    watch = _Watch(timeout, what)
     while True:
         try:
-            value = await check()
-        except AssertionError as exc:
-            last = exc
-        else:
+            watch.last = value = await check()
             if value:
                 return value
-            last = value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"not {what or 'true'} within {scaled(timeout):.1f}s; last: {last!r}")
+        except AssertionError as exc:
+            watch.last = exc
+        watch.over()
         await asyncio.sleep(interval)
