@@ -137,11 +137,13 @@ class FanOut:
         else:
             self.host.server_unsubscribe(conn, channel, 2500, "insufficient state")
 
-    def cut_positioned(self, channels: set[str]) -> list[tuple[ClientConnection, str]]:
+    def cut_positioned(self, channels: set[str], boot: str) -> list[tuple[ClientConnection, str]]:
         """A writer lost its streams: end every positioned subscription of ``channels`` it writes.
 
         Returns the client-side subscriptions ended (their SDKs subscribe again by themselves); the
-        non-positioned subscriptions of these channels are left as they are.
+        non-positioned subscriptions of these channels are left as they are, and so are the ones the
+        writer's new life (``boot``) positioned already: its announcement may reach this shard after
+        clients subscribed through it (at a server's start, where the shards boot side by side).
         """
         ended: list[tuple[ClientConnection, str]] = []
         for channel in channels:
@@ -149,6 +151,9 @@ class FanOut:
                 assert isinstance(conn, ClientConnection)
                 positions = conn.state.positions
                 if conn.closed or positions is None or channel not in positions:
+                    continue
+                boots = conn.state.position_boots
+                if boot and boots is not None and boots.get(channel) == boot:
                     continue
                 if conn.state.channels.get(channel) not in SERVER_SIDE_SOURCES:
                     ended.append((conn, channel))

@@ -88,9 +88,11 @@ class Shard:
         self.rules = ChannelRules.from_config(cfg)
         # The channels this shard writes (see broker.hashing.writer_for), their streams and members.
         self.engines = engines_for(cfg)
+        self.boot_id = new_id()
         self.writer = ChannelWriter(
             self.rules, index, self.size, cfg.global_history_meta_ttl, self.engines.history
         )
+        self.writer.boot = self.boot_id
         self.mesh = PeerMesh(index, self.size, self.handle_peer_request, self.spawn)
         self.cluster_query = self.mesh.cluster_query
         self.writer_query = self.mesh.writer_query
@@ -101,7 +103,6 @@ class Shard:
         self.coalescer = WriteCoalescer(loop)
         self.mark_dirty = self.coalescer.mark_dirty
         self.started_at = time.monotonic()
-        self.boot_id = new_id()
         self._stopping = asyncio.Event()
         self._zmq: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self._receiver = HandoffReceiver(loop, paths.handoff_path(cfg.runtime_path, index), self.adopt)

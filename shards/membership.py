@@ -136,6 +136,8 @@ class Membership:
             session.forget_channel(channel)
         if conn.state.positions is not None:
             conn.state.positions.pop(channel, None)
+        if conn.state.position_boots is not None:
+            conn.state.position_boots.pop(channel, None)
         conn.send_push({"channel": channel, "unsubscribe": {"code": code, "reason": reason}})
 
     def expiry_changed(self, conn: ClientConnection) -> None:

@@ -91,7 +91,7 @@ async def history(host: PeerHost, params: dict[str, Any]) -> dict[str, Any]:
 
 async def position(host: PeerHost, params: dict[str, Any]) -> dict[str, Any]:
     top = await host.writer.position(str(params.get("channel", "")))
-    return {"offset": top.offset, "epoch": top.epoch}
+    return {"offset": top.offset, "epoch": top.epoch, "boot": host.writer.boot}
 
 
 async def recover(host: PeerHost, params: dict[str, Any]) -> Raw:
@@ -99,21 +99,23 @@ async def recover(host: PeerHost, params: dict[str, Any]) -> Raw:
     channel = str(params.get("channel", ""))
     host.writer.history_options(channel)
     since = _since(params) or StreamPosition(0, "")
-    return await host.writer.recover(channel, since, int(params.get("limit") or 0), _recovery_answer)
+    boot = host.writer.boot
 
-
-def _recovery_answer(outcome: RecoveryResult) -> Raw:
-    publications = outcome.publications if outcome.recovered else []
-    return Raw(
-        orjson.dumps(
-            {
-                "publications": [wire_publication(p) for p in publications],
-                "epoch": outcome.position.epoch,
-                "offset": outcome.position.offset,
-                "recovered": outcome.recovered,
-            }
+    def answer(outcome: RecoveryResult) -> Raw:
+        publications = outcome.publications if outcome.recovered else []
+        return Raw(
+            orjson.dumps(
+                {
+                    "publications": [wire_publication(p) for p in publications],
+                    "epoch": outcome.position.epoch,
+                    "offset": outcome.position.offset,
+                    "recovered": outcome.recovered,
+                    "boot": boot,
+                }
+            )
         )
-    )
+
+    return await host.writer.recover(channel, since, int(params.get("limit") or 0), answer)
 
 
 def presence(host: PeerHost, params: dict[str, Any]) -> dict[str, Any]:

@@ -80,7 +80,7 @@ class Subscriptions(Protocol):
 class Positioned(Protocol):
     """Fan-out's hold on positioned subscriptions (``shards.fanout.FanOut``)."""
 
-    def cut_positioned(self, channels: set[str]) -> list[tuple[ClientConnection, str]]: ...
+    def cut_positioned(self, channels: set[str], boot: str) -> list[tuple[ClientConnection, str]]: ...
 
     def resubscribed(self, conn: ClientConnection, channel: str) -> bool: ...
 
@@ -113,7 +113,7 @@ class PeerRestarts:
         if self.subscriber is None:
             return {"leaves": leaves, "ended": 0}
         channels = {ch for ch in self.subscriber.channels if writer_for(ch, self.size) == index}
-        ended = self.fanout.cut_positioned(channels)
+        ended = self.fanout.cut_positioned(channels, boot)
         count = len(ended)
         self.subscriber.rearm(channels)
         welcomed: list[asyncio.Future[None]] = []

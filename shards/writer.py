@@ -55,6 +55,9 @@ class ChannelWriter:
         self.default_meta_ttl = default_meta_ttl
         self.engine = engine
         self.sink: PublicationSink | None = None
+        # This writer's life: a subscription positioned by its answers needs no cutting when the
+        # announcement of this same boot reaches a shard late (see shards.restarts).
+        self.boot = ""
         # join_leave channels this shard writes: channel → client → its join event. Kept so that the
         # clients of a shard that died can be announced as gone once it starts again.
         self.members: dict[str, dict[str, Publication]] = {}

@@ -42,7 +42,7 @@ from broker.protocol.connect import (
     subscription_data,
     ttl_seconds,
 )
-from broker.protocol.state import SERVER_SIDE_SOURCES, ConnectionState
+from broker.protocol.state import SERVER_SIDE_SOURCES, ConnectionState, position_boot
 from broker.protocol.subscribe_plan import SubscribePlan, held_to_deliver, plan_subscribe
 from broker.protocol.subscribe_plan import request_channel as _channel
 from broker.protocol.subscribe_plan import request_string as _string
@@ -325,6 +325,7 @@ class ClientSession:
                 self.codec.encode_push({"channel": channel, "pub": publication_body(publication)})
             )
         state.positions[channel] = (last, epoch)
+        state.position_boots = position_boot(state.position_boots, channel, found)
 
     def _on_unsubscribe(self, command_id: int, request: dict[str, Any], now: float) -> None:
         channel = _channel(request)
@@ -345,6 +346,8 @@ class ClientSession:
             state.join_leave.discard(channel)
         if state.positions is not None:
             state.positions.pop(channel, None)
+        if state.position_boots is not None:
+            state.position_boots.pop(channel, None)
         if state.recovering is not None:
             state.recovering.pop(channel, None)
 

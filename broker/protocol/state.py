@@ -43,6 +43,7 @@ class ConnectionState:
         "info",
         "join_leave",
         "meta",
+        "position_boots",
         "positions",
         "protocol",
         "recovering",
@@ -77,6 +78,8 @@ class ConnectionState:
         self.join_leave: set[str] | None = None
         # Positioned subscriptions: channel → (last offset delivered, epoch), to detect a gap.
         self.positions: dict[str, tuple[int, str]] | None = None
+        # The life (boot id) of the writer whose answer positioned each of them.
+        self.position_boots: dict[str, str] | None = None
         # Subscriptions waiting for their position or recovery: live publications are held here.
         self.recovering: dict[str, list[Any]] | None = None
         self.expire_at = 0.0  # unix seconds; 0 = never
@@ -149,3 +152,16 @@ CEL_GETTERS: dict[str, Callable[[ConnectionState], Any]] = {
     "meta": lambda s: s.meta if s.meta is not None else {},
     "info": _info_map,
 }
+
+
+def position_boot(
+    boots: dict[str, str] | None, channel: str, answer: dict[str, Any] | None
+) -> dict[str, str] | None:
+    """``boots`` with the writer life that gave ``answer`` recorded for ``channel`` (created on need)."""
+    boot = answer.get("boot") if answer else None
+    if not isinstance(boot, str) or not boot:
+        return boots
+    if boots is None:
+        boots = {}
+    boots[channel] = boot
+    return boots

@@ -28,7 +28,7 @@ from broker.protocol.connect import (
     subscription_data,
     uni_request_subscriptions,
 )
-from broker.protocol.state import ConnectionState
+from broker.protocol.state import ConnectionState, position_boot
 from broker.publication import publication_body, publications_of
 
 _STREAM_HEADERS = (
@@ -236,6 +236,7 @@ class UniSession:
                 follow.append({"channel": name, "pub": publication_body(publication)})
             subs[name] = entry
             positions[name] = (last, epoch)
+            self.state.position_boots = position_boot(self.state.position_boots, name, answer)
         self.state.positions = positions
         self.push({"connect": pending.result})
         for body in follow:

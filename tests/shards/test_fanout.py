@@ -155,3 +155,20 @@ def test_positioned_subscribers_get_publications_in_order_and_a_gap_ends_the_sub
         assert ended == [("a", "news", 2500)] and len(conn.queued) == 1
     finally:
         loop.close()
+
+
+def test_a_restarted_writer_ends_the_subscriptions_its_old_life_positioned_and_only_those():
+    fanout, hub, shard, loop = setup()
+    ended: list[tuple[str, int]] = []
+    shard.server_unsubscribe = lambda conn, channel, code, reason: ended.append((conn.state.client, code))
+    try:
+        old, new, _plain = (subscribe(hub, shard, client, "ws-json") for client in ("old", "new", "plain"))
+        old.state.positions = {"news": (3, "e1")}
+        old.state.position_boots = {"news": "boot-1"}
+        new.state.positions = {"news": (0, "e2")}
+        new.state.position_boots = {"news": "boot-2"}  # positioned by the new life already
+        cut = fanout.cut_positioned({"news"}, "boot-2")
+        assert [conn.state.client for conn, _ in cut] == ["old"]
+        assert ended == [("old", 2500)]
+    finally:
+        loop.close()

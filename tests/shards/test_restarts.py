@@ -89,7 +89,7 @@ class Positioned:
     def __init__(self) -> None:
         self.cut: list[set[str]] = []
 
-    def cut_positioned(self, channels: set[str]) -> list[Any]:
+    def cut_positioned(self, channels: set[str], boot: str) -> list[Any]:
         self.cut.append(channels)
         return []
 
