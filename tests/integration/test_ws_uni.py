@@ -9,7 +9,6 @@ from collections.abc import Iterator
 import orjson
 import pytest
 
-from tests.integration.harness import Server, make_token
 from tests.integration.wsclient import (
     UNI_WS_PATH,
     WS_PATH,
@@ -20,13 +19,15 @@ from tests.integration.wsclient import (
     upgrade_status,
     users_on_shards,
 )
+from tests.support.server import Server
+from tests.support.tokens import make_token
 
 CONFIG = {"uni_websocket": True, "websocket_disable": True}
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with Server(tmp_path_factory.mktemp("ws-uni"), shards=2, extra=CONFIG) as srv:
+    with Server(tmp_path_factory.mktemp("ws-uni"), shards=2, **CONFIG) as srv:
         yield srv
 
 
