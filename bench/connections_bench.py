@@ -27,7 +27,6 @@ import os
 import platform
 import queue
 import random
-import re
 import resource
 import shutil
 import signal
@@ -47,6 +46,7 @@ import orjson
 
 from bench.loadgen import percentile
 from bench.profiling import profiled
+from tests.support.server import Server
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "bench-secret"
@@ -124,12 +124,6 @@ def _format_row(row: tuple[str, str, str, str], widths: list[int]) -> str:
 # -- processes -------------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def rss_bytes(pid: int) -> int:
     with open(f"/proc/{pid}/status") as status:
         for line in status:
@@ -161,29 +155,6 @@ class CpuMeter:
         return self.spent
 
 
-def descendants(pid: int) -> list[int]:
-    """Every live descendant of ``pid``, found through /proc/<pid>/task/*/children."""
-    found: list[int] = []
-    pending = [pid]
-    while pending:
-        parent = pending.pop()
-        with contextlib.suppress(OSError):
-            for task in os.listdir(f"/proc/{parent}/task"):
-                with open(f"/proc/{parent}/task/{task}/children") as children:
-                    for child in children.read().split():
-                        found.append(int(child))
-                        pending.append(int(child))
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def stop_process(proc: subprocess.Popen[bytes], timeout: float) -> None:
     """SIGTERM, wait, then SIGKILL: only this process, by its pid."""
     if proc.poll() is not None:
@@ -196,74 +167,32 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float) -> None:
         proc.wait(10)
 
 
-class ServerProcess:
+class ServerProcess(Server):
+    """The tests' server launcher (tests/support/server.py) with the benchmarks' secrets, info-level logs
+    and :class:`BenchError` for a server that does not come up. ``extra`` overrides config keys."""
+
     def __init__(self, workdir: Path, shards: int, extra: dict[str, Any] | None = None) -> None:
-        self.port = free_port()
-        self.shards = shards
-        self.dir = workdir
-        config = {
+        settings: dict[str, Any] = {
             "token_hmac_secret_key": SECRET,
             "api_key": API_KEY,
-            "uni_http_stream": True,
-            "address": "127.0.0.1",
-            "shutdown_timeout": "5s",
+            "uni_sse": False,
             "log_level": "info",
+            **(extra or {}),
         }
-        config.update(extra or {})
-        self.config_path = workdir / "config.json"
-        self.config_path.write_bytes(orjson.dumps(config))
-        self.log_path = workdir / "server.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.children: list[int] = []
+        super().__init__(workdir, shards, directory=workdir, **settings)
 
-    def start(self, timeout: float = 30.0) -> None:
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    *(sys.executable, "-m", "broker", "-c", str(self.config_path)),
-                    *("--port", str(self.port), "--shards", str(self.shards)),
-                    *("--runtime_dir", str(self.dir / "run")),
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=ROOT,
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise BenchError(f"server exited with {self.proc.returncode}:\n{self.log_tail()}")
-            with contextlib.suppress(OSError, BenchError, KeyError, ValueError):
-                with HttpClient(self.port, timeout=2) as client:
-                    shards = client.api("info", {})["result"]["nodes"][0]["shards"]
-                if len(shards) == self.shards and all("pid" in s for s in shards):
-                    self.children = descendants(self.proc.pid)
-                    return
-            time.sleep(0.1)
-        raise BenchError(f"server not ready within {timeout:.0f}s:\n{self.log_tail()}")
+    def start(self, timeout: float = 30.0) -> ServerProcess:
+        try:
+            super().start(timeout)
+        except (AssertionError, RuntimeError) as exc:
+            raise BenchError(str(exc)) from None
+        return self
 
-    def router_pid(self) -> int:
-        found = re.search(r"spawned router \(pid (\d+)\)", self.log_path.read_text(errors="replace"))
-        if found is None:
-            raise BenchError("no router pid in the server log")
-        return int(found.group(1))
-
-    def log_tail(self) -> str:
-        with contextlib.suppress(OSError):
-            return self.log_path.read_text(errors="replace")[-3000:]
-        return ""
-
-    def stop(self, timeout: float = 30.0) -> None:
-        if self.proc is None:
-            return
-        stop_process(self.proc, timeout)
-        # The children leave with the supervisor; make sure, by their pids, that none is left behind.
-        deadline = time.monotonic() + 10
-        while any(alive(pid) for pid in self.children) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        for pid in self.children:
-            if alive(pid):
-                with contextlib.suppress(OSError):
-                    os.kill(pid, signal.SIGKILL)
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM, SIGKILL after ``timeout``; the children are made sure of by their pids."""
+        with contextlib.suppress(AssertionError):
+            return super().stop(timeout)
+        return -signal.SIGKILL
 
 
 class Generator:

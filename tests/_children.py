@@ -59,7 +59,7 @@ def _beat_until_term(cfg: Config, ctx: ChildContext) -> bool:
     deadline = time.monotonic() + MAX_LIFETIME
     while not stopping and time.monotonic() < deadline:
         ctx.beat()
-        time.sleep(0.05)
+        time.sleep(0.05)  # the dummy's heartbeat period
     return bool(stopping)
 
 
@@ -74,7 +74,7 @@ def slow_to_stop(cfg: Config, *rest: Any) -> None:
     """Like :func:`well_behaved`, but takes 1.5 s to stop after SIGTERM (draining its clients)."""
     ctx = _ctx(rest)
     _beat_until_term(cfg, ctx)
-    time.sleep(1.5)
+    time.sleep(1.5)  # the dummy's drain time
     _record(cfg, ctx, "events", f"stopped {os.getpid()}")
 
 
@@ -95,7 +95,7 @@ def ignores_term(cfg: Config, *rest: Any) -> None:
     deadline = time.monotonic() + MAX_LIFETIME
     while ctx.parent_alive() and time.monotonic() < deadline:
         ctx.beat()
-        time.sleep(0.05)
+        time.sleep(0.05)  # the dummy's heartbeat period
 
 
 def stuck_first(cfg: Config, *rest: Any) -> None:
@@ -107,14 +107,14 @@ def stuck_first(cfg: Config, *rest: Any) -> None:
     _started(cfg, ctx)
     deadline = time.monotonic() + MAX_LIFETIME
     while ctx.parent_alive() and time.monotonic() < deadline:
-        time.sleep(0.05)
+        time.sleep(0.05)  # blocked: no heartbeat, only a look at the parent now and then
 
 
 def exits_after_ready(cfg: Config, *rest: Any) -> None:
     """Ready, then returns soon after: dies after ready every time."""
     ctx = _ctx(rest)
     _started(cfg, ctx)
-    time.sleep(0.1)
+    time.sleep(0.1)  # the dummy's short life after ready
 
 
 def supervise(options_json: str) -> int:

@@ -9,6 +9,7 @@ import zmq
 
 from broker import errors
 from broker.ipc.control import RemoteError, Requester, Responder, ShardUnavailable, client_error
+from tests.support.waiting import eventually_async
 
 
 async def _exchange(tmp_path) -> None:
@@ -21,18 +22,16 @@ async def _exchange(tmp_path) -> None:
         if method == "fail":
             raise errors.BAD_REQUEST()
         if method == "slow":
-            await asyncio.sleep(1)
+            await asyncio.sleep(1)  # a handler slower than the caller's deadline: the point
         if method == "boom":
             raise RuntimeError("secret detail")
         return {"echo": params, "method": method}
 
     responder = Responder(loop, ctx, endpoint, b"shard-0", handler)
-    for _ in range(100):
-        try:
-            result = await requester.request(b"shard-0", "ping", {"n": 0}, 1.0)
-            break
-        except ShardUnavailable:
-            await asyncio.sleep(0.02)
+    # The sockets connect in the background: a request before that is unanswered.
+    result = await eventually_async(
+        lambda: requester.request(b"shard-0", "ping", {"n": 0}, 1.0), timeout=10, retry_on=(ShardUnavailable,)
+    )
     assert result == {"echo": {"n": 0}, "method": "ping"}
     many = await asyncio.gather(*(requester.request(b"shard-0", "x", {"n": i}, 2.0) for i in range(300)))
     assert [r["echo"]["n"] for r in many] == list(range(300))

@@ -9,6 +9,7 @@ import socket
 import pytest
 
 from broker.ipc.handoff import HandoffError, HandoffReceiver, HandoffSender, Header, decode, encode
+from tests.support.waiting import eventually_async
 
 
 def test_encode_decode_round_trip():
@@ -118,10 +119,7 @@ async def _malformed(tmp_path) -> None:
             )
         ],
     )
-    for _ in range(50):
-        if adopted:
-            break
-        await asyncio.sleep(0.01)
+    await eventually_async(lambda: adopted, what="the good message adopted")
     assert len(adopted) == 1  # the malformed message was dropped, the good one adopted
     os.close(adopted[0])
     raw.close()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import zmq
 
 from broker.ipc.pubsub import Publisher, Subscriber
 from broker.publication import Publication
+from tests.support.waiting import eventually_async
 
 
 def test_publication_frames_round_trip() -> None:
@@ -30,6 +32,18 @@ def test_publication_frames_round_trip() -> None:
     assert Publication.from_frames(anonymous_api.to_frames()).client_info() is None
 
 
+def probing(
+    publisher: Publisher, probe: Publication, got: list[Publication]
+) -> Callable[[], list[Publication]]:
+    """A check for ``eventually``: publishes ``probe`` once more, then what arrived so far."""
+
+    def check() -> list[Publication]:
+        publisher.publish(probe)
+        return got
+
+    return check
+
+
 async def _flow(tmp_path) -> None:
     loop = asyncio.get_running_loop()
     ctx = zmq.Context()
@@ -39,32 +53,25 @@ async def _flow(tmp_path) -> None:
     sub = Subscriber(loop, ctx, endpoints, got.append, grace=0.2)
     sub.subscribe("chat:1")
     # Subscriptions propagate asynchronously: publish until the first one arrives.
-    for _ in range(200):
-        publishers[0].publish(Publication("chat:1", b"probe"))
-        await asyncio.sleep(0.01)
-        if got:
-            break
-    assert got
-    await asyncio.sleep(0.05)  # let the other probes in flight arrive before counting
-    got.clear()
+    await eventually_async(probing(publishers[0], Publication("chat:1", b"probe"), got), interval=0.01)
     for i in range(1000):
         publishers[1].publish(Publication("chat:1", b"%d" % i))
         publishers[1].publish(Publication("chat:10", b"other"))  # a prefix of no subscribed topic
-    for _ in range(200):
-        if len(got) >= 1000:
-            break
-        await asyncio.sleep(0.01)
-    assert [p.data for p in got] == [b"%d" % i for i in range(1000)]
+
+    def numbers() -> list[bytes]:
+        return [p.data for p in got if p.data != b"probe"]  # probes may still be on their way
+
+    await eventually_async(numbers, until=lambda seen: len(seen) >= 1000)
+    assert numbers() == [b"%d" % i for i in range(1000)]
     sub.release("chat:1")
     sub.subscribe("chat:1")  # coming back within the grace period keeps the subscription
-    await asyncio.sleep(0.3)  # what is checked is that nothing happens meanwhile
+    await asyncio.sleep(0.3)  # the point: longer than the grace period, and it is kept
     assert "chat:1" in sub.channels
     sub.release("chat:1")
-    await asyncio.sleep(0.3)
-    assert "chat:1" not in sub.channels
+    await eventually_async(lambda: "chat:1" not in sub.channels, what="the grace period to end")
     got.clear()
     publishers[0].publish(Publication("chat:1", b"late"))
-    await asyncio.sleep(0.1)  # nothing may arrive: a fixed wait is the test
+    await asyncio.sleep(0.1)  # the point: nothing arrives meanwhile
     assert got == []
     sub.close()
     for p in publishers:
@@ -85,13 +92,9 @@ async def _many_subscriptions(tmp_path) -> None:
     sub = Subscriber(loop, ctx, [endpoint], got.append)
     for i in range(3000):
         sub.subscribe(f"ch-{i}")
-    for _ in range(300):
-        got.clear()
-        publisher.publish(Publication("ch-2999", b"last"))
-        await asyncio.sleep(0.01)
-        if got:
-            break
-    assert got and got[0].channel == "ch-2999"  # the 3000th subscription was not dropped
+    # The 3000th subscription was not dropped: a publication in it arrives once the subscriptions did.
+    await eventually_async(probing(publisher, Publication("ch-2999", b"last"), got), interval=0.01)
+    assert got[0].channel == "ch-2999"
     sub.close()
     publisher.close()
     ctx.term()
@@ -112,17 +115,10 @@ async def _welcome(tmp_path) -> None:
     ready: list[float] = []
     sub.subscribe("news")
     sub.when_ready("news", lambda: ready.append(loop.time()))
-    for _ in range(100):
-        if ready:
-            break
-        await asyncio.sleep(0.01)
-    assert ready, "the writer welcomed the subscription"
+    await eventually_async(lambda: ready, what="the writer to welcome the subscription")
     # Once ready, a publication sent right away is delivered (no lost first message).
     publishers[1].publish(Publication("news", b"first"))
-    for _ in range(100):
-        if got:
-            break
-        await asyncio.sleep(0.01)
+    await eventually_async(lambda: got, what="the first publication")
     assert [p.data for p in got] == [b"first"]
     calls: list[int] = []
     sub.when_ready("news", lambda: calls.append(1))
@@ -147,11 +143,7 @@ async def _rearm(tmp_path) -> None:
     ready: list[int] = []
     sub.subscribe("news")
     sub.when_ready("news", lambda: ready.append(1))
-    for _ in range(100):
-        if ready:
-            break
-        await asyncio.sleep(0.01)
-    assert ready
+    await eventually_async(lambda: ready, what="the writer to welcome the subscription")
     # The writer restarts: a new socket on the same endpoint, which has none of the old subscriptions.
     writer.close()
     writer = Publisher(loop, ctx, endpoint, lambda channel: True)
@@ -159,17 +151,10 @@ async def _rearm(tmp_path) -> None:
     again: list[int] = []
     sub.when_ready("news", lambda: again.append(1))
     assert again == []  # not ready until the new writer welcomed the subscription
-    for _ in range(200):
-        if again:
-            break
-        await asyncio.sleep(0.01)
-    assert again, "the restarted writer welcomed the subscription again"
+    await eventually_async(lambda: again, what="the restarted writer to welcome it again")
     assert "not-subscribed" not in sub.channels
     writer.publish(Publication("news", b"first after the restart"))
-    for _ in range(100):
-        if got:
-            break
-        await asyncio.sleep(0.01)
+    await eventually_async(lambda: got, what="the first publication after the restart")
     assert [p.data for p in got] == [b"first after the restart"]
     sub.close()
     writer.close()

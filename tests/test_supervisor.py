@@ -8,10 +8,9 @@ import logging
 import os
 import signal
 import stat
-import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import pytest
 from broker.lifecycle import ChildContext, standalone_context
 from broker.logs import setup_logging
 from broker.supervisor import BOOTING, READY, ChildState
+from tests.support.server import Process, alive
 from tests.support.waiting import eventually
 
 TESTS_DIR = Path(__file__).resolve().parent
@@ -28,22 +28,8 @@ REPO_ROOT = TESTS_DIR.parent
 BOOT_ERROR_MARKER = "boot-marker-42"  # see tests/_children.py
 
 
-def _poll(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
-    return eventually(condition, timeout, interval, what)
-
-
-def _alive(pid: int) -> bool:
-    """True while ``pid`` runs (a zombie counts as gone)."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    state = text.rsplit(")", 1)[1].split()[0]
-    return state not in ("Z", "X")
-
-
 def _gone(pid: int) -> bool:
-    return not _alive(pid)
+    return not alive(pid)
 
 
 def _is_our_child_process(pid: int) -> bool:
@@ -60,7 +46,7 @@ class Supervised:
     def __init__(self, tmp_path: Path, name: str = "supervisor") -> None:
         self.run_dir = tmp_path / "run"
         self.log_path = tmp_path / f"{name}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.process: Process | None = None
 
     def start(self, specs: list[tuple[str, str, int | None]], **options: Any) -> None:
         payload = {
@@ -68,26 +54,20 @@ class Supervised:
             "specs": [{"role": r, "target": f"_children:{t}", "index": i} for r, t, i in specs],
             **options,
         }
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join([str(TESTS_DIR), str(REPO_ROOT), env.get("PYTHONPATH", "")])
+        env = {
+            "PYTHONPATH": os.pathsep.join([str(TESTS_DIR), str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])
+        }
         code = "import sys, _children; sys.exit(_children.supervise(sys.argv[1]))"
-        with self.log_path.open("wb") as log_file:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-c", code, json.dumps(payload)],
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                env=env,
-                cwd=str(REPO_ROOT),
-            )
+        self.process = Process([sys.executable, "-c", code, json.dumps(payload)], self.log_path, env=env)
+        self.process.spawn()
 
     @property
     def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
+        assert self.process is not None
+        return self.process.pid
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        return self.process.log() if self.process is not None else ""
 
     def pids(self, role: str) -> list[int]:
         path = self.run_dir / f"{role}.pids"
@@ -106,9 +86,13 @@ class Supervised:
 
     def wait_ready(self, *roles: str, count: int = 1, timeout: float = 30.0) -> None:
         for role in roles:
-            _poll(partial(self._started, role, count), timeout, f"{role} started {count} time(s)")
+            eventually(
+                partial(self._started, role, count), timeout=timeout, what=f"{role} started {count} time(s)"
+            )
             pid = self.pids(role)[count - 1]
-            _poll(partial(self._logged, f"{role} (pid {pid}) ready"), timeout, f"{role} ready log")
+            eventually(
+                partial(self._logged, f"{role} (pid {pid}) ready"), timeout=timeout, what=f"{role} ready log"
+            )
 
     def _started(self, role: str, count: int) -> bool:
         return len(self.pids(role)) >= count
@@ -117,21 +101,19 @@ class Supervised:
         return text in self.log()
 
     def signal(self, signum: int) -> None:
-        os.kill(self.pid, signum)
+        assert self.process is not None
+        self.process.signal(signum)
 
     def wait_exit(self, timeout: float) -> int:
-        assert self.proc is not None
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(f"supervisor did not exit within {timeout}s; log:\n{self.log()}") from None
+        assert self.process is not None
+        return self.process.wait_exit(timeout)
 
     def cleanup(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
+        if self.process is not None:
+            self.process.kill()
+        # Children of an earlier supervisor killed by the test are no children of this process any more.
         for pid in self.all_child_pids():
-            if _alive(pid) and _is_our_child_process(pid):
+            if alive(pid) and _is_our_child_process(pid):
                 os.kill(pid, signal.SIGKILL)
 
 
@@ -153,7 +135,7 @@ def test_boot_failure_halts_with_the_error(sup: Supervised) -> None:
     assert "halting: router failed to boot" in log
     assert sup.pids("router") == []  # never restarted, never ready
     for pid in sup.all_child_pids():
-        assert not _alive(pid)
+        assert not alive(pid)
 
 
 def test_unusable_runtime_dir_halts_before_spawning(sup: Supervised) -> None:
@@ -172,7 +154,7 @@ def test_child_killed_after_ready_is_respawned(sup: Supervised) -> None:
     sup.wait_ready("shard-0", count=2)
     second = sup.pids("shard-0")[1]
     assert second != first
-    assert not _alive(first)
+    assert not alive(first)
     assert f"shard-0 (pid {first}) was killed by SIGKILL; restarting" in sup.log()
     assert len(sup.pids("router")) == 1  # the others are left alone
     sup.signal(signal.SIGTERM)
@@ -187,8 +169,8 @@ def test_sigterm_stops_gracefully(sup: Supervised) -> None:
     sup.wait_ready(*roles)
     assert stat.S_IMODE(sup.run_dir.stat().st_mode) == 0o700
     sup.signal(signal.SIGHUP)
-    _poll(lambda: "SIGHUP" in sup.log(), 10, "SIGHUP logged")
-    assert sup.proc is not None and sup.proc.poll() is None
+    eventually(lambda: "SIGHUP" in sup.log(), timeout=10, what="SIGHUP logged")
+    assert sup.process is not None and sup.process.running
     started = time.monotonic()
     sup.signal(signal.SIGTERM)
     assert sup.wait_exit(30) == 0
@@ -196,7 +178,7 @@ def test_sigterm_stops_gracefully(sup: Supervised) -> None:
     for role in roles:
         (pid,) = sup.pids(role)
         assert sup.events(role) == [f"term {pid}"]
-        assert not _alive(pid)
+        assert not alive(pid)
     assert "deadline passed" not in sup.log()
 
 
@@ -210,7 +192,7 @@ def test_child_ignoring_sigterm_is_killed_at_the_deadline(sup: Supervised) -> No
     assert elapsed >= 1.4
     (pid,) = sup.pids("shard-0")
     assert sup.events("shard-0") == [f"term-ignored {pid}"]
-    assert not _alive(pid)
+    assert not alive(pid)
     log = sup.log()
     assert "shutdown deadline passed; killing shard-0" in log
     assert "was killed by SIGKILL" in log
@@ -220,14 +202,14 @@ def test_second_signal_forces_exit(sup: Supervised) -> None:
     sup.start([("shard-0", "ignores_term", 0), ("router", "well_behaved", None)], shutdown_timeout=60)
     sup.wait_ready("shard-0", "router")
     sup.signal(signal.SIGTERM)
-    _poll(lambda: sup.events("shard-0"), 15, "shard-0 saw SIGTERM")
+    eventually(lambda: sup.events("shard-0"), timeout=15, what="shard-0 saw SIGTERM")
     started = time.monotonic()
     sup.signal(signal.SIGINT)
     assert sup.wait_exit(20) == 0
     assert time.monotonic() - started < 10.0
     assert "received SIGINT again: killing all children now" in sup.log()
     for pid in sup.all_child_pids():
-        assert not _alive(pid)
+        assert not alive(pid)
 
 
 def test_missing_heartbeat_kills_and_respawns(sup: Supervised) -> None:
@@ -235,11 +217,12 @@ def test_missing_heartbeat_kills_and_respawns(sup: Supervised) -> None:
     sup.wait_ready("shard-0")
     first = sup.pids("shard-0")[0]
     sup.wait_ready("shard-0", count=2, timeout=40)
-    assert not _alive(first)
+    assert not alive(first)
     log = sup.log()
     assert "no heartbeat for" in log
     assert "(no heartbeat for" in log and "restarting" in log
-    time.sleep(3.2)  # longer than the timeout plus one tick: the second start beats, it is left alone
+    # The point: longer than the timeout plus one tick, in which the second start beats and is left alone.
+    time.sleep(3.2)
     assert len(sup.pids("shard-0")) == 2
     sup.signal(signal.SIGTERM)
     assert sup.wait_exit(30) == 0
@@ -261,7 +244,7 @@ def test_children_exit_when_the_supervisor_dies(sup: Supervised) -> None:
     sup.wait_exit(10)
     for role in ("shard-0", "router"):
         (pid,) = sup.pids(role)
-        _poll(partial(_gone, pid), 15, f"{role} to exit")
+        eventually(partial(_gone, pid), timeout=15, what=f"{role} to exit")
         # The child never checks its parent: only the parent-death signal can have stopped it.
         assert sup.events(role) == [f"term {pid}"]
 
@@ -290,7 +273,7 @@ def test_second_supervisor_on_the_same_directory_is_refused_and_touches_nothing(
     assert sorted(p.name for p in sup.run_dir.iterdir()) == before
     for role in ("shard-0", "router"):
         (pid,) = sup.pids(role)
-        assert _alive(pid)
+        assert alive(pid)
     sup.signal(signal.SIGTERM)
     assert sup.wait_exit(30) == 0
 

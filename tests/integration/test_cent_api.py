@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 import pytest
@@ -46,10 +46,11 @@ from cent import (
 )
 
 from broker.hashing import shard_for_user
-from tests.integration.harness import StreamClient
+from tests.integration.streamclient import StreamClient
 from tests.integration.test_presence_and_channels import Ws, connect
-from tests.support.server import API_KEY, Server
-from tests.support.tokens import make_token
+from tests.support.server import Server
+from tests.support.tokens import API_KEY, make_token
+from tests.support.waiting import eventually_async
 
 NAMESPACES = [
     {
@@ -80,7 +81,7 @@ T = TypeVar("T")
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     extra = {"namespaces": NAMESPACES, "allow_subscribe_for_client": True}
-    with Server(tmp_path_factory.mktemp("cent"), shards=2, extra=extra) as srv:
+    with Server(tmp_path_factory.mktemp("cent"), shards=2, **extra) as srv:
         yield srv
 
 
@@ -106,16 +107,6 @@ def run(coro: Coroutine[Any, Any, None], timeout: float = 30.0) -> None:
 async def call(method: Callable[..., T], *args: Any) -> T:
     """A ``cent`` call off the event loop, so that the WebSocket clients keep answering pings."""
     return await asyncio.to_thread(method, *args)
-
-
-async def eventually(probe: Callable[[], Awaitable[T]], ok: Callable[[T], bool], timeout: float = 5.0) -> T:
-    """``probe()`` until ``ok`` holds; the last value either way, for the caller's asserts."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await probe()
-        if ok(value) or time.monotonic() >= deadline:
-            return value
-        await asyncio.sleep(0.1)
 
 
 async def push_with(client: Ws, key: str) -> dict[str, Any]:
@@ -247,8 +238,8 @@ def test_subscribe_and_unsubscribe(server: Server, cent: Client) -> None:
         await call(cent.unsubscribe, UnsubscribeRequest(user=user, channel=channel))
         pushed = await push_with(client, "unsubscribe")
         assert pushed["channel"] == channel and pushed["unsubscribe"]["code"] == 2000, pushed
-        gone = await eventually(
-            lambda: call(cent.presence, PresenceRequest(channel=channel)), lambda p: not p.presence
+        gone = await eventually_async(
+            lambda: call(cent.presence, PresenceRequest(channel=channel)), until=lambda p: not p.presence
         )
         assert gone.presence == {}, gone
         await client.close()
@@ -334,15 +325,15 @@ def test_presence_presence_stats_and_channels(server: Server, cent: Client) -> N
         assert every.channels[channel].num_clients == 3 and every.channels[other].num_clients == 1
 
         await b2.close()
-        stats = await eventually(
+        stats = await eventually_async(
             lambda: call(cent.presence_stats, PresenceStatsRequest(channel=channel)),
-            lambda s: s.num_clients == 2,
+            until=lambda s: s.num_clients == 2,
         )
         assert (stats.num_clients, stats.num_users) == (2, 2), stats
         await a.close()
         await b.close()
-        gone = await eventually(
-            lambda: call(cent.channels, ChannelsRequest(pattern=channel)), lambda c: not c.channels
+        gone = await eventually_async(
+            lambda: call(cent.channels, ChannelsRequest(pattern=channel)), until=lambda c: not c.channels
         )
         assert gone.channels == {}, gone
 
@@ -359,16 +350,16 @@ def test_info(server: Server, cent: Client) -> None:
         clients = [await connect(server, user_on(shard, "info")) for shard in (0, 1)]
         for client in clients:
             await subscribe(client, channel)
-        during = await eventually(
-            lambda: call(cent.info, InfoRequest()), lambda i: i.nodes[0].num_clients == base + 2
+        during = await eventually_async(
+            lambda: call(cent.info, InfoRequest()), until=lambda i: i.nodes[0].num_clients == base + 2
         )
         node = during.nodes[0]
         assert node.num_clients == base + 2, during
         assert node.num_users >= 2 and node.num_channels >= 1 and node.num_subs >= 2, during
         for client in clients:
             await client.close()
-        after = await eventually(
-            lambda: call(cent.info, InfoRequest()), lambda i: i.nodes[0].num_clients == base
+        after = await eventually_async(
+            lambda: call(cent.info, InfoRequest()), until=lambda i: i.nodes[0].num_clients == base
         )
         assert after.nodes[0].num_clients == base, after
 

@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 import requests
 
-from tests.integration.harness import StreamClient
-from tests.support.server import API_KEY, Server
-from tests.support.tokens import make_token
+from tests.integration.streamclient import StreamClient
+from tests.support.server import Server
+from tests.support.tokens import API_KEY, make_token
+from tests.support.waiting import eventually
 
 USERS = 200
 
@@ -156,7 +157,7 @@ def test_long_scan_leaves_the_shard_responsive(tmp_path: Path) -> None:
     extra = {"connections_expression_max_cost": 100_000_000, "api_shard_timeout": "60s"}
     ones = "[" + ",".join(["1"] * 600) + "]"
     expression = f'{ones}.all(x, {ones}.all(y, x == y)) && app_name == "scan"'
-    with Server(tmp_path, shards=1, extra=extra) as srv:
+    with Server(tmp_path, shards=1, **extra) as srv:
         clients = []
         for i in range(20):
             token = make_token(f"scan-{i}", channels=["news"])
@@ -175,7 +176,8 @@ def test_long_scan_leaves_the_shard_responsive(tmp_path: Path) -> None:
             scanner = threading.Thread(target=scan)
             scanner.start()
             try:
-                time.sleep(0.3)  # the scan is under way (it takes seconds)
+                # A pause: nothing outside the shard shows that the scan (seconds long) has begun.
+                time.sleep(0.3)
                 published = srv.api("publish", {"channel": "news", "data": {"n": 1}}, timeout=20)
                 assert "error" not in published
                 push = listener.read_until("pub")
@@ -196,7 +198,7 @@ def test_scan_stops_when_the_router_stops_waiting(tmp_path: Path) -> None:
     extra = {"connections_expression_max_cost": 100_000_000, "api_shard_timeout": "1s"}
     ones = "[" + ",".join(["1"] * 600) + "]"
     expression = f"{ones}.all(x, {ones}.all(y, x == y))"  # ~0.1 s per connection
-    with Server(tmp_path, shards=1, extra=extra) as srv:
+    with Server(tmp_path, shards=1, **extra) as srv:
         clients = [
             StreamClient(srv.port, {"token": make_token(f"late-{i}"), "name": "late"}, timeout=20)
             for i in range(40)
@@ -208,12 +210,13 @@ def test_scan_stops_when_the_router_stops_waiting(tmp_path: Path) -> None:
             assert reply["result"] == {"connections": {}, "unavailable_shards": [0]}
             # The shard gave up too, without scanning the remaining connections, and keeps serving.
             assert len(srv.connections(user="late-1")) == 1
-            deadline = time.monotonic() + 10
-            while "deadline passed" not in srv.logs() and time.monotonic() < deadline:
-                time.sleep(0.05)
-            stopped = re.search(r"connections scan stopped: deadline passed after (\d+) of 40", srv.logs())
-            assert stopped is not None and int(stopped.group(1)) < 40
-            assert "Traceback" not in srv.logs()
+            stopped = eventually(
+                lambda: re.search(r"connections scan stopped: deadline passed after (\d+) of 40", srv.log()),
+                timeout=10,
+                what="the shard to log that it stopped the scan",
+            )
+            assert int(stopped.group(1)) < 40
+            assert "Traceback" not in srv.log()
         finally:
             for client in clients:
                 client.close()

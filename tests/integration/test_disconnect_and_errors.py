@@ -7,9 +7,9 @@ import time
 
 import requests
 
-from tests.integration.harness import StreamClient
-from tests.support.server import API_KEY, Server
-from tests.support.tokens import SECRET, make_token
+from tests.integration.streamclient import StreamClient
+from tests.support.server import Server
+from tests.support.tokens import API_KEY, SECRET, make_token
 
 
 def connect_many(server: Server, user: str, count: int, **claims) -> list[tuple[StreamClient, str]]:

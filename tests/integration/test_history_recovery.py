@@ -6,14 +6,17 @@ import asyncio
 import contextlib
 import os
 import signal
-import time
 from typing import Any
 
 import pytest
+from websockets.exceptions import WebSocketException
 
 from broker.hashing import shard_for_user, writer_for
+from tests.integration.streamclient import StreamClient
 from tests.integration.test_presence_and_channels import Ws, connect
 from tests.support.server import Server
+from tests.support.tokens import make_token
+from tests.support.waiting import eventually_async
 
 NAMESPACES = [
     {
@@ -32,7 +35,7 @@ NAMESPACES = [
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):
     extra = {"namespaces": NAMESPACES, "allow_subscribe_for_client": True}
-    with Server(tmp_path_factory.mktemp("history"), shards=2, extra=extra) as srv:
+    with Server(tmp_path_factory.mktemp("history"), shards=2, **extra) as srv:
         yield srv
 
 
@@ -153,15 +156,13 @@ def test_recovery_across_a_shard_restart(server: Server) -> None:
             server.api("publish", {"channel": channel, "data": {"n": n}})
         with contextlib.suppress(Exception):
             await client.reader  # the stream ends with the process
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                again = await connect(server, user)
-                break
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(0.2)
+        again = await eventually_async(
+            lambda: connect(server, user),
+            timeout=20,
+            interval=0.2,
+            what="a connection to the restarted shard",
+            retry_on=(AssertionError, OSError, TimeoutError, WebSocketException),
+        )
         result = await _subscribe(again, channel, recoverable=True, recover=True, offset=offset, epoch=epoch)
         assert result["recovered"] is True
         assert [p["data"]["n"] for p in result["publications"]] == list(range(50))
@@ -171,9 +172,6 @@ def test_recovery_across_a_shard_restart(server: Server) -> None:
 
 
 def test_uni_stream_recovers_through_connect_request_subs(server: Server) -> None:
-    from tests.integration.harness import StreamClient
-    from tests.support.tokens import make_token
-
     first = server.api("publish", {"channel": "hist:uni", "data": {"n": 0}})["result"]
     epoch, offset = first["epoch"], first["offset"]
     for n in range(1, 11):

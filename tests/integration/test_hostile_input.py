@@ -23,8 +23,9 @@ import pytest
 import requests
 
 from tests.integration.wsclient import RawWs, WsClient, run
-from tests.support.server import API_KEY, Server
-from tests.support.tokens import SECRET, make_token
+from tests.support.server import Server, wait_healthy
+from tests.support.tokens import API_KEY, SECRET, make_token
+from tests.support.waiting import eventually
 
 CHANNEL_LIMIT = 5
 BATCH_LIMIT = 10
@@ -47,16 +48,12 @@ CONFIG = {
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with Server(tmp_path_factory.mktemp("hostile"), shards=2, extra=CONFIG) as srv:
+    with Server(tmp_path_factory.mktemp("hostile"), shards=2, **CONFIG) as srv:
         yield srv
 
 
-def full_log(server: Server) -> str:
-    return Path(server.log_path).read_text(errors="replace")
-
-
 def assert_no_traceback(server: Server) -> None:
-    log = full_log(server)
+    log = server.log()
     assert "Traceback" not in log, log[log.find("Traceback") - 2000 :][:6000]
 
 
@@ -85,10 +82,12 @@ def client_count(server: Server) -> int:
 
 
 def wait_until_gone(server: Server, user: str, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while server.connections(user=user) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert server.connections(user=user) == {}, f"{user} is still listed"
+    eventually(
+        lambda: server.connections(user=user),
+        until=lambda c: c == {},
+        timeout=timeout,
+        what=f"{user} unlisted",
+    )
 
 
 def upgrade_request(port: int) -> bytes:
@@ -338,7 +337,7 @@ def test_slowloris_and_idle_sockets_are_closed_and_health_stays_fast(server: Ser
             times = []
             for _ in range(15):
                 times.append(await asyncio.to_thread(health_time, server))
-                await asyncio.sleep(0.1)
+                await asyncio.sleep(0.1)  # the sampling period of the measurement, not a wait
             return times
 
         started = time.monotonic()
@@ -392,25 +391,17 @@ def test_chunked_body_over_the_limit_is_413_as_it_passes(server: Server) -> None
 def test_pending_sockets_over_the_cap_get_503(tmp_path: Path) -> None:
     cap = 20
     extra = {"http_max_pending_connections": cap, "http_request_head_timeout": "30s"}
-    with Server(tmp_path, shards=1, extra=extra) as srv:
+    with Server(tmp_path, shards=1, **extra) as srv:
         held = [socket.create_connection(("127.0.0.1", srv.port), timeout=5) for _ in range(cap)]
         try:
-            time.sleep(0.5)  # the router accepts them
+            # No wait needed: the router accepts from its backlog in order, the held sockets first.
             with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as extra_sock:
                 assert extra_sock.recv(4096).startswith(b"HTTP/1.1 503")
         finally:
             for sock in held:
                 sock.close()
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(srv.url + "/health", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.1)
-        assert requests.get(srv.url + "/health", timeout=2).status_code == 200
-        assert "http_max_pending_connections" in full_log(srv)
+        wait_healthy(srv.url, timeout=5)
+        assert "http_max_pending_connections" in srv.log()
 
 
 def first_uni_message(server: Server, transport: str, body: str) -> tuple[dict[str, Any], bool]:

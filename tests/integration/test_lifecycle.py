@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
+import requests
+
 from broker.hashing import shard_for_user
-from tests.integration.harness import StreamClient
+from tests.integration.streamclient import StreamClient
 from tests.support.server import Server
 from tests.support.tokens import make_token
 from tests.support.waiting import eventually
@@ -28,10 +28,6 @@ def users_on(shard: int, count: int, prefix: str) -> list[str]:
     return found
 
 
-def wait_for(predicate, timeout: float = 20.0, interval: float = 0.1):
-    return eventually(predicate, timeout, interval)
-
-
 def test_killed_shard_is_restarted_and_its_connections_are_gone(tmp_path: Path) -> None:
     with Server(tmp_path, shards=2) as server:
         victims = users_on(0, 5, "victim")
@@ -44,8 +40,11 @@ def test_killed_shard_is_restarted_and_its_connections_are_gone(tmp_path: Path) 
         os.kill(old_pids[0], signal.SIGKILL)
         for user in victims:
             assert clients[user][0].read() is None  # the stream ends with the process
-        new_pid = wait_for(
-            lambda: (server.shard_pids().get(0) or 0) not in (0, old_pids[0]) and server.shard_pids()[0]
+        new_pid = eventually(
+            lambda: server.shard_pids().get(0),
+            until=lambda pid: pid not in (None, old_pids[0]),
+            timeout=20,
+            what="shard 0 back under a new pid",
         )
         assert new_pid != old_pids[0]
         assert server.shard_pids()[1] == old_pids[1]
@@ -60,7 +59,7 @@ def test_killed_shard_is_restarted_and_its_connections_are_gone(tmp_path: Path) 
         for client, _ in clients.values():
             client.close()
         again.close()
-        assert "shard-0" in server.logs()
+        assert "shard-0" in server.log()
 
 
 def test_sigterm_drains_clients_with_shutdown(tmp_path: Path) -> None:
@@ -83,13 +82,12 @@ def test_sigterm_to_the_whole_process_group_still_drains(tmp_path: Path) -> None
     clients = [StreamClient(server.port, {"token": make_token(f"group-{i}")}) for i in range(10)]
     for client in clients:
         client.connect()
-    assert server.proc is not None
-    os.killpg(server.proc.pid, signal.SIGTERM)
-    assert server.proc.wait(20) == 0
+    server.signal(signal.SIGTERM)  # to the whole group: the server has its own session
+    assert server.wait_exit(20) == 0
     for client in clients:
         assert client.read_until("disconnect") == {"disconnect": {"code": 3001, "reason": "shutdown"}}
         client.close()
-    assert "exiting now" not in server.logs()
+    assert "exiting now" not in server.log()
 
 
 def test_boot_failure_halts_with_the_error(tmp_path: Path) -> None:
@@ -97,26 +95,7 @@ def test_boot_failure_halts_with_the_error(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        config = tmp_path / "config.json"
-        config.write_text('{"token_hmac_secret_key": "k", "api_key": "k", "address": "127.0.0.1"}')
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "broker",
-                "-c",
-                str(config),
-                "--port",
-                str(port),
-                "--shards",
-                "1",
-                "--runtime_dir",
-                str(tmp_path / "run"),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        result = Server(tmp_path, shards=1, port=port).run_to_end()
     assert result.returncode != 0
     assert "address already in use" in result.stderr.lower() or "errno 98" in result.stderr.lower()
 
@@ -126,19 +105,14 @@ def test_router_restart_keeps_client_connections(tmp_path: Path) -> None:
     with Server(tmp_path, shards=2) as server:
         client = StreamClient(server.port, {"token": make_token("survivor")})
         client_id = client.connect()["client"]
-        log_lines = server.log_path.read_text().splitlines()
-        router_pid = next(
-            int(line.split("pid ")[1].split(")")[0]) for line in log_lines if "spawned router" in line
+        os.kill(server.router_pid(), signal.SIGKILL)
+        answered = eventually(
+            lambda: server.connections(user="survivor"),
+            timeout=20,
+            what="the restarted router to list the survivor",
+            retry_on=(AssertionError, requests.RequestException),
         )
-        os.kill(router_pid, signal.SIGKILL)
-
-        def answered() -> dict | None:
-            try:
-                return server.connections(user="survivor")
-            except Exception:
-                return None
-
-        assert list(wait_for(answered)) == [client_id]
+        assert list(answered) == [client_id]
         server.api("disconnect", {"user": "survivor"})
         assert client.read_until("disconnect")["disconnect"]["code"] == 3503
         newcomer = StreamClient(server.port, {"token": make_token("newcomer")})
@@ -147,35 +121,11 @@ def test_router_restart_keeps_client_connections(tmp_path: Path) -> None:
         newcomer.close()
 
 
-def _start_again(server: Server) -> subprocess.CompletedProcess[str]:
-    """The same command line as ``server`` (config, port, runtime directory), run to its end."""
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "broker",
-            "-c",
-            str(server.config_path),
-            "--port",
-            str(server.port),
-            "--shards",
-            str(server.shards),
-            "--runtime_dir",
-            str(server.dir / "run"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
 def test_second_server_on_the_same_port_is_refused_and_the_first_keeps_working(tmp_path: Path) -> None:
     with Server(tmp_path, shards=2) as server:
-        assert server.proc is not None
-        result = _start_again(server)
+        result = server.run_to_end()
         assert result.returncode != 0
-        run_dir = server.dir / "run"
-        assert f"runtime directory {run_dir} is in use by another server (pid {server.proc.pid})" in (
+        assert f"runtime directory {server.run_dir} is in use by another server (pid {server.pid})" in (
             result.stderr
         ), result.stderr
         # The first server still hands new connections to its shards and answers for them.
@@ -188,16 +138,18 @@ def test_second_server_on_the_same_port_is_refused_and_the_first_keeps_working(t
 
 def test_new_server_starts_after_the_previous_supervisor_was_killed(tmp_path: Path) -> None:
     first = Server(tmp_path, shards=2).start()
-    assert first.proc is not None
     children = list(first.shard_pids().values())
-    first.proc.kill()
-    first.proc.wait(10)
+    first.signal(signal.SIGKILL)  # the supervisor only: its children are left to the parent-death signal
+    first.wait_exit(10)
     # Its children stop on the parent-death signal; the next start waits for them if it must.
-    second = Server(tmp_path, shards=2)
-    second.port, second.url, second.dir = first.port, first.url, first.dir
+    second = Server(tmp_path, shards=2, port=first.port, directory=first.dir)
     with second.start(timeout=40):
-        for pid in children:
-            wait_for(lambda pid=pid: not os.path.exists(f"/proc/{pid}"), timeout=20)
+        eventually(
+            lambda: [pid for pid in children if os.path.exists(f"/proc/{pid}")],
+            until=lambda left: not left,
+            timeout=20,
+            what="the first server's shards to exit (the last value: those left)",
+        )
         client = StreamClient(second.port, {"token": make_token("back")})
         client_id = client.connect()["client"]
         assert set(second.connections(user="back")) == {client_id}
@@ -205,10 +157,10 @@ def test_new_server_starts_after_the_previous_supervisor_was_killed(tmp_path: Pa
 
 
 def test_server_with_a_feature_not_supported_yet_refuses_to_start(tmp_path: Path) -> None:
-    server = Server(tmp_path, shards=1, extra={"engine": "redis", "redis_address": "redis://127.0.0.1:6379"})
-    result = _start_again(server)
+    server = Server(tmp_path, shards=1, engine="redis", redis_address="redis://127.0.0.1:6379")
+    result = server.run_to_end()
     assert result.returncode == 1
     assert 'error: engine is not supported yet (engine: "redis"; remove it or set it to "memory")' in (
         result.stderr
     ), result.stderr
-    assert not (server.dir / "run").exists()  # stopped before anything was started
+    assert not server.run_dir.exists()  # stopped before anything was started

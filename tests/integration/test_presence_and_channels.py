@@ -17,8 +17,8 @@ from cent import (
 )
 
 from broker.hashing import shard_for_user
-from tests.support.server import API_KEY, Server
-from tests.support.tokens import make_token
+from tests.support.server import Server
+from tests.support.tokens import API_KEY, make_token
 
 NAMESPACES = [
     {
@@ -35,7 +35,7 @@ NAMESPACES = [
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):
     extra = {"namespaces": NAMESPACES, "allow_subscribe_for_client": True}
-    with Server(tmp_path_factory.mktemp("presence"), shards=2, extra=extra) as srv:
+    with Server(tmp_path_factory.mktemp("presence"), shards=2, **extra) as srv:
         yield srv
 
 
@@ -197,7 +197,7 @@ def test_leave_for_clients_of_a_dead_shard(tmp_path) -> None:
     from broker.hashing import writer_for
 
     extra = {"namespaces": NAMESPACES, "allow_subscribe_for_client": True}
-    with Server(tmp_path, shards=2, extra=extra) as server:
+    with Server(tmp_path, shards=2, **extra) as server:
         # The channel is written by shard 1; the watcher lives on shard 1, the victim on shard 0.
         channel = next(f"forced:d{i}" for i in range(1000) if writer_for(f"forced:d{i}", 2) == 1)
         watcher_user = next(f"w-{i}" for i in range(1000) if shard_for_user(f"w-{i}", 2) == 1)

@@ -5,17 +5,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import requests
 from cent import Client, ConnectionsRequest, DisconnectRequest, InfoRequest
 
-from tests.support.server import Server, free_port
+from tests.support.server import Process, Server, free_port, wait_healthy
 
 SWITCHBOARD = [sys.executable, "-m", "broker"]
 
@@ -80,35 +78,19 @@ def walkthrough_server(tmp_path: Path):
     for step in steps:
         done = shell(step, tmp_path, env)
         assert done.returncode == 0, (step, done.stderr)
-    log = open(tmp_path / "server.log", "wb")  # noqa: SIM115
     # Its own process group: a stop reaches the server whether or not bash exec'd it.
-    proc = subprocess.Popen(
-        ["bash", "-c", serve],
-        cwd=tmp_path,
-        env=server_env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+    server = Process(
+        ["bash", "-c", serve], tmp_path / "server.log", env=server_env, cwd=tmp_path, new_session=True
     )
+    server.spawn()
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"{url}/health", timeout=1).status_code == 200:
-                break
-        except requests.RequestException:
-            time.sleep(0.1)
-    else:
-        os.killpg(proc.pid, signal.SIGKILL)
-        raise RuntimeError((tmp_path / "server.log").read_text())
-    yield url, config, tmp_path
-    os.killpg(proc.pid, signal.SIGTERM)
     try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(5)
-        raise
+        wait_healthy(url)
+    except AssertionError as failure:
+        server.kill()
+        raise AssertionError(f"{failure}\n{server.log_tail()}") from None
+    yield url, config, tmp_path
+    server.stop()
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")

@@ -18,12 +18,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import requests
 
 from broker.hashing import writer_for
-from tests.integration.harness import StreamClient
+from tests.integration.streamclient import StreamClient
 from tests.integration.wsclient import WsClient, api, run, user_on_shard
 from tests.support.server import Server
 from tests.support.tokens import make_token
+from tests.support.waiting import eventually, eventually_async
 
 WRITER = 1
 HOME = 0
@@ -41,7 +43,7 @@ NAMESPACES = [
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     extra = {"namespaces": NAMESPACES}
-    with Server(tmp_path_factory.mktemp("writer-restart"), shards=2, extra=extra) as srv:
+    with Server(tmp_path_factory.mktemp("writer-restart"), shards=2, **extra) as srv:
         yield srv
 
 
@@ -113,10 +115,12 @@ class Follower:
         return [data["n"] for data, _, _ in self.received]
 
     async def until(self, wanted: set[int], timeout: float = 15.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not wanted <= set(self.numbers()):
-            assert time.monotonic() < deadline, f"missing {sorted(wanted - set(self.numbers()))}"
-            await asyncio.sleep(0.05)
+        await eventually_async(
+            lambda: sorted(wanted - set(self.numbers())),
+            until=lambda missing: not missing,
+            timeout=timeout,
+            what="every wanted number (the last value: those missing)",
+        )
 
     async def close(self) -> None:
         if self._task is not None:
@@ -138,15 +142,14 @@ async def _followers(server: Server, channel: str, count: int = 3) -> list[Follo
 
 
 def _shard_back(server: Server, index: int, old_pid: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(Exception):
-            pid = server.shard_pids().get(index)
-            if pid is not None and pid != old_pid:
-                server.wait_ready(timeout)
-                return
-        time.sleep(0.1)
-    raise AssertionError(f"shard {index} not back within {timeout}s")
+    eventually(
+        lambda: server.shard_pids().get(index) not in (None, old_pid),
+        timeout=timeout,
+        interval=0.1,
+        what=f"shard {index} back under a new pid",
+        retry_on=(AssertionError, requests.RequestException, KeyError),
+    )
+    server.wait_ready(timeout)
 
 
 async def _publish(server: Server, channel: str, numbers: range) -> list[dict[str, Any]]:
@@ -200,16 +203,11 @@ def test_writer_kill_loses_nothing_published_after_it_is_back(server: Server, ch
     run(scenario(), 30)
 
 
-def _router_pid(server: Server) -> int:
-    spawned = [line for line in server.log_path.read_text().splitlines() if "spawned router" in line]
-    return int(spawned[-1].split("pid ")[1].split(")")[0])
-
-
 def test_router_kill_loses_nothing(server: Server, channel: str) -> None:
     async def scenario() -> None:
         followers = await _followers(server, channel)
         plain = await _plain(server, channel)
-        os.kill(_router_pid(server), signal.SIGKILL)
+        os.kill(server.router_pid(), signal.SIGKILL)
         await asyncio.to_thread(server.wait_ready, 20)
         results = await _publish(server, channel, range(30))
         assert [r["offset"] for r in results] == list(range(1, 31))
@@ -247,7 +245,7 @@ class Publisher(threading.Thread):
                 self.acked[n] = reply["result"]
             else:
                 self.refused += 1
-                time.sleep(0.05)
+                time.sleep(0.05)  # a pause between publishes while the writer is away, not a wait
             n += 1
 
 
@@ -260,18 +258,16 @@ def test_writer_killed_mid_publish(server: Server, channel: str) -> None:
         publisher = Publisher(server, channel)
         publisher.start()
         try:
-            deadline = time.monotonic() + 10
-            while len(publisher.acked) < 20:
-                assert time.monotonic() < deadline, "publisher too slow"
-                await asyncio.sleep(0.01)
+            await eventually_async(lambda: len(publisher.acked) >= 20, timeout=10, what="20 acknowledged")
             old = server.shard_pids()[WRITER]
             old_epoch = next(iter(publisher.acked.values()))["epoch"]
             os.kill(old, signal.SIGKILL)
             await asyncio.to_thread(_shard_back, server, WRITER, old)
-            deadline = time.monotonic() + 10
-            while len([r for r in list(publisher.acked.values()) if r["epoch"] != old_epoch]) < 20:
-                assert time.monotonic() < deadline, "no publications after the restart"
-                await asyncio.sleep(0.01)
+            await eventually_async(
+                lambda: len([r for r in list(publisher.acked.values()) if r["epoch"] != old_epoch]) >= 20,
+                timeout=10,
+                what="20 publications acknowledged after the restart",
+            )
         finally:
             publisher.stop.set()
             await asyncio.to_thread(publisher.join, 15)
@@ -313,21 +309,25 @@ def test_silent_shard_does_not_hold_the_writer(server: Server, channel: str) -> 
         os.kill(home, signal.SIGSTOP)
         try:
             os.kill(old, signal.SIGKILL)
-            deadline = time.monotonic() + 20
-            result: dict[str, Any] = {}
-            while "result" not in result:  # the writer answers although shard 0 is silent
-                assert time.monotonic() < deadline, result
-                with contextlib.suppress(Exception):
-                    result = await api(server, "publish", {"channel": channel, "data": {"n": 0}})
-                await asyncio.sleep(0.1)
+            # The writer answers although shard 0 is silent.
+            result = await eventually_async(
+                lambda: api(server, "publish", {"channel": channel, "data": {"n": 0}}),
+                until=lambda reply: "result" in reply,
+                timeout=20,
+                interval=0.1,
+                what="the restarted writer to accept a publication",
+                retry_on=(AssertionError, requests.RequestException),
+            )
             assert result["result"]["offset"] == 1, result
         finally:
             os.kill(home, signal.SIGCONT)
         # Awake, shard 0 answers the writer's announcement late: its clients are told then.
-        deadline = time.monotonic() + 10
-        while not all(f.recovered for f in followers):
-            assert time.monotonic() < deadline, [(f.told, f.recovered) for f in followers]
-            await asyncio.sleep(0.05)
+        await eventually_async(
+            lambda: [(f.told, f.recovered) for f in followers],
+            until=lambda states: all(recovered for _, recovered in states),
+            timeout=10,
+            what="every follower told and recovered",
+        )
         await _publish(server, channel, range(1, 11))
         for follower in followers:
             await follower.until(set(range(1, 11)))

@@ -8,6 +8,7 @@ import signal
 import time
 import uuid
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import orjson
@@ -24,6 +25,7 @@ from tests.integration.wsclient import (
 )
 from tests.support.server import Server
 from tests.support.tokens import make_token
+from tests.support.waiting import eventually_async
 
 CONFIG = {
     "allow_subscribe_for_client": True,
@@ -38,7 +40,7 @@ CONFIG = {
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with Server(tmp_path_factory.mktemp("ws-life"), shards=2, extra=CONFIG) as srv:
+    with Server(tmp_path_factory.mktemp("ws-life"), shards=2, **CONFIG) as srv:
         yield srv
 
 
@@ -66,9 +68,9 @@ def test_user_connection_limit_closes_the_extra_connection_with_3504(server: Ser
             assert len(server.connections(user=user)) == 2
             # A slot freed by a closed connection can be taken again.
             await first.close()
-            deadline = time.monotonic() + 5
-            while len(server.connections(user=user)) > 1 and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
+            await eventually_async(
+                partial(server.connections, user=user), until=lambda c: len(c) == 1, what="the slot freed"
+            )
             again = await WsClient.connected(server.port, make_token(user))
             for client in [second, again, *neighbours]:
                 assert client.is_open
@@ -153,11 +155,13 @@ def test_extra_pongs_are_ignored(server: Server) -> None:
         ]
         for client in clients:
             await client.send_commands({})  # unprompted, right after the connect
-        deadline = time.monotonic() + 6
-        while min(c.pings for c in clients) < 2 and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+
+        async def answered_twice() -> int:
             for client in clients:
                 await client.send_commands({}, {})  # every ping answered (by the client) and more
+            return min(c.pings for c in clients)
+
+        await eventually_async(answered_twice, until=lambda pings: pings >= 2, timeout=6, what="two pings")
         for client in clients:
             assert client.pings >= 2, client.pings
             assert client.is_open, (client.close_code, client.close_reason)
@@ -185,9 +189,7 @@ def test_pings_answered_keep_the_connection_unanswered_close_with_3012(server: S
             assert code == 3012, (code, reason)
             assert reason == "no pong", reason
             assert client.pings >= 1
-        deadline = time.monotonic() + 6
-        while min(c.pings for c in answering) < 2 and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
+        await eventually_async(lambda: min(c.pings for c in answering) >= 2, timeout=6, what="two pings")
         for client in answering:
             assert client.pings >= 2, client.pings
             assert client.is_open
@@ -207,7 +209,7 @@ def test_origin_refused_when_allowed_origins_is_empty(server: Server) -> None:
 
 
 def test_sigterm_closes_every_websocket_with_3001(tmp_path: Path) -> None:
-    srv = Server(tmp_path, shards=2, extra={"uni_websocket": True}).start()
+    srv = Server(tmp_path, shards=2, uni_websocket=True).start()
     try:
 
         async def scenario() -> None:
@@ -222,14 +224,13 @@ def test_sigterm_closes_every_websocket_with_3001(tmp_path: Path) -> None:
                 await client.ws.send(orjson.dumps({"token": make_token(user)}).decode())
                 await client.wait_for(lambda m: "connect" in m, what="the connect push")
                 uni.append(client)
-            assert srv.proc is not None
-            srv.proc.send_signal(signal.SIGTERM)
+            srv.signal(signal.SIGTERM)
             for client in clients + uni:
                 code, reason = await client.closed(8)
                 assert (code, reason) == (3001, "shutdown"), (code, reason, client.protocol)
             for client in uni:
                 assert client.inbox == [{"disconnect": {"code": 3001, "reason": "shutdown"}}], client.inbox
-            assert await asyncio.to_thread(srv.proc.wait, 10) == 0
+            assert await asyncio.to_thread(srv.wait_exit, 10) == 0
 
         run(scenario())
     finally:

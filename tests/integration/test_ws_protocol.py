@@ -33,7 +33,7 @@ MAIN_CONFIG = {
 
 @pytest.fixture(scope="module")
 def main(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with Server(tmp_path_factory.mktemp("ws-main"), shards=2, extra=MAIN_CONFIG) as srv:
+    with Server(tmp_path_factory.mktemp("ws-main"), shards=2, **MAIN_CONFIG) as srv:
         yield srv
 
 
@@ -87,8 +87,8 @@ def test_concurrent_publications_arrive_in_one_order_on_both_shards(main: Server
             [pub_data(sub, d) for d in await sub.publications(channel, total, timeout=20)]
             for sub in subscribers
         ]
+        await asyncio.sleep(0.2)  # the point: nothing beyond what was sent arrives meanwhile
         for sub in subscribers:
-            await asyncio.sleep(0.2)
             extra = [m for m in sub.inbox if m.get("push", {}).get("channel") == channel]
             assert not extra, f"publications beyond the {total} sent: {extra[:3]}"
         first = received[0]
@@ -282,7 +282,7 @@ async def case_expired_token(server: Server) -> None:
     client = await fresh(server, connect=False)
     reply = await client.connect(make_token("late", exp=int(time.time()) - 10))
     assert reply["error"]["code"] == 109, reply
-    await asyncio.sleep(0.3)  # no disconnect may follow: a fixed wait is the test
+    await asyncio.sleep(0.3)  # the point: no disconnect follows the error reply meanwhile
     assert client.is_open, "an expired token is an error reply, not a disconnect"
     # After a connect error the connection is unusable.
     await client.send_commands({"id": 2, "subscribe": {"channel": "news"}})
@@ -432,7 +432,7 @@ def test_fragments_and_split_writes_are_reassembled(main: Server) -> None:
             frame += RawWs.frame(9, b"early ping")
             # The first message arrives in pieces; the next command rides with its last piece.
             raw.send_raw(frame[:3])
-            time.sleep(0.1)
+            time.sleep(0.1)  # a pause, so that the pieces reach the server as separate reads
             raw.send_raw(frame[3:30])
             time.sleep(0.1)
             raw.send_raw(frame[30:] + RawWs.frame(1, b'{"id":2,"subscribe":{"channel":"split"}}'))

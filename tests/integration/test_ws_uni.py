@@ -27,7 +27,7 @@ CONFIG = {"uni_websocket": True, "websocket_disable": True}
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with Server(tmp_path_factory.mktemp("ws-uni"), shards=2, extra=CONFIG) as srv:
+    with Server(tmp_path_factory.mktemp("ws-uni"), shards=2, **CONFIG) as srv:
         yield srv
 
 

@@ -25,8 +25,9 @@ from tests.integration.wsclient import (
     upgrade_status,
     users_on_shards,
 )
-from tests.support.server import API_KEY, Server
-from tests.support.tokens import make_token
+from tests.support.server import Server
+from tests.support.tokens import API_KEY, make_token
+from tests.support.waiting import eventually_async
 
 CONFIG = {
     "allow_subscribe_for_client": True,
@@ -39,7 +40,7 @@ CONFIG = {
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with Server(tmp_path_factory.mktemp("ws-upgrade"), shards=2, extra=CONFIG) as srv:
+    with Server(tmp_path_factory.mktemp("ws-upgrade"), shards=2, **CONFIG) as srv:
         yield srv
 
 
@@ -172,10 +173,9 @@ def test_client_that_stops_reading_is_cut_and_others_keep_receiving(server: Serv
             assert [d["n"] for d in got] == list(range(SLOW_PUBLICATIONS))
             assert client.is_open
         await publishing
-        deadline = time.monotonic() + 5
-        while server.connections(user=slow_user) and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
-        assert server.connections(user=slow_user) == {}, "the slow client is still connected"
+        await eventually_async(
+            lambda: server.connections(user=slow_user), until=lambda c: c == {}, what="the slow client cut"
+        )
 
         # Whatever was buffered, then either a 3008 close frame or the end of the stream.
         ending = await asyncio.to_thread(slow.ending)
@@ -216,6 +216,7 @@ def test_api_subscribe_and_unsubscribe_push_to_websocket_clients(server: Server)
                 await api(server, "publish", {"channel": channel, "data": {"k": "too late"}})
                 await api(server, "publish", {"channel": control, "data": {"k": "marker"}})
                 await client.push("pub", control)
+                # The point: no publication of the left channel arrives meanwhile.
                 await asyncio.sleep(0.2)
                 leaked = [m for m in client.inbox if m.get("push", {}).get("channel") == channel]
                 assert not leaked, leaked
@@ -256,10 +257,9 @@ def test_close_is_answered_and_connection_leaves_indexes(server: Server) -> None
         assert len(server.connections(user=user)) == 1
         await client.ws.close(1000, "bye")
         assert client.ws.close_code == 1000  # the server echoed our close frame
-        deadline = time.monotonic() + 5
-        while server.connections(user=user) and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        assert server.connections(user=user) == {}
+        await eventually_async(
+            lambda: server.connections(user=user), until=lambda c: c == {}, what="the connection unlisted"
+        )
         with contextlib.suppress(Exception):
             await client.close()
 
@@ -281,7 +281,7 @@ def test_api_disconnect_closes_websockets_with_the_given_code(server: Server) ->
             }
             assert await api(server, "disconnect", params) == {"result": {}}
             assert await custom.closed(5) == (4501, "banned")
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.2)  # the point: the whitelisted connection stays open meanwhile
             assert kept.is_open
             assert set(server.connections(user=user)) == {kept.connect_result["client"]}
             await kept.close()
@@ -362,14 +362,11 @@ def test_abruptly_dropped_sockets_leave_and_harm_nobody(server: Server) -> None:
             await api(server, "publish", {"channel": channel, "data": {"n": n}})
         for client in healthy:
             assert [d["n"] for d in await client.publications(channel, 5)] == list(range(5))
-        deadline = time.monotonic() + 5
-        left = None
-        while time.monotonic() < deadline:
-            left = server.connections(expression=f'user.startsWith("{prefix}")')
-            if not left:
-                break
-            await asyncio.sleep(0.1)
-        assert not left, f"dropped connections still listed: {left}"
+        await eventually_async(
+            lambda: server.connections(expression=f'user.startsWith("{prefix}")'),
+            until=lambda left: not left,
+            what="the dropped connections unlisted",
+        )
         for client in healthy:
             await client.close()
 

@@ -32,6 +32,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from broker.hashing import shard_for_user
 from broker.protocol.proto import client_pb2
+from tests.support.waiting import scaled, timeout_scale
 
 T = TypeVar("T")
 
@@ -42,7 +43,7 @@ CLOSED = 1006  # no close frame received
 
 def run(scenario: Coroutine[Any, Any, T], timeout: float = 40.0) -> T:
     """Run one async scenario to the end, bounded as a whole."""
-    return asyncio.run(asyncio.wait_for(scenario, timeout))
+    return asyncio.run(asyncio.wait_for(scenario, scaled(timeout)))
 
 
 async def api(server: Any, method: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -230,6 +231,7 @@ class WsClient:
         self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 5.0, what: str = "message"
     ) -> dict[str, Any]:
         """Remove and return the first inbox message matching ``predicate``; fail after ``timeout``."""
+        timeout = scaled(timeout)
         deadline = time.monotonic() + timeout
         while True:
             for i, message in enumerate(self.inbox):
@@ -265,11 +267,11 @@ class WsClient:
     async def publications(self, channel: str, count: int, timeout: float = 10.0) -> list[Any]:
         """The data of the next ``count`` publications in ``channel``, in arrival order."""
         out = []
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + scaled(timeout)
         while len(out) < count:
             left = max(0.01, deadline - time.monotonic())
             try:
-                push = await self.push("pub", channel, left)
+                push = await self.push("pub", channel, left / timeout_scale())  # push() scales it back
             except AssertionError as exc:
                 raise AssertionError(f"got {len(out)} of {count} publications: {exc}") from None
             out.append(push["pub"].get("data"))
@@ -278,7 +280,7 @@ class WsClient:
     async def closed(self, timeout: float = 5.0) -> tuple[int, str]:
         """Wait for the server to end the connection; its close code and reason."""
         try:
-            await asyncio.wait_for(asyncio.shield(self._reader), timeout)
+            await asyncio.wait_for(asyncio.shield(self._reader), scaled(timeout))
         except TimeoutError:
             raise AssertionError(
                 f"connection still open after {timeout}s; inbox: {self.inbox[:10]}"

@@ -14,10 +14,9 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
-from broker.auth import encode_token
 from broker.hashing import shard_for_user
 from tests.support.server import Server
-from tests.support.tokens import SECRET, make_token
+from tests.support.tokens import make_token
 from tests.support.waiting import scaled
 
 SHARDS = 2
@@ -67,13 +66,6 @@ def connection_token(user: str, ttl: float = 3600, **claims: Any) -> str:
     return make_token(user, iat=now, exp=int(now + ttl), **claims)
 
 
-def subscription_token(user: str, channel: str, ttl: float = 3600, **claims: Any) -> str:
-    now = int(time.time())
-    payload: dict[str, Any] = {"sub": user, "channel": channel, "iat": now, "exp": int(now + ttl)}
-    payload.update(claims)
-    return encode_token(payload, SECRET)
-
-
 async def api(server: Server, method: str, params: dict[str, Any]) -> dict[str, Any]:
     """The server API, off the event loop so that SDK clients keep answering pings meanwhile."""
     reply = await asyncio.to_thread(server.api, method, params)
@@ -85,19 +77,6 @@ async def connections(server: Server, user: str = "", expression: str = "") -> d
     result = await api(server, "connections", {"user": user, "expression": expression})
     assert not result.get("unavailable_shards"), result
     return dict(result["connections"])
-
-
-async def poll(
-    probe: Callable[[], Awaitable[T]], ok: Callable[[T], bool], what: str, timeout: float = 5.0
-) -> T:
-    """Call ``probe`` until ``ok`` holds for its value (the last value is returned either way, so
-    that the caller's asserts show what was there at the deadline)."""
-    deadline = time.monotonic() + scaled(timeout)
-    while True:
-        value = await probe()
-        if ok(value) or time.monotonic() >= deadline:
-            return value
-        await asyncio.sleep(0.1)
 
 
 def channel_sources(info: dict[str, Any]) -> dict[str, int]:
@@ -147,7 +126,7 @@ class EventLog:
     async def wait_until(
         self, predicate: Callable[[Event], bool], what: str, timeout: float = 10.0, start: int = 0
     ) -> Event:
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + scaled(timeout)
         while True:
             changed = self._changed
             for event in self.events[start:]:
@@ -163,7 +142,7 @@ class EventLog:
 
     async def quiet(self, seconds: float, names: Iterable[str], start: int = 0) -> None:
         """Assert that none of ``names`` happens (from index ``start``) within ``seconds``."""
-        await asyncio.sleep(seconds)
+        await asyncio.sleep(seconds)  # the point: a stretch of time in which nothing may happen
         unexpected = [e for e in self.events[start:] if e.get("event") in set(names)]
         assert not unexpected, f"unexpected {unexpected}\n{self.describe()}"
 
@@ -172,6 +151,6 @@ def run(coro: Awaitable[T], timeout: float = 60.0) -> T:
     """Run one test's coroutine with an overall deadline."""
 
     async def bounded() -> T:
-        return await asyncio.wait_for(coro, timeout)
+        return await asyncio.wait_for(coro, scaled(timeout))
 
     return asyncio.run(bounded())

@@ -13,7 +13,7 @@ from tests.support.server import Server
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A two-shard server with the namespaces the SDK tests use (see ``common.SERVER_EXTRA``)."""
-    with Server(tmp_path_factory.mktemp("sdk"), shards=SHARDS, extra=SERVER_EXTRA) as srv:
+    with Server(tmp_path_factory.mktemp("sdk"), shards=SHARDS, **SERVER_EXTRA) as srv:
         yield srv
 
 
@@ -30,4 +30,4 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = outcome.get_result()
     server = getattr(item, "funcargs", {}).get("server")
     if report.failed and isinstance(server, Server):
-        report.sections.append(("server log (tail)", server.logs()))
+        report.sections.append(("server log (tail)", server.log_tail()))

@@ -29,14 +29,14 @@ from tests.sdk.common import (
     connection_token,
     connections,
     matches,
-    poll,
-    subscription_token,
     unique,
     users_on_different_shards,
     ws_url,
 )
 from tests.sdk.drivers import NodeClient, PyClient
 from tests.support.server import Server
+from tests.support.tokens import subscription_token
+from tests.support.waiting import eventually_async
 
 # What the connections API reports as the source of each channel subscription.
 SOURCE_TOKEN = 1
@@ -315,7 +315,9 @@ async def disconnect_by_api(
 
         after = client.log.events.index(event) + 1
         await client.log.quiet(2.0, ("connecting", "connected"), start=after)
-        listed = await poll(lambda: connections(server, user=user), lambda c: not c, "no sessions left")
+        listed = await eventually_async(
+            lambda: connections(server, user=user), until=lambda c: not c, what="no sessions left"
+        )
         assert listed == {}, listed
 
 
@@ -342,10 +344,10 @@ async def connections_list_every_session(server: Server, sdk: str, protocol: str
         await subscribed(first, private)
 
         expected = {news: SOURCE_TOKEN, chat: SOURCE_CLIENT_ALLOWED, private: SOURCE_SUBSCRIPTION_TOKEN}
-        listed = await poll(
+        listed = await eventually_async(
             lambda: connections(server, user=user),
-            lambda c: len(c) == 2 and first_id in c and channel_sources(c[first_id]) == expected,
-            "both sessions with every channel",
+            until=lambda c: len(c) == 2 and first_id in c and channel_sources(c[first_id]) == expected,
+            what="both sessions with every channel",
         )
         assert set(listed) == {first_id, second_id}, listed
         for client_id, name in ((first_id, first_name), (second_id, second_name)):
@@ -379,10 +381,10 @@ async def server_api_subscribe_broadcast_unsubscribe(server: Server, sdk: str, p
 
         await api(server, "subscribe", {"user": user, "channel": news})
         await subscribed(client, news, server_side=True)
-        listed = await poll(
+        listed = await eventually_async(
             lambda: connections(server, user=user),
-            lambda c: news in channel_sources(c.get(client_id, {})),
-            "the API subscription",
+            until=lambda c: news in channel_sources(c.get(client_id, {})),
+            what="the API subscription",
         )
         assert channel_sources(listed[client_id]) == {chat: SOURCE_CLIENT_ALLOWED, news: SOURCE_SERVER_API}
 
@@ -397,10 +399,10 @@ async def server_api_subscribe_broadcast_unsubscribe(server: Server, sdk: str, p
 
         await api(server, "unsubscribe", {"user": user, "channel": news})
         await client.log.wait("unsubscribed", channel=news, server_side=True)
-        listed = await poll(
+        listed = await eventually_async(
             lambda: connections(server, user=user),
-            lambda c: news not in channel_sources(c.get(client_id, {})),
-            "the API unsubscription",
+            until=lambda c: news not in channel_sources(c.get(client_id, {})),
+            what="the API unsubscription",
         )
         assert channel_sources(listed[client_id]) == {chat: SOURCE_CLIENT_ALLOWED}, listed
         # The client-side subscription is untouched and the connection is still up.
@@ -452,7 +454,7 @@ async def numbers_received(client: SdkClient, channel: str, count: int, timeout:
         f"{count} publications in {channel}",
         timeout,
     )
-    await asyncio.sleep(0.5)  # a duplicate would come right behind: give it the time to show
+    await asyncio.sleep(0.5)  # the point: duplicates would arrive meanwhile
     return client.log.all("publication", channel=channel)
 
 
@@ -581,7 +583,9 @@ async def presence_and_join_leave_across_shards(server: Server, sdk: str, protoc
         # Leave by unsubscribing, then come back and leave by disconnecting: the other shard sees all three.
         await second.unsubscribe(channel)
         await _joined(first, "leave", channel, second_user, second_id)
-        remaining = await poll(lambda: first.presence(channel), lambda p: len(p) == 1, "one client left")
+        remaining = await eventually_async(
+            lambda: first.presence(channel), until=lambda p: len(p) == 1, what="one client left"
+        )
         assert remaining == {first_id: everyone[first_id]}, remaining
         assert await first.presence_stats(channel) == {"num_clients": 1, "num_users": 1}
 
@@ -663,10 +667,9 @@ async def _writer_restarted(server: Server, index: int, old_pid: int) -> None:
             return False
         return pid is not None and pid != old_pid
 
-    deadline = time.monotonic() + 20
-    while not await asyncio.to_thread(restarted):
-        assert time.monotonic() < deadline, f"shard {index} was not restarted"
-        await asyncio.sleep(0.1)
+    await eventually_async(
+        lambda: asyncio.to_thread(restarted), timeout=20, interval=0.1, what=f"shard {index} restarted"
+    )
     await _server_ready(server)
 
 
@@ -721,11 +724,6 @@ async def publications_across_writer_restart(server: Server, sdk: str, protocol:
         assert not plain.log.all("unsubscribed"), plain.log.describe()
 
 
-def _router_pid(server: Server) -> int:
-    spawned = [line for line in server.log_path.read_text().splitlines() if "spawned router" in line]
-    return int(spawned[-1].split("pid ")[1].split(")")[0])
-
-
 async def publications_across_router_restart(server: Server, sdk: str, protocol: str) -> None:
     """The router is killed and respawned: the clients live on the shards and are not disturbed, and
     every publication made through the new router reaches them, once and in order."""
@@ -747,7 +745,7 @@ async def publications_across_router_restart(server: Server, sdk: str, protocol:
         for client in clients:
             await subscribed(client, channel)
         marks = [len(client.log.events) for client in clients]
-        os.kill(_router_pid(server), signal.SIGKILL)
+        os.kill(server.router_pid(), signal.SIGKILL)
         await _server_ready(server)
         offsets = await publish_numbers(server, channel, range(AFTER_RESTART))
         for client, mark in zip(clients, marks, strict=True):

@@ -81,7 +81,7 @@ def test_server_api_subscribe_broadcast_unsubscribe(server: Server, sdk: str, pr
 def features_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A two-shard server whose namespaces also have history, recovery, presence and join/leave."""
     extra = scenarios.FEATURES_EXTRA
-    with Server(tmp_path_factory.mktemp("sdk-features"), shards=SHARDS, extra=extra) as srv:
+    with Server(tmp_path_factory.mktemp("sdk-features"), shards=SHARDS, **extra) as srv:
         yield srv
 
 
@@ -90,7 +90,7 @@ def run_logged(server: Server, coro: Coroutine[Any, Any, None], timeout: float =
     try:
         run(coro, timeout)
     except BaseException:
-        print(f"server log (tail):\n{server.logs()}")
+        print(f"server log (tail):\n{server.log_tail()}")
         raise
 
 

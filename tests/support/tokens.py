@@ -1,4 +1,4 @@
-"""Connection tokens signed with the secret every test server is configured with."""
+"""Connection and subscription tokens signed with the secret the test servers are configured with."""
 
 from __future__ import annotations
 
@@ -11,18 +11,32 @@ import orjson
 from broker.auth import encode_token
 
 SECRET = "integration-secret"
+API_KEY = "integration-api-key"
 
 
 def make_token(user: str, secret: str = SECRET, **claims: Any) -> str:
-    payload: dict[str, Any] = {"sub": user, "iat": int(time.time()), "exp": int(time.time()) + 3600}
+    """A connection token for ``user``, valid for an hour unless ``claims`` say otherwise."""
+    now = int(time.time())
+    payload: dict[str, Any] = {"sub": user, "iat": now, "exp": now + 3600}
+    payload.update(claims)
+    return encode_token(payload, secret)
+
+
+def subscription_token(
+    user: str, channel: str, ttl: float = 3600, secret: str = SECRET, **claims: Any
+) -> str:
+    """A subscription token of ``user`` for ``channel``, valid for ``ttl`` seconds."""
+    now = int(time.time())
+    payload: dict[str, Any] = {"sub": user, "channel": channel, "iat": now, "exp": int(now + ttl)}
     payload.update(claims)
     return encode_token(payload, secret)
 
 
 def token_subject(token: str) -> str:
-    """The ``sub`` of a token, unverified ("" when there is none)."""
+    """The ``sub`` claim of a token, unverified ("" when it is not a readable JWT)."""
     try:
         part = token.split(".")[1]
-        return str(orjson.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))).get("sub", ""))
+        claims = orjson.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
     except (IndexError, ValueError):
         return ""
+    return str(claims.get("sub", "")) if isinstance(claims, dict) else ""

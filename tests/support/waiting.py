@@ -1,68 +1,134 @@
-"""Waiting for a condition, with a deadline scaled for slow machines (see :mod:`tests.support`)."""
+"""Waiting for a condition instead of sleeping a fixed time.
+
+:func:`eventually` (and :func:`eventually_async` inside an event loop) calls ``check`` until its value
+is what the test waits for, and fails with the last value seen when the deadline passes. Every deadline
+here goes through :func:`scaled`, so that a slow machine can stretch them all at once.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 
 T = TypeVar("T")
 
-SCALE_VARIABLE = "SWITCHBOARD_TEST_TIMEOUT_SCALE"
+SCALE_ENV = "SWITCHBOARD_TEST_TIMEOUT_SCALE"
+DEFAULT_INTERVAL = 0.05
+
+_NOTHING = object()
+
+
+def timeout_scale() -> float:
+    """The factor from :data:`SCALE_ENV` (1.0 when unset)."""
+    raw = os.environ.get(SCALE_ENV, "").strip()
+    if not raw:
+        return 1.0
+    try:
+        scale = float(raw)
+    except ValueError:
+        raise ValueError(f"{SCALE_ENV} must be a number, not {raw!r}") from None
+    if scale <= 0:
+        raise ValueError(f"{SCALE_ENV} must be positive, not {raw!r}")
+    return scale
 
 
 def scaled(seconds: float) -> float:
-    """``seconds`` times the machine's timeout scale (``SWITCHBOARD_TEST_TIMEOUT_SCALE``, default 1)."""
-    try:
-        scale = float(os.environ.get(SCALE_VARIABLE, "1") or 1)
-    except ValueError:
-        scale = 1.0
-    return seconds * max(scale, 0.1)
+    """A test deadline of ``seconds`` on this machine."""
+    return seconds * timeout_scale()
 
 
-class _Watch:
-    """The deadline of one wait and the last value seen, for the failure message."""
+class _Attempts:
+    """What :func:`eventually` saw so far, and whether it may try again."""
 
-    def __init__(self, timeout: float, what: str) -> None:
+    def __init__(
+        self,
+        until: Callable[[Any], bool] | None,
+        timeout: float,
+        what: str,
+        retry_on: tuple[type[BaseException], ...],
+    ) -> None:
+        self.until = until
         self.timeout = scaled(timeout)
         self.deadline = time.monotonic() + self.timeout
-        self.what = what or "true"
-        self.last: object = None
+        self.what = what
+        self.retry_on = retry_on
+        self.last: Any = _NOTHING
+        self.error: BaseException | None = None
 
-    def over(self) -> bool:
-        if time.monotonic() < self.deadline:
-            return False
-        raise AssertionError(f"not {self.what} within {self.timeout:.1f}s; last: {self.last!r}")
+    def done(self, value: Any) -> bool:
+        self.last, self.error = value, None
+        return bool(self.until(value)) if self.until is not None else bool(value)
+
+    def failed(self, error: BaseException) -> None:
+        self.error = error
+
+    def expired(self) -> bool:
+        return time.monotonic() >= self.deadline
+
+    def give_up(self) -> AssertionError:
+        what = f" for {self.what}" if self.what else ""
+        if self.error is not None:
+            seen = f"last error: {self.error!r}"
+        elif self.last is _NOTHING:
+            seen = "nothing seen"
+        else:
+            seen = f"last value: {self.last!r}"
+        failure = AssertionError(f"timed out after {self.timeout:g}s waiting{what}; {seen}")
+        failure.__cause__ = self.error
+        return failure
 
 
-def eventually(check: Callable[[], T], timeout: float = 5.0, interval: float = 0.05, what: str = "") -> T:
-    """Call ``check`` until it returns something true and return that; fail with the last value seen
-    after ``timeout`` (scaled) seconds. An ``AssertionError`` raised by ``check`` counts as not yet."""
-    watch = _Watch(timeout, what)
+def eventually(
+    check: Callable[[], T],
+    *,
+    until: Callable[[T], bool] | None = None,
+    timeout: float = 5.0,
+    interval: float = DEFAULT_INTERVAL,
+    what: str = "",
+    retry_on: tuple[type[BaseException], ...] = (AssertionError,),
+) -> T:
+    """``check()``'s first value that is true (or for which ``until`` holds), polling every ``interval``.
+
+    An exception of a ``retry_on`` type counts as "not yet". After ``timeout`` seconds (scaled by
+    :data:`SCALE_ENV`) an AssertionError names ``what`` and the last value or error seen.
+    """
+    attempts = _Attempts(until, timeout, what, retry_on)
     while True:
         try:
-            watch.last = value = check()
-            if value:
+            value = check()
+            if attempts.done(value):
                 return value
-        except AssertionError as exc:
-            watch.last = exc
-        watch.over()
-        time.sleep(interval)
+        except retry_on as error:
+            attempts.failed(error)
+        if attempts.expired():
+            raise attempts.give_up()
+        time.sleep(interval)  # the polling interval
 
 
 async def eventually_async(
-    check: Callable[[], Awaitable[T]], timeout: float = 5.0, interval: float = 0.05, what: str = ""
+    check: Callable[[], T | Awaitable[T]],
+    *,
+    until: Callable[[T], bool] | None = None,
+    timeout: float = 5.0,
+    interval: float = DEFAULT_INTERVAL,
+    what: str = "",
+    retry_on: tuple[type[BaseException], ...] = (AssertionError,),
 ) -> T:
-    """:func:`eventually` for a coroutine check, without blocking the event loop."""
-    watch = _Watch(timeout, what)
+    """:func:`eventually` for a running event loop: ``check`` may be a plain function or return an
+    awaitable, and the loop keeps running between the calls."""
+    attempts = _Attempts(until, timeout, what, retry_on)
     while True:
         try:
-            watch.last = value = await check()
-            if value:
+            result = check()
+            value = cast(T, await result) if inspect.isawaitable(result) else result
+            if attempts.done(value):
                 return value
-        except AssertionError as exc:
-            watch.last = exc
-        watch.over()
-        await asyncio.sleep(interval)
+        except retry_on as error:
+            attempts.failed(error)
+        if attempts.expired():
+            raise attempts.give_up()
+        await asyncio.sleep(interval)  # the polling interval

@@ -1,4 +1,4 @@
-"""Raw uni-stream clients for whole-server tests (servers and tokens: :mod:`tests.support`)."""
+"""A raw-socket client of the unidirectional HTTP transports (uni_http_stream, uni_sse)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 
 from tests.support.tokens import token_subject
+from tests.support.waiting import scaled
 
 
 class StreamClient:
@@ -22,7 +23,9 @@ class StreamClient:
         timeout: float = 5.0,
     ) -> None:
         self.transport = transport
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout, source_address=(source, 0))
+        self.sock = socket.create_connection(
+            ("127.0.0.1", port), timeout=scaled(timeout), source_address=(source, 0)
+        )
         self.user = token_subject((body or {}).get("token", ""))
         payload = orjson.dumps(body or {})
         path = f"/connection/{transport}"
