@@ -36,6 +36,7 @@ from broker import errors
 from broker.auth import TokenVerifier
 from broker.channels import ChannelRules
 from broker.config import Config
+from broker.eager import client_outcome, start_eagerly
 from broker.engine import engines_for
 from broker.errors import Disconnect
 from broker.hashing import writer_for
@@ -223,15 +224,10 @@ class Shard:
         elif not publication.kind and not self.writer.writing():
             self.spawn(self.writer.until_writing(lambda: self.publish(publication, done)))
         else:
-            self.spawn(self._write(publication, done))
-
-    async def _write(self, publication: Publication, done: Any) -> None:
-        try:
-            result = await self.writer.write_publication(publication)
-        except errors.ClientError as err:
-            done(err, None)
-            return
-        done(None, result)
+            task = start_eagerly(self.writer.write_publication(publication), client_outcome(done), self.loop)
+            if task is not None:
+                self._tasks.add(task)
+                task.add_done_callback(self._task_done)
 
     # -- timers ----------------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ import orjson
 import zmq
 
 from broker import errors
+from broker.eager import client_outcome, start_eagerly
 from broker.errors import ClientError
 from broker.hashing import writer_for
 from broker.ipc import paths
@@ -114,7 +115,7 @@ class PeerMesh:
         """
         writer = writer_for(channel, self.size)
         if writer == self.index:
-            self.spawn(self._ask_here(method, params, done))
+            self._ask_here(method, params, done)
             return
         key = (method, orjson.dumps(params, option=orjson.OPT_SORT_KEYS))
         waiting = self._inflight.get(key)
@@ -129,16 +130,27 @@ class PeerMesh:
 
         self.spawn(self._ask(writer, method, params, answered, f"{method} on shard {writer}"))
 
-    async def _ask_here(self, method: str, params: dict[str, Any], done: Done) -> None:
+    def _ask_here(self, method: str, params: dict[str, Any], done: Done) -> None:
         """This shard is the writer: its own answer, in the same JSON shape as a peer's."""
+
+        def answered(err: ClientError | None, result: Any) -> None:
+            if err is not None:
+                done(err, None)
+            else:
+                done(None, orjson.loads(result.json if isinstance(result, Raw) else orjson.dumps(result)))
+
+        settle = client_outcome(answered)
         try:
             result = self.local(method, params)
-            if inspect.isawaitable(result):
-                result = await result
-        except ClientError as err:
-            done(err, None)
+        except Exception as exc:
+            settle(None, exc)
             return
-        done(None, orjson.loads(result.json if isinstance(result, Raw) else orjson.dumps(result)))
+        if not inspect.iscoroutine(result):
+            settle(result, None)
+            return
+        task = start_eagerly(result, settle, asyncio.get_running_loop())
+        if task is not None:
+            self.spawn(_awaited(task))
 
     async def _ask(self, index: int, method: str, params: dict[str, Any], done: Done, what: str) -> None:
         try:
@@ -147,3 +159,8 @@ class PeerMesh:
             done(client_error(exc, what, errors.INTERNAL), None)
             return
         done(None, result)
+
+
+async def _awaited(task: asyncio.Task[None]) -> None:
+    """Keeps a carried-on local answer among the shard's tasks (cancelled with them at shutdown)."""
+    await task

@@ -25,11 +25,13 @@ import itertools
 import logging
 import struct
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import orjson
 import zmq
 
+from broker.eager import start_eagerly
 from broker.errors import ClientError
 from broker.ipc.zmqloop import SocketReader
 
@@ -177,7 +179,13 @@ class Responder(SocketReader):
         except Exception as exc:
             self._answer(request_id, exc)
             return
-        if inspect.isawaitable(outcome):
+        if inspect.iscoroutine(outcome):
+            # Answered in this drain when it does not have to wait (the memory engine never does).
+            task = start_eagerly(outcome, partial(self._settle, request_id), self._loop)
+            if task is not None:
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+        elif inspect.isawaitable(outcome):
             task = self._loop.create_task(self._finish(request_id, outcome))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -192,6 +200,9 @@ class Responder(SocketReader):
             self._answer(request_id, exc)
             return
         self._answer(request_id, result)
+
+    def _settle(self, request_id: bytes, result: Any, error: BaseException | None) -> None:
+        self._answer(request_id, error if error is not None else result)
 
     def _answer(self, request_id: bytes, result: Any) -> None:
         # An exception is inspected, never raised again here: re-raising would link this frame into its
