@@ -183,15 +183,17 @@ class FanOut:
         """Positioned subscribers must not trail their stream: a lost last publication shows only here.
 
         For each channel with positioned subscribers, ask its writer for the top, wait for anything
-        already on its way, then cut the subscriptions still behind (or in an old epoch).
+        already on its way, then cut the subscriptions still behind (or in an old epoch). One that was
+        positioned anew meanwhile (in another epoch: its writer restarted and it resubscribed) is left
+        to the next check: the top read before is of no use for it.
         """
-        by_channel: dict[str, list[ClientConnection]] = {}
+        by_channel: dict[str, list[tuple[ClientConnection, str]]] = {}
         for conn in self.hub.by_client.values():
             positions = conn.state.positions
             if positions:
                 assert isinstance(conn, ClientConnection)
-                for channel in positions:
-                    by_channel.setdefault(channel, []).append(conn)
+                for channel, (_, epoch) in positions.items():
+                    by_channel.setdefault(channel, []).append((conn, epoch))
         tops: dict[str, dict[str, Any]] = {}
         for channel in by_channel:
             self.host.writer_query(
@@ -206,9 +208,9 @@ class FanOut:
             if not top:
                 continue
             top_offset, top_epoch = int(top.get("offset", 0)), str(top.get("epoch", ""))
-            for conn in conns:
+            for conn, epoch_then in conns:
                 position = conn.state.positions.get(channel) if conn.state.positions else None
-                if position is None or conn.closed:
+                if position is None or conn.closed or position[1] != epoch_then:
                     continue
                 if position[1] != top_epoch or position[0] < top_offset:
                     log.info("client %s is behind in %s: insufficient state", conn.state.client, channel)

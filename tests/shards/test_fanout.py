@@ -172,3 +172,31 @@ def test_a_restarted_writer_ends_the_subscriptions_its_old_life_positioned_and_o
         assert ended == [("old", 2500)]
     finally:
         loop.close()
+
+
+def test_the_position_check_cuts_subscribers_behind_but_not_ones_positioned_anew_meanwhile(monkeypatch):
+    import shards.fanout as fanout_module
+
+    monkeypatch.setattr(fanout_module, "POSITION_CHECK_GRACE", 0.01)
+    fanout, hub, shard, loop = setup()
+    ended: list[tuple[str, int]] = []
+    shard.server_unsubscribe = lambda conn, channel, code, reason: ended.append((conn.state.client, code))
+    shard.writer_query = lambda channel, method, params, done: done(None, {"offset": 5, "epoch": "old"})
+    try:
+        behind, moved, current = (
+            subscribe(hub, shard, client, "ws-json") for client in ("behind", "moved", "current")
+        )
+        behind.state.positions = {"news": (3, "old")}
+        moved.state.positions = {"news": (3, "old")}
+        current.state.positions = {"news": (5, "old")}
+
+        async def scenario() -> None:
+            check = asyncio.ensure_future(fanout.check_positions())
+            await asyncio.sleep(0)
+            moved.state.positions = {"news": (0, "new")}  # its writer restarted; it resubscribed
+            await asyncio.wait_for(check, 2)
+
+        loop.run_until_complete(scenario())
+        assert ended == [("behind", 2500)]
+    finally:
+        loop.close()
