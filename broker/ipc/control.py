@@ -45,6 +45,10 @@ class ShardUnavailable(Exception):
     """The shard is not connected or did not answer in time."""
 
 
+class NotConnected(ShardUnavailable):
+    """No socket of that shard is connected (yet: ZeroMQ connects in the background, retrying)."""
+
+
 class RemoteError(Exception):
     """The shard answered with an error (a ClientError on its side)."""
 
@@ -117,7 +121,7 @@ class Requester(SocketReader):
                 zmq.NOBLOCK,
             )
         except zmq.ZMQError as exc:
-            raise ShardUnavailable(f"{identity.decode()} is not connected") from exc
+            raise NotConnected(f"{identity.decode()} is not connected") from exc
         finally:
             self._kick()
         self._pending[request_id] = future
