@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 CONFIG ?= config.json
 NODE_DIR := tests/sdk/node
 
-.PHONY: run test lint fmt bench test-scale install clean sdk-deps
+.PHONY: run test lint fmt bench test-scale install clean sdk-deps services
 
 $(BIN)/python:
 	@echo "==> creating $(VENV)"
@@ -49,7 +49,14 @@ fmt: $(STAMP)
 	$(BIN)/ruff format broker router shards tests bench
 	$(BIN)/ruff check --fix broker router shards tests bench
 
-test: lint sdk-deps
+# Services the tests start themselves (never the system's): Debian's redis-server and redis-cli.
+services:
+	@command -v redis-server >/dev/null && command -v redis-cli >/dev/null || { \
+		echo "==> installing redis-server and redis-tools"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			redis-server redis-tools >/dev/null; }
+
+test: lint sdk-deps services
 	$(BIN)/pytest -q
 
 # Whole-system runs at full size (10k connections, 2 shards); each exits non-zero when a correctness
