@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import pytest
+from redis.asyncio import Redis
 
 from broker.engine import Broker, HistoryEngine, MemoryBroker, MemoryHistory, MemoryPresence, PresenceManager
+from broker.engine.redis import RedisHistory
+from tests.support import redis_server as redis_support
+from tests.support.redis_server import RedisServer
 
 T = TypeVar("T")
 
@@ -46,10 +50,19 @@ class EngineUnderTest:
     presence: PresenceManager
     make_broker: Callable[[], Broker]  # a new node's broker, sharing whatever the nodes share
     clock: ManualClock | WallClock
+    # Run inside the scenario's event loop: before (an empty database) and after (close connections).
+    prepare: Callable[[], Awaitable[None]] | None = None
+    close: Callable[[], Awaitable[None]] | None = None
 
     def run(self, scenario: Callable[[], Coroutine[Any, Any, T]], timeout: float = 30) -> T:
         async def bounded() -> T:
-            return await asyncio.wait_for(scenario(), timeout)
+            if self.prepare is not None:
+                await self.prepare()
+            try:
+                return await asyncio.wait_for(scenario(), timeout)
+            finally:
+                if self.close is not None:
+                    await self.close()
 
         return asyncio.run(bounded())
 
@@ -58,9 +71,44 @@ def _memory() -> EngineUnderTest:
     return EngineUnderTest("memory", MemoryHistory(), MemoryPresence(), MemoryBroker, ManualClock())
 
 
+def _redis_history(port: int) -> EngineUnderTest:
+    """History in a real redis-server; presence and broker are the memory ones until Redis has them."""
+    client = Redis(host="127.0.0.1", port=port)
+
+    async def flush() -> None:
+        await client.flushall()
+
+    return EngineUnderTest(
+        "redis",
+        RedisHistory(client),
+        MemoryPresence(),
+        MemoryBroker,
+        WallClock(),
+        prepare=flush,
+        close=client.aclose,
+    )
+
+
 IMPLEMENTATIONS = {"memory": _memory}
 
 
 @pytest.fixture(params=sorted(IMPLEMENTATIONS))
 def engine(request: pytest.FixtureRequest) -> Iterator[EngineUnderTest]:
     yield IMPLEMENTATIONS[request.param]()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    if not redis_support.available():
+        pytest.fail("redis-server is missing: make test installs it (make services)")
+    with RedisServer(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@pytest.fixture(params=["memory", "redis"])
+def history_engine(request: pytest.FixtureRequest) -> Iterator[EngineUnderTest]:
+    """Every history engine: the memory one, and Redis streams in a real redis-server."""
+    if request.param == "memory":
+        yield _memory()
+    else:
+        yield _redis_history(request.getfixturevalue("redis_server").port)

@@ -35,7 +35,11 @@ async def read(
     return [p.data for p in found.publications], found.position
 
 
-def test_offsets_count_from_one_in_one_epoch_and_the_publication_carries_them(engine: EngineUnderTest):
+def test_offsets_count_from_one_in_one_epoch_and_the_publication_carries_them(
+    history_engine: EngineUnderTest,
+):
+    engine = history_engine
+
     async def scenario() -> None:
         publication = Publication("ch", b"a")
         first = await engine.history.publish(
@@ -50,8 +54,10 @@ def test_offsets_count_from_one_in_one_epoch_and_the_publication_carries_them(en
 
 
 def test_history_keeps_the_last_size_publications_and_reads_forward_backward_and_since(
-    engine: EngineUnderTest,
+    history_engine: EngineUnderTest,
 ):
+    engine = history_engine
+
     async def scenario() -> None:
         for i in range(1, 8):
             await publish(engine, b"%d" % i)
@@ -66,7 +72,11 @@ def test_history_keeps_the_last_size_publications_and_reads_forward_backward_and
     engine.run(scenario)
 
 
-def test_a_wrong_epoch_is_unrecoverable_and_reverse_from_zero_is_a_bad_request(engine: EngineUnderTest):
+def test_a_wrong_epoch_is_unrecoverable_and_reverse_from_zero_is_a_bad_request(
+    history_engine: EngineUnderTest,
+):
+    engine = history_engine
+
     async def scenario() -> None:
         await publish(engine)
         with pytest.raises(errors.ClientError) as caught:
@@ -79,7 +89,9 @@ def test_a_wrong_epoch_is_unrecoverable_and_reverse_from_zero_is_a_bad_request(e
     engine.run(scenario)
 
 
-def test_without_history_or_with_skip_history_nothing_is_kept(engine: EngineUnderTest):
+def test_without_history_or_with_skip_history_nothing_is_kept(history_engine: EngineUnderTest):
+    engine = history_engine
+
     async def scenario() -> None:
         assert await publish(engine, channel="off", history_size=0) == (0, "", False)
         await publish(engine, b"kept")
@@ -89,7 +101,9 @@ def test_without_history_or_with_skip_history_nothing_is_kept(engine: EngineUnde
     engine.run(scenario)
 
 
-def test_a_repeated_idempotency_key_returns_the_first_result_as_a_duplicate(engine: EngineUnderTest):
+def test_a_repeated_idempotency_key_returns_the_first_result_as_a_duplicate(history_engine: EngineUnderTest):
+    engine = history_engine
+
     async def scenario() -> None:
         first = await publish(engine, b"a", idempotency_key="k", idempotency_ttl=1)
         again = await publish(engine, b"a", idempotency_key="k", idempotency_ttl=1)
@@ -102,7 +116,9 @@ def test_a_repeated_idempotency_key_returns_the_first_result_as_a_duplicate(engi
     engine.run(scenario)
 
 
-def test_publications_expire_after_history_ttl_but_the_position_stays(engine: EngineUnderTest):
+def test_publications_expire_after_history_ttl_but_the_position_stays(history_engine: EngineUnderTest):
+    engine = history_engine
+
     async def scenario() -> None:
         await publish(engine, b"a", history_ttl=1)
         _, top = await read(engine)
@@ -112,7 +128,9 @@ def test_publications_expire_after_history_ttl_but_the_position_stays(engine: En
     engine.run(scenario)
 
 
-def test_a_stream_whose_meta_expired_starts_over_in_a_new_epoch(engine: EngineUnderTest):
+def test_a_stream_whose_meta_expired_starts_over_in_a_new_epoch(history_engine: EngineUnderTest):
+    engine = history_engine
+
     async def scenario() -> None:
         # The position outlives the publications, so both go after a second here.
         _, epoch, _ = await publish(engine, b"a", history_ttl=1, history_meta_ttl=1)
@@ -123,7 +141,9 @@ def test_a_stream_whose_meta_expired_starts_over_in_a_new_epoch(engine: EngineUn
     engine.run(scenario)
 
 
-def test_remove_history_drops_publications_and_keeps_the_position(engine: EngineUnderTest):
+def test_remove_history_drops_publications_and_keeps_the_position(history_engine: EngineUnderTest):
+    engine = history_engine
+
     async def scenario() -> None:
         for _ in range(3):
             await publish(engine)
@@ -135,7 +155,9 @@ def test_remove_history_drops_publications_and_keeps_the_position(engine: Engine
     engine.run(scenario)
 
 
-def test_position_creates_the_meta_of_a_new_stream(engine: EngineUnderTest):
+def test_position_creates_the_meta_of_a_new_stream(history_engine: EngineUnderTest):
+    engine = history_engine
+
     async def scenario() -> None:
         top = await engine.history.position("fresh", now=engine.clock.now(), history_meta_ttl=META_TTL)
         assert top.offset == 0 and top.epoch
@@ -145,7 +167,9 @@ def test_position_creates_the_meta_of_a_new_stream(engine: EngineUnderTest):
     engine.run(scenario)
 
 
-def test_recovery_closes_a_gap_exactly_or_says_it_cannot(engine: EngineUnderTest):
+def test_recovery_closes_a_gap_exactly_or_says_it_cannot(history_engine: EngineUnderTest):
+    engine = history_engine
+
     async def scenario() -> None:
         for i in range(1, 5):
             await publish(engine, b"%d" % i)
@@ -170,7 +194,9 @@ def test_recovery_closes_a_gap_exactly_or_says_it_cannot(engine: EngineUnderTest
     engine.run(scenario)
 
 
-def test_cache_recovery_gives_the_latest_publication(engine: EngineUnderTest):
+def test_cache_recovery_gives_the_latest_publication(history_engine: EngineUnderTest):
+    engine = history_engine
+
     async def scenario() -> None:
         for i in range(1, 4):
             await publish(engine, b"%d" % i)
@@ -187,7 +213,9 @@ def test_cache_recovery_gives_the_latest_publication(engine: EngineUnderTest):
     engine.run(scenario)
 
 
-def test_channels_are_independent_streams(engine: EngineUnderTest):
+def test_channels_are_independent_streams(history_engine: EngineUnderTest):
+    engine = history_engine
+
     async def scenario() -> None:
         await publish(engine, b"a", channel="one")
         await publish(engine, b"b", channel="one")
