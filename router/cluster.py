@@ -20,6 +20,8 @@ from broker.ipc.handoff import Done, HandoffSender
 
 log = logging.getLogger("switchboard.router")
 
+CONNECT_GRACE = 0.3
+
 
 @dataclass(slots=True)
 class Gathered:
@@ -33,7 +35,9 @@ class Cluster:
         self.cfg = cfg
         self.size = cfg.num_shards
         self._zmq = zmq.Context()
-        self.control = Requester(loop, self._zmq, paths.control_endpoint(cfg.runtime_path))
+        # Right after the router (re)starts, the shards' sockets reconnect within ~0.1 s: a request is
+        # given that long rather than answered "shard unavailable" at once.
+        self.control = Requester(loop, self._zmq, paths.control_endpoint(cfg.runtime_path), CONNECT_GRACE)
         self._senders = [
             HandoffSender(loop, paths.handoff_path(cfg.runtime_path, i)) for i in range(self.size)
         ]

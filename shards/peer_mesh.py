@@ -26,7 +26,6 @@ from broker.errors import ClientError
 from broker.hashing import writer_for
 from broker.ipc import paths
 from broker.ipc.control import (
-    NotConnected,
     Raw,
     RemoteError,
     Requester,
@@ -39,9 +38,9 @@ from broker.publication import Publication, publication_params
 log = logging.getLogger("switchboard.shard")
 
 PEER_TIMEOUT = 5.0
-# How long a peer that is not connected is tried again, and how often.
+# How long a peer that is not connected yet is tried again (shards boot side by side; one that
+# restarted reconnects within ~0.1 s).
 CONNECT_GRACE = 1.0
-CONNECT_RETRY = 0.02
 
 Done = Callable[[ClientError | None, Any], None]
 
@@ -77,7 +76,7 @@ class PeerMesh:
     ) -> list[Requester | Responder]:
         """Connect to the other shards: one socket to ask them, one per peer to answer it."""
         identity = paths.shard_identity(self.index)
-        requester = Requester(loop, context, paths.peer_endpoint(runtime, self.index))
+        requester = Requester(loop, context, paths.peer_endpoint(runtime, self.index), CONNECT_GRACE)
         self.requester = requester
         answers = [
             Responder(loop, context, paths.peer_endpoint(runtime, i), identity, answer) for i in self.others()
@@ -88,18 +87,8 @@ class PeerMesh:
         return [i for i in range(self.size) if i != self.index]
 
     async def request(self, index: int, method: str, params: dict[str, Any], timeout: float) -> Any:
-        """Ask shard ``index``. A peer not connected yet (shards booting side by side, or one just
-        restarted: its socket reconnects within ~0.1 s) is tried again for up to ``CONNECT_GRACE``."""
         assert self.requester is not None
-        loop = asyncio.get_running_loop()
-        give_up = loop.time() + min(timeout, CONNECT_GRACE)
-        while True:
-            try:
-                return await self.requester.request(paths.shard_identity(index), method, params, timeout)
-            except NotConnected:
-                if loop.time() + CONNECT_RETRY >= give_up:
-                    raise
-            await asyncio.sleep(CONNECT_RETRY)
+        return await self.requester.request(paths.shard_identity(index), method, params, timeout)
 
     def publish_remote(self, writer: int, publication: Publication, done: Done) -> None:
         """Send a client's publication to its channel's writer on another shard."""

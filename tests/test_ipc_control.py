@@ -8,7 +8,7 @@ import pytest
 import zmq
 
 from broker import errors
-from broker.ipc.control import RemoteError, Requester, Responder, ShardUnavailable, client_error
+from broker.ipc.control import NotConnected, RemoteError, Requester, Responder, ShardUnavailable, client_error
 from tests.support.waiting import eventually_async
 
 
@@ -65,3 +65,38 @@ def test_an_unanswered_request_becomes_the_given_error_and_one_log_line(caplog):
     err = client_error(ShardUnavailable("shard-1 did not answer within 1s"), "presence", unavailable)
     assert err == unavailable and err is not unavailable  # a fresh error to raise
     assert [r.getMessage() for r in caplog.records] == ["presence: shard-1 did not answer within 1s"]
+
+
+async def _late_peer(tmp_path, grace: float) -> tuple[object, float]:
+    """A responder that connects 0.2 s after the request is made, as a peer that is still booting."""
+    loop = asyncio.get_running_loop()
+    ctx = zmq.Context()
+    endpoint = f"ipc://{tmp_path}/late-{grace}.ipc"
+    requester = Requester(loop, ctx, endpoint, connect_grace=grace)
+    responders: list[Responder] = []
+
+    def connect() -> None:
+        responders.append(Responder(loop, ctx, endpoint, b"shard-1", lambda method, params: {"ok": method}))
+
+    loop.call_later(0.2, connect)
+    started = loop.time()
+    try:
+        outcome: object = await requester.request(b"shard-1", "ping", {}, 5.0)
+    except ShardUnavailable as exc:
+        outcome = exc
+    elapsed = loop.time() - started
+    for responder in responders:
+        responder.close()
+    requester.close()
+    ctx.term()
+    return outcome, elapsed
+
+
+def test_a_peer_not_connected_yet_is_asked_again_within_the_grace(tmp_path):
+    outcome, _ = asyncio.run(_late_peer(tmp_path, 2.0))
+    assert outcome == {"ok": "ping"}
+
+
+def test_without_a_grace_a_missing_peer_fails_at_once(tmp_path):
+    outcome, elapsed = asyncio.run(_late_peer(tmp_path, 0.0))
+    assert isinstance(outcome, NotConnected) and elapsed < 0.1

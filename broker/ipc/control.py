@@ -79,12 +79,22 @@ class Raw:
         self.json = json
 
 
+_CONNECT_RETRY = 0.02
+
+
 class Requester(SocketReader):
     """Sends requests (the router to its shards, a shard to its peers) and matches replies to futures."""
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, context: zmq.Context[zmq.Socket[bytes]], endpoint: str
+        self,
+        loop: asyncio.AbstractEventLoop,
+        context: zmq.Context[zmq.Socket[bytes]],
+        endpoint: str,
+        connect_grace: float = 0.0,
     ) -> None:
+        # A peer that is not connected is tried again for this long (within the request's timeout):
+        # ZeroMQ connects in the background, within ~0.1 s of a process (re)starting.
+        self.connect_grace = connect_grace
         sock = context.socket(zmq.ROUTER)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
@@ -113,6 +123,18 @@ class Requester(SocketReader):
 
     async def request_raw(self, identity: bytes, method: str, params: Any, timeout: float) -> Raw:
         """The shard's result as undecoded JSON bytes."""
+        if self.connect_grace <= 0:
+            return await self._request_raw(identity, method, params, timeout)
+        give_up = self._loop.time() + min(timeout, self.connect_grace)
+        while True:
+            try:
+                return await self._request_raw(identity, method, params, timeout)
+            except NotConnected:
+                if self._loop.time() + _CONNECT_RETRY >= give_up:
+                    raise
+            await asyncio.sleep(_CONNECT_RETRY)
+
+    async def _request_raw(self, identity: bytes, method: str, params: Any, timeout: float) -> Raw:
         request_id = next(self._ids)
         future: asyncio.Future[Raw] = self._loop.create_future()
         try:

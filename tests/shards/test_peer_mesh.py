@@ -5,13 +5,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import pytest
-
 from broker import errors
 from broker.hashing import writer_for
-from broker.ipc.control import NotConnected, RemoteError, ShardUnavailable
+from broker.ipc.control import RemoteError, ShardUnavailable
 from broker.publication import Publication
-from shards import peer_mesh
 from shards.peer_mesh import PeerMesh
 
 
@@ -109,31 +106,3 @@ def test_a_cluster_query_merges_every_answer_and_skips_a_silent_shard():
     got, requester = run_mesh(3, {1: {"one": 1}}, act)
     assert got == [(None, sorted([str({"local": "presence"}), str({"one": 1})]))]
     assert sorted(i for i, _, _ in requester.asked) == [1, 2]
-
-
-class LateRequester:
-    """A peer whose socket connects only after ``attempts`` tries (as right after it boots)."""
-
-    def __init__(self, attempts: int) -> None:
-        self.attempts = attempts
-        self.tries = 0
-
-    async def request(self, identity: bytes, method: str, params: Any, timeout: float) -> Any:
-        self.tries += 1
-        if self.tries <= self.attempts:
-            raise NotConnected(f"{identity.decode()} is not connected")
-        return {"ok": self.tries}
-
-
-def test_a_peer_not_connected_yet_is_tried_again_for_a_moment(monkeypatch):
-    monkeypatch.setattr(peer_mesh, "CONNECT_GRACE", 0.3)
-    monkeypatch.setattr(peer_mesh, "CONNECT_RETRY", 0.01)
-
-    async def ask(attempts: int) -> Any:
-        mesh = PeerMesh(0, 2, lambda method, params: {}, lambda coroutine: None)
-        mesh.requester = LateRequester(attempts)
-        return await mesh.request(1, "presence", {}, 5.0)
-
-    assert asyncio.run(ask(3)) == {"ok": 4}
-    with pytest.raises(NotConnected):
-        asyncio.run(ask(1000))
