@@ -1,18 +1,26 @@
 """The Redis history engine: a channel's stream in a Redis STREAM, its position in a HASH.
 
-Keys (one hash tag per channel, so that a Redis Cluster keeps a channel's keys in one slot):
+Keys and PUB/SUB names are :mod:`broker.engine.redis_keys`'s (one hash tag per channel, so that a Redis
+Cluster keeps a channel's keys in one slot):
 
-* ``<prefix>.stream.{<channel>}`` — entries with id ``<offset>-0``, fields ``h`` (header JSON), ``d``
-  (data), ``c`` (conn_info), ``i`` (chan_info); trimmed to ``history_size`` exactly, expiring
-  ``history_ttl`` after the last publish;
-* ``<prefix>.meta.{<channel>}`` — ``e`` epoch, ``s`` top offset; expiring ``history_meta_ttl`` after the
-  last publish or read, never before the stream;
-* ``<prefix>.result.{<channel>}.<idempotency key>`` — ``e``, ``s`` of the first publish with that key.
+* the stream — entries with id ``<offset>-0`` and one field ``p``, the publication's body
+  (:mod:`broker.engine.redis_codec`); trimmed to ``history_size`` exactly, expiring ``history_ttl``
+  after the last publish;
+* the meta — ``e`` epoch, ``s`` top offset; expiring ``history_meta_ttl`` after the last publish or
+  read, never before the stream;
+* an idempotency result — ``e``, ``s`` of the first publish with that key.
 
-A publish is one Lua script (checks the idempotency result, creates the epoch if the meta is gone,
-increments the offset, appends, trims, sets the expiries, stores the result), so offsets are assigned
-atomically however many nodes publish. Redis keeps time: the ``now`` arguments are ignored. Semantics
-are those of :mod:`broker.engine.history`, checked by the same conformance suite as the memory engine.
+A publish with history is one Lua script (checks the idempotency result, creates the epoch if the meta
+is gone, increments the offset, appends, trims, sets the expiries, PUBLISHes, stores the result), so
+offsets are assigned atomically however many nodes publish, and because Redis runs one script at a time
+the publications reach the channel's PUB/SUB subscribers in offset order. Without history a publication
+is a plain PUBLISH, or the same script (which then stores nothing in the stream) when it carries an
+idempotency key. ``broadcast=False`` keeps the PUBLISH out, for a node whose publications travel by
+another broker.
+
+Redis keeps time: the ``now`` arguments are ignored. Semantics are those of
+:mod:`broker.engine.history`, checked by the same conformance suite as the memory engine. Scripts run by
+EVALSHA and are loaded again when Redis answers NOSCRIPT (after a restart or SCRIPT FLUSH).
 """
 
 from __future__ import annotations
@@ -20,7 +28,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import orjson
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
@@ -33,38 +40,45 @@ from broker.engine.base import (
     StreamPosition,
 )
 from broker.engine.history import HistoryEngine
+from broker.engine.redis_codec import decode_body, encode_body, encode_message
+from broker.engine.redis_keys import DEFAULT_PREFIX, RedisKeys
 from broker.engine.streams import new_epoch
 from broker.publication import Publication
 
 Client = Redis | RedisCluster
 
-# KEYS: stream, meta, result. ARGV: header, data, conn_info, chan_info, size, ttl ms, meta ttl ms,
-# candidate epoch, result ttl ms, keep (1: store in history, 0: no history). Returns {offset, epoch, dup}.
+# KEYS: stream, meta, result. ARGV: body, size, ttl ms, meta ttl ms, candidate epoch, result ttl ms,
+# keep (1: store in history, 0: no history), PUB/SUB channel ('' = do not publish).
+# Returns {offset, epoch, duplicate}.
 _PUBLISH = """
 local stream, meta, result = KEYS[1], KEYS[2], KEYS[3]
-local size, ttl, meta_ttl = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
-local result_ttl, keep = tonumber(ARGV[9]), ARGV[10] == '1'
+local result_ttl = tonumber(ARGV[6])
 if result_ttl > 0 then
   local seen = redis.call('hmget', result, 'e', 's')
   if seen[2] then return {tonumber(seen[2]), seen[1], 1} end
 end
 local offset, epoch = 0, ''
-if keep then
+if ARGV[7] == '1' then
+  local size, ttl, meta_ttl = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
   epoch = redis.call('hget', meta, 'e')
   if not epoch then
-    epoch = ARGV[8]
+    epoch = ARGV[5]
     redis.call('hset', meta, 'e', epoch, 's', 0)
   end
   offset = redis.call('hincrby', meta, 's', 1)
+  -- A new epoch: entries of the old one would make an explicit id <= their top fail.
   if offset == 1 then redis.call('del', stream) end
-  redis.call('xadd', stream, 'MAXLEN', size, offset .. '-0',
-    'h', ARGV[1], 'd', ARGV[2], 'c', ARGV[3], 'i', ARGV[4])
+  redis.call('xadd', stream, 'MAXLEN', size, offset .. '-0', 'p', ARGV[1])
   redis.call('pexpire', stream, ttl)
   if meta_ttl > 0 then
     redis.call('pexpire', meta, math.max(meta_ttl, ttl))
   else
     redis.call('persist', meta)
   end
+end
+if ARGV[8] ~= '' then
+  -- redis_codec's PUB/SUB form: the position Redis just assigned, then the publisher's body.
+  redis.call('publish', ARGV[8], 'p1:' .. offset .. ':' .. epoch .. ':' .. ARGV[1])
 end
 if result_ttl > 0 then
   redis.call('hset', result, 'e', epoch, 's', offset)
@@ -98,22 +112,19 @@ def _ms(seconds: float) -> int:
 
 class RedisHistory(HistoryEngine):
     def __init__(
-        self, client: Client, *, prefix: str = "switchboard", epoch_factory: Callable[[], str] = new_epoch
+        self,
+        client: Client,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        broadcast: bool = True,
+        epoch_factory: Callable[[], str] = new_epoch,
     ) -> None:
         self.client = client
-        self.prefix = prefix
+        self.keys = RedisKeys(prefix)
+        self.broadcast = broadcast
         self._new_epoch = epoch_factory
         self._publish = client.register_script(_PUBLISH)
         self._touch = client.register_script(_TOUCH)
-
-    def stream_key(self, channel: str) -> str:
-        return f"{self.prefix}.stream.{{{channel}}}"
-
-    def meta_key(self, channel: str) -> str:
-        return f"{self.prefix}.meta.{{{channel}}}"
-
-    def result_key(self, channel: str, idempotency_key: str) -> str:
-        return f"{self.prefix}.result.{{{channel}}}.{idempotency_key}"
 
     async def publish(
         self,
@@ -128,33 +139,38 @@ class RedisHistory(HistoryEngine):
         idempotency_ttl: float = DEFAULT_IDEMPOTENCY_TTL,
     ) -> PublishResult:
         channel = publication.channel
+        keys = self.keys
         keep = not skip_history and history_size > 0 and history_ttl > 0
-        header = _header(publication)
         result_ttl = _ms(idempotency_ttl) if idempotency_key else 0
-        keys = [self.stream_key(channel), self.meta_key(channel), self.result_key(channel, idempotency_key)]
+        pubsub = keys.publications(channel) if self.broadcast else ""
+        publication.offset, publication.epoch = 0, ""
+        if not keep and not result_ttl:
+            # Nothing to store or check: a plain PUBLISH, as in a channel without history.
+            if pubsub:
+                await self.client.publish(pubsub, encode_message(publication))
+            return PublishResult(0, "")
         args: list[Any] = [
-            header,
-            publication.data,
-            publication.conn_info,
-            publication.chan_info,
+            encode_body(publication),
             max(history_size, 1),
             _ms(history_ttl),
             _ms(history_meta_ttl),
             self._new_epoch(),
             result_ttl,
             1 if keep else 0,
+            pubsub,
         ]
-        offset, epoch, duplicate = await self._publish(keys=keys, args=args)
-        epoch = epoch.decode() if isinstance(epoch, bytes) else str(epoch)
+        script_keys = [keys.stream(channel), keys.meta(channel), keys.result(channel, idempotency_key)]
+        offset, epoch, duplicate = await self._publish(keys=script_keys, args=args)
+        epoch = _text(epoch)
         if duplicate:
             return PublishResult(int(offset), epoch, duplicate=True)
         publication.offset, publication.epoch = int(offset), epoch
         return PublishResult(int(offset), epoch)
 
     async def position(self, channel: str, *, now: float, history_meta_ttl: float) -> StreamPosition:
-        keys = [self.meta_key(channel), self.stream_key(channel)]
+        keys = [self.keys.meta(channel), self.keys.stream(channel)]
         top, epoch = await self._touch(keys=keys, args=[self._new_epoch(), _ms(history_meta_ttl)])
-        return StreamPosition(int(top), epoch.decode() if isinstance(epoch, bytes) else str(epoch))
+        return StreamPosition(int(top), _text(epoch))
 
     async def history(
         self,
@@ -174,17 +190,17 @@ class RedisHistory(HistoryEngine):
         if limit == 0:
             return HistoryResult([], position)
         count = limit if limit > 0 else None
-        stream = self.stream_key(channel)
+        stream = self.keys.stream(channel)
         if reverse:
             top = "+" if since is None else f"{since.offset - 1}-0"
             entries = await self.client.xrevrange(stream, top, "-", count=count) if top != "0-0" else []
         else:
             start = "-" if since is None else f"({since.offset}-0"
             entries = await self.client.xrange(stream, start, "+", count=count)
-        return HistoryResult(_publications(channel, entries, position.epoch), position)
+        return HistoryResult(_publications(entries, position.epoch), position)
 
     async def remove_history(self, channel: str, *, now: float) -> None:
-        await self.client.delete(self.stream_key(channel))
+        await self.client.delete(self.keys.stream(channel))
 
     async def recover(
         self, channel: str, *, since: StreamPosition, limit: int, now: float, history_meta_ttl: float
@@ -193,9 +209,9 @@ class RedisHistory(HistoryEngine):
         if since.epoch and since.epoch != position.epoch:
             return RecoveryResult([], position, False)
         entries = await self.client.xrange(
-            self.stream_key(channel), f"({since.offset}-0", "+", count=limit if limit > 0 else None
+            self.keys.stream(channel), f"({since.offset}-0", "+", count=limit if limit > 0 else None
         )
-        pubs = _publications(channel, entries, position.epoch)
+        pubs = _publications(entries, position.epoch)
         if not pubs:
             return RecoveryResult([], position, position.offset == since.offset)
         recovered = pubs[0].offset == since.offset + 1 and pubs[-1].offset == position.offset
@@ -206,44 +222,22 @@ class RedisHistory(HistoryEngine):
     ) -> RecoveryResult:
         position = await self.position(channel, now=now, history_meta_ttl=history_meta_ttl)
         up_to_date = since.offset > 0 and since == position
-        entries = await self.client.xrevrange(self.stream_key(channel), "+", "-", count=1)
+        entries = await self.client.xrevrange(self.keys.stream(channel), "+", "-", count=1)
         if not entries:
             return RecoveryResult([], position, up_to_date)
-        [latest] = _publications(channel, entries, position.epoch)
+        [latest] = _publications(entries, position.epoch)
         if latest.offset != position.offset:
             return RecoveryResult([], position, False)
         return RecoveryResult([] if up_to_date else [latest], position, True)
 
 
-def _header(publication: Publication) -> bytes:
-    header: dict[str, Any] = {}
-    if publication.tags:
-        header["t"] = publication.tags
-    if publication.user is not None:
-        header["u"] = publication.user
-        header["c"] = publication.client
-    if publication.time_ms:
-        header["tm"] = publication.time_ms
-    return orjson.dumps(header)
+def _text(value: bytes | str | int) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _publications(channel: str, entries: Sequence[Any] | None, epoch: str) -> list[Publication]:
-    out: list[Publication] = []
-    for entry_id, fields in entries or ():
-        offset = int((entry_id.decode() if isinstance(entry_id, bytes) else entry_id).partition("-")[0])
-        header = orjson.loads(fields[b"h"])
-        out.append(
-            Publication(
-                channel,
-                fields[b"d"],
-                offset=offset,
-                epoch=epoch,
-                tags=header.get("t"),
-                user=header.get("u"),
-                client=header.get("c", ""),
-                conn_info=fields[b"c"],
-                chan_info=fields[b"i"],
-                time_ms=header.get("tm", 0),
-            )
-        )
-    return out
+def _publications(entries: Sequence[Any] | None, epoch: str) -> list[Publication]:
+    """Stream entries (``<offset>-0``, ``{p: body}``) as publications of ``epoch``."""
+    return [
+        decode_body(fields[b"p"], int(_text(entry_id).partition("-")[0]), epoch)
+        for entry_id, fields in entries or ()
+    ]

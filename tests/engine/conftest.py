@@ -105,6 +105,13 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
         yield server
 
 
+@pytest.fixture
+def flushed_redis(redis_server: RedisServer) -> RedisServer:
+    """The session's redis-server, emptied for this test."""
+    assert redis_support.command(redis_server.port, "FLUSHALL") == b"+OK\r\n"
+    return redis_server
+
+
 @pytest.fixture(params=["memory", "redis"])
 def history_engine(request: pytest.FixtureRequest) -> Iterator[EngineUnderTest]:
     """Every history engine: the memory one, and Redis streams in a real redis-server."""

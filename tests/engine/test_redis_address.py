@@ -96,3 +96,32 @@ def test_jump_hash_stays_in_range():
     assert all(0 <= jump_hash(k, 7) < 7 for k in range(1000))
     with pytest.raises(ValueError):
         jump_hash(1, 0)
+
+
+@pytest.mark.parametrize(
+    ("key", "buckets", "expected"),
+    # The reference implementation's published vectors: another implementation places keys the same.
+    [(1, 1, 0), (42, 57, 43), (0xDEAD10CC, 1, 0), (0xDEAD10CC, 666, 361), (256, 1024, 520)],
+)
+def test_jump_hash_matches_the_reference_vectors(key: int, buckets: int, expected: int):
+    assert jump_hash(key, buckets) == expected
+
+
+@pytest.mark.parametrize(
+    ("channel", "expected"),
+    # Pinned: a change here moves channels between Redis shards of a running deployment.
+    [
+        ("chat:1", [0, 0, 0, 0, 0, 15, 15]),
+        ("news", [1, 2, 3, 3, 3, 3, 81]),
+        ("user#42", [1, 2, 2, 2, 2, 13, 69]),
+        ("", [1, 1, 1, 1, 1, 13, 90]),
+    ],
+)
+def test_a_channels_shard_is_stable(channel: str, expected: list[int]):
+    assert [shard_index(channel, n) for n in (2, 3, 4, 5, 8, 16, 100)] == expected
+
+
+def test_channels_are_hashed_with_fnv1a_64():
+    # FNV-1a 64's published vectors, as channels: "" → offset basis, "a", "foobar".
+    for text, value in [("", 0xCBF29CE484222325), ("a", 0xAF63DC4C8601EC8C), ("foobar", 0x85944171F73967E8)]:
+        assert shard_index(text, 1000) == jump_hash(value, 1000)
