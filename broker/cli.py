@@ -224,12 +224,26 @@ def _serve(args: argparse.Namespace) -> int:
     cfg = _load_config(args)
     _warn_unknown_keys(cfg)
     _check_config(cfg)
+    _check_redis(cfg)
     return _role_entry_point("broker.supervisor", "serve")(cfg)
+
+
+def _check_redis(cfg: Config) -> None:
+    """With the Redis engine, a Redis that does not answer at start stops the server with its address."""
+    if cfg.engine != "redis":
+        return
+    from broker.engine.redis_clients import RedisUnreachable, check_reachable
+
+    try:
+        check_reachable(cfg, float(cfg.redis_connect_timeout), float(cfg.redis_io_timeout))
+    except RedisUnreachable as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _router(args: argparse.Namespace) -> int:
     cfg = _load_config(args)
     _warn_unknown_keys(cfg)
+    _check_redis(cfg)
     return _role_entry_point("router.main", "run_standalone")(cfg)
 
 
@@ -237,6 +251,7 @@ def _shard(args: argparse.Namespace) -> int:
     cfg = _load_config(args)
     _warn_unknown_keys(cfg)
     _check_config(cfg)
+    _check_redis(cfg)
     if args.index < 0:
         raise UsageError("--index must be 0 or more")
     return _role_entry_point("shards.main", "run_standalone")(cfg, args.index)

@@ -142,6 +142,26 @@ class Config:
     shm_index: bool = True  # per-shard channel subscriber counts in shared memory, read by the router
     shm_index_capacity: int = 65536
 
+    # Engine: "memory" keeps one node to itself; "redis" makes every node sharing the Redis one server.
+    engine: str = "memory"
+    node_name: str = ""  # the node's name in `info` and `unavailable_nodes`; `name` is its older spelling
+    redis_address: list[str] = field(default_factory=lambda: ["127.0.0.1:6379"])
+    redis_cluster_address: list[str] = field(default_factory=list)  # older spelling of redis+cluster://
+    redis_sentinel_address: list[str] = field(default_factory=list)  # older spelling of redis+sentinel://
+    redis_sentinel_master_name: str = ""
+    redis_sentinel_password: str = ""
+    redis_prefix: str = "switchboard"
+    redis_user: str = ""
+    redis_password: str = ""
+    redis_db: int = 0
+    redis_tls: bool = False
+    redis_tls_skip_verify: bool = False
+    redis_connect_timeout: Duration = Duration(1)
+    redis_io_timeout: Duration = Duration(4)
+    global_presence_ttl: Duration = Duration(60)  # a presence entry lives this long unless refreshed
+    node_info_interval: Duration = Duration(3)  # how often a node tells the others it lives (3 missed: gone)
+    api_node_timeout: Duration = Duration(3)  # how long an API call waits for the other nodes' answers
+
     # Top-level channel options (the "without namespace" channel options).
     channel_options: dict[str, Any] = field(default_factory=dict)
 
@@ -162,10 +182,18 @@ class Config:
         base = os.environ.get("XDG_RUNTIME_DIR") or "/tmp"
         return Path(base) / f"switchboard-{self.port}"
 
+    # Set by the supervisor for its children (not a key): the id every process of this node reports.
+    node_uid: str = ""
+
     @property
-    def node_name(self) -> str:
-        if self.name:
-            return self.name
+    def node_id(self) -> str:
+        """This node's id: the supervisor's, or (roles run one by one) its name, the same in each role."""
+        return self.node_uid or self.node_display_name
+
+    @property
+    def node_display_name(self) -> str:
+        if self.node_name or self.name:
+            return self.node_name or self.name
         return f"{os.uname().nodename}_{self.port}"
 
     def to_payload(self) -> dict[str, Any]:
@@ -180,10 +208,13 @@ class Config:
 
 _FIELD_TYPES: dict[str, Any] = get_type_hints(Config)
 # Fields that are not config keys themselves; every other field is one, picked up automatically.
-_NOT_KEYS = frozenset({"channel_options", "unknown_keys", "ignored_sections"})
+_NOT_KEYS = frozenset({"channel_options", "unknown_keys", "ignored_sections", "node_uid"})
 _FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(Config)) - _NOT_KEYS
 _ACCEPTED_UNUSED = setting_keys() | frozenset(INERT_KEYS)
 _KNOWN_KEYS = _FIELD_NAMES | CHANNEL_OPTION_KEYS | frozenset(UNSUPPORTED_SWITCHES) | _ACCEPTED_UNUSED
+
+# List keys that may also be one string (Centrifugo accepts both for Redis addresses).
+_STRING_OR_LIST = frozenset({"redis_address", "redis_cluster_address", "redis_sentinel_address"})
 
 _TRUE = {"1", "t", "T", "TRUE", "true", "True"}
 _FALSE = {"0", "f", "F", "FALSE", "false", "False"}
@@ -215,6 +246,8 @@ def _coerce(key: str, value: Any, from_env: bool) -> Any:
                 return value
             raise ConfigError(f"{key}: expected a string, got {value!r}")
         if kind == list[str]:
+            if key in _STRING_OR_LIST and isinstance(value, str) and not from_env:
+                value = [value]
             if from_env and isinstance(value, str):
                 text = value.strip()
                 value = orjson.loads(text) if text.startswith("[") else text.split()
@@ -364,6 +397,7 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"{key} must be positive")
     if cfg.http_max_pending_connections <= 0 or cfg.api_batch_max_size <= 0:
         raise ConfigError("http_max_pending_connections and api_batch_max_size must be positive")
+    _validate_engine(cfg)
     names: set[str] = set()
     for ns in cfg.namespaces:
         name = ns.get("name")
@@ -382,3 +416,27 @@ def _refuse_unsupported_channel_options(values: Mapping[str, Any], where: str) -
         off = UNSUPPORTED_CHANNEL_SWITCHES.get(name)
         if off is not None:
             _refuse_if_on(key, value, off, where)
+
+
+ENGINES = ("memory", "redis")
+
+
+def _validate_engine(cfg: Config) -> None:
+    if cfg.engine not in ENGINES:
+        raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, got {cfg.engine!r}")
+    for key in ("redis_connect_timeout", "redis_io_timeout", "node_info_interval", "api_node_timeout"):
+        if getattr(cfg, key) <= 0:
+            raise ConfigError(f"{key} must be positive")
+    if cfg.global_presence_ttl <= 0:
+        raise ConfigError("global_presence_ttl must be positive")
+    if cfg.engine != "redis":
+        return
+    # Imported here: the address parser is only needed when Redis is the engine.
+    from broker.engine.redis_address import RedisAddressError, redis_shards
+
+    try:
+        redis_shards(cfg)
+    except RedisAddressError as exc:
+        raise ConfigError(str(exc)) from None
+    if not cfg.redis_prefix or "{" in cfg.redis_prefix or "}" in cfg.redis_prefix:
+        raise ConfigError(f"redis_prefix must be non-empty and without braces, got {cfg.redis_prefix!r}")

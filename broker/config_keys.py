@@ -25,8 +25,11 @@ OFF_EMPTY_LIST_OR_NULL: tuple[Any, ...] = ([], None)
 
 # Top-level switches → the values that leave them off.
 UNSUPPORTED_SWITCHES: dict[str, tuple[Any, ...]] = {
-    "engine": ("memory", ""),
-    "broker": ("", "memory"),
+    "broker": ("", "memory", "redis"),
+    "presence_manager": ("", "memory", "redis"),
+    "redis_use_lists": OFF_FALSE,
+    "redis_presence_hash_field_ttl": OFF_FALSE,
+    "global_redis_presence_user_mapping": OFF_FALSE,
     "admin": OFF_FALSE,
     "prometheus": OFF_FALSE,
     "debug": OFF_FALSE,
@@ -86,26 +89,6 @@ SETTINGS_OF: dict[str, tuple[str, ...]] = {
         "admin_web_proxy_address",
         "admin_handler_prefix",
         "admin_external",
-    ),
-    "engine": (
-        "redis_address",
-        "redis_prefix",
-        "redis_user",
-        "redis_password",
-        "redis_db",
-        "redis_use_lists",
-        "redis_tls",
-        "redis_tls_skip_verify",
-        "redis_sentinel_address",
-        "redis_sentinel_master_name",
-        "redis_sentinel_password",
-        "redis_cluster_address",
-        "redis_connect_timeout",
-        "redis_io_timeout",
-        "redis_force_resp2",
-        "redis_presence_hash_field_ttl",
-        "global_presence_ttl",
-        "global_redis_presence_user_mapping",
     ),
     "broker": ("nats_url", "nats_prefix", "nats_dial_timeout", "nats_write_timeout"),
     "prometheus": ("prometheus_handler_prefix",),
@@ -171,6 +154,7 @@ INERT_KEYS: dict[str, str] = {
     "websocket_read_buffer_size": "a Go buffer size",
     "websocket_write_buffer_size": "a Go buffer size",
     "websocket_use_write_buffer_pool": "a Go buffer pool",
+    "redis_force_resp2": "the Redis client speaks RESP2 already",
 }
 
 # Top-level blocks of Centrifugo v6's nested config. Only the v4/v5 flat keys are read, so such a

@@ -100,3 +100,6 @@ def setup_logging(level: str, role: str, stream: TextIO | None = None) -> None:
     handler.setFormatter(LineFormatter(role))
     root.addHandler(handler)
     root.setLevel(level_number(level))
+    # The Redis client's debug lines are about its own handshake (optional features this Redis lacks),
+    # not about Switchboard; ours say what a Redis failure did.
+    logging.getLogger("redis").setLevel(max(logging.INFO, level_number(level)))

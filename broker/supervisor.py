@@ -63,6 +63,7 @@ import multiprocessing
 import os
 import signal
 import time
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
@@ -176,6 +177,8 @@ class Arbiter:
         self.boot_timeout = boot_timeout
         self.tick = tick
         self._mp = multiprocessing.get_context("spawn")
+        # One id for every process of this node (shown in `info`, keyed in Redis), new for each start.
+        cfg.node_uid = cfg.node_uid or str(uuid.uuid4())
         self._payload = cfg.to_payload()
         self._children: list[_Child] = []
         self._signals: collections.deque[int] = collections.deque()

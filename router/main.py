@@ -154,6 +154,7 @@ async def _serve(cfg: Config, ctx: ChildContext) -> None:
     loop = asyncio.get_running_loop()
     cfg.runtime_path.mkdir(parents=True, exist_ok=True, mode=0o700)
     app = RouterApp(cfg, loop)
+    await app.api.join_nodes()
     server = await loop.create_server(
         app.new_connection, host=cfg.address or None, port=cfg.port, reuse_address=True, backlog=4096
     )
@@ -191,6 +192,7 @@ async def _serve(cfg: Config, ctx: ChildContext) -> None:
     for conn in list(app.connections):
         if conn.transport is not None:
             conn.transport.close()
+    await app.api.close()
     app.cluster.close()
 
 

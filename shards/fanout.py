@@ -179,7 +179,7 @@ class FanOut:
         self._next_position_check = now + POSITION_CHECK_INTERVAL
         return True
 
-    async def check_positions(self) -> None:
+    async def check_positions(self, only: set[str] | None = None) -> None:
         """Positioned subscribers must not trail their stream: a lost last publication shows only here.
 
         For each channel with positioned subscribers, ask its writer for the top, wait for anything
@@ -193,7 +193,8 @@ class FanOut:
             if positions:
                 assert isinstance(conn, ClientConnection)
                 for channel, (_, epoch) in positions.items():
-                    by_channel.setdefault(channel, []).append((conn, epoch))
+                    if only is None or channel in only:
+                        by_channel.setdefault(channel, []).append((conn, epoch))
         tops: dict[str, dict[str, Any]] = {}
         for channel in by_channel:
             self.host.writer_query(

@@ -39,6 +39,18 @@ class Announcing(Protocol):
     def presence_event(self, conn: ClientConnection, channel: str, kind: str) -> None: ...
 
 
+class Roster(Protocol):
+    """Who is here, recorded where every node sees it (``shards.roster.RedisRoster``, Redis engine)."""
+
+    def admit(self, conn: ClientConnection, decided: Callable[[bool], None]) -> None: ...
+
+    def left(self, conn: ClientConnection) -> None: ...
+
+    def subscribed(self, conn: ClientConnection, channel: str) -> None: ...
+
+    def unsubscribed(self, conn: ClientConnection, channel: str) -> None: ...
+
+
 class Membership:
     """Owns the hub and the connections' timers; ``fanout`` and ``data_plane`` are set once built."""
 
@@ -51,6 +63,7 @@ class Membership:
         self._counts_full = False
         self.data_plane: DataPlane | None = None
         self.fanout: Announcing | None = None
+        self.roster: Roster | None = None
         self.hub = Hub(
             on_first_subscriber=self._channel_added,
             on_last_subscriber=self._channel_removed,
@@ -77,17 +90,30 @@ class Membership:
         self.timers.track(conn)
         log.debug("client %s connected: user=%r transport=%s", state.client, state.user, state.transport)
         channels = list(state.channels)
-        if not channels:
+        roster = self.roster
+        # The reply waits for every channel to be ready and, with a roster, for the user to be counted in.
+        waiting = [len(channels) + (1 if roster is not None else 0)]
+        if not waiting[0]:
             if ready is not None:
                 ready()
             return None
-        waiting = [len(channels)]
 
         def one_ready() -> None:
             waiting[0] -= 1
             if waiting[0] == 0 and ready is not None:
                 ready()
 
+        if roster is not None:
+            for channel in channels:
+                roster.subscribed(conn, channel)
+
+            def decided(allowed: bool) -> None:
+                if not allowed:
+                    conn.close_with(errors.CONNECTION_LIMIT)
+                elif not conn.closed:
+                    one_ready()
+
+            roster.admit(conn, decided)
         for channel in channels:
             self._when_ready(conn, channel, one_ready)
         return None
@@ -112,12 +138,18 @@ class Membership:
             log.debug("client %s gone", conn.state.client)
             for channel in conn.state.channels:
                 self._announce(conn, channel, "leave")
+                if self.roster is not None:
+                    self.roster.unsubscribed(conn, channel)
+            if self.roster is not None:
+                self.roster.left(conn)
 
     def subscribe(
         self, conn: ClientConnection, channel: str, source: int, ready: Callable[[], None] | None = None
     ) -> None:
         """Subscribe a connection; ``ready`` (and the join announcement) once publications will reach it."""
         self.hub.subscribe(conn, channel, source)
+        if self.roster is not None:
+            self.roster.subscribed(conn, channel)
         self._when_ready(conn, channel, ready)
 
     def unsubscribe(self, conn: ClientConnection, channel: str) -> None:
@@ -125,6 +157,8 @@ class Membership:
             self.hub.unsubscribe(conn, channel)
             self.timers.unsubscribed(conn, channel)
             self._announce(conn, channel, "leave")
+            if self.roster is not None:
+                self.roster.unsubscribed(conn, channel)
 
     def server_unsubscribe(self, conn: ClientConnection, channel: str, code: int, reason: str) -> None:
         """End one subscription from the server's side and tell the client with ``code``."""

@@ -40,6 +40,13 @@ class PublicationSink(Protocol):
     def publish(self, publication: Publication) -> bool: ...
 
 
+class Relay(Protocol):
+    """Where publications go when they cross nodes (the Redis broker): they come back to every node
+    with subscribers, this one included, and the node's shards get them from there."""
+
+    async def publish(self, publication: Publication) -> None: ...
+
+
 class ChannelWriter:
     def __init__(
         self,
@@ -55,6 +62,9 @@ class ChannelWriter:
         self.default_meta_ttl = default_meta_ttl
         self.engine = engine
         self.sink: PublicationSink | None = None
+        # With the Redis engine: publications leave through Redis (the history engine's publish script
+        # PUBLISHes, join/leave go through the relay) and reach the sink when Redis delivers them.
+        self.relay: Relay | None = None
         # This writer's life: a subscription positioned by its answers needs no cutting when the
         # announcement of this same boot reaches a shard late (see shards.restarts).
         self.boot = ""
@@ -118,7 +128,10 @@ class ChannelWriter:
                 joined.pop(publication.client, None)
                 if not joined:
                     del self.members[publication.channel]
-        if not self.sink.publish(publication):
+        if self.relay is not None:
+            if publication.kind:
+                await self.relay.publish(publication)
+        elif not self.sink.publish(publication):
             raise errors.INTERNAL()
         return position_result(publication.offset, publication.epoch)
 

@@ -437,8 +437,8 @@ def test_derived_values(monkeypatch: pytest.MonkeyPatch) -> None:
     assert Config(port=8123).runtime_path == Path("/run/user/1000/switchboard-8123")
     monkeypatch.delenv("XDG_RUNTIME_DIR")
     assert Config(port=8123).runtime_path == Path("/tmp/switchboard-8123")
-    assert Config(name="node-a").node_name == "node-a"
-    assert Config(port=8123).node_name.endswith("_8123")
+    assert Config(name="node-a").node_display_name == "node-a"
+    assert Config(port=8123).node_display_name.endswith("_8123")
 
 
 def test_router_limits_and_timeouts() -> None:

@@ -6,7 +6,7 @@ Each interface has a small module of its own (:mod:`broker.engine.history`, :mod
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from broker.config import Config
 from broker.engine.base import (
@@ -28,16 +28,37 @@ class Engines(NamedTuple):
     broker: Broker
     history: HistoryEngine
     presence: PresenceManager
+    # The Redis connections behind the three (None with the memory engine), closed at exit.
+    redis: Any = None
+
+    async def close(self) -> None:
+        await self.broker.close()
+        if self.redis is not None:
+            await self.redis.close()
 
 
-def engines_for(cfg: Config) -> Engines:
-    """The engines of this node, chosen once at boot.
+def engines_for(cfg: Config, *, label: str = "", control: bool = False) -> Engines:
+    """The engines of this process, chosen once at boot from ``engine``.
 
-    Only the memory engine exists yet: configuration refuses any other ``engine`` / ``broker`` /
-    ``presence_manager`` at start (``broker.config_keys``), so the choice is made here and nowhere else.
+    ``control``: this process speaks for its node on the Redis broker (the router); the shards only
+    carry channels. Redis modules are imported only when Redis is the engine.
     """
-    del cfg  # the engine keys are read here once other engines exist
-    return Engines(MemoryBroker(), MemoryHistory(), MemoryPresence())
+    if cfg.engine != "redis":
+        return Engines(MemoryBroker(), MemoryHistory(), MemoryPresence())
+    from broker.engine.redis import RedisHistory
+    from broker.engine.redis_broker import RedisBroker
+    from broker.engine.redis_clients import RedisShards
+    from broker.engine.redis_keys import RedisKeys
+    from broker.engine.redis_presence import RedisPresence
+
+    shards = RedisShards.from_config(cfg)
+    keys = RedisKeys(cfg.redis_prefix)
+    return Engines(
+        RedisBroker(shards, keys, control=control, label=label),
+        RedisHistory(shards, prefix=cfg.redis_prefix),
+        RedisPresence(shards, keys),
+        shards,
+    )
 
 
 __all__ = [

@@ -25,11 +25,19 @@ class BrokerEvents(Protocol):
 
     def on_control(self, data: bytes) -> None: ...
 
+    def on_resubscribed(self, count: int) -> None:
+        """The link to the other nodes came back after an outage: ``count`` channels subscribed again
+        (publications sent meanwhile were lost for this node)."""
+
 
 class Broker(ABC):
     @abstractmethod
     def start(self, node_id: str, events: BrokerEvents) -> None:
         """Start delivering to ``events``; ``node_id`` is this node's id for unicast control."""
+
+    async def wait_connected(self, timeout: float) -> None:
+        """Until the broker delivers what is published from now on (or ``TimeoutError``)."""
+        del timeout
 
     @abstractmethod
     async def publish(self, publication: Publication) -> None:

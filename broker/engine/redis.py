@@ -28,9 +28,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster
-
 from broker import errors
 from broker.engine.base import (
     DEFAULT_IDEMPOTENCY_TTL,
@@ -40,12 +37,11 @@ from broker.engine.base import (
     StreamPosition,
 )
 from broker.engine.history import HistoryEngine
+from broker.engine.redis_clients import Client, RedisShards
 from broker.engine.redis_codec import decode_body, encode_body, encode_message
 from broker.engine.redis_keys import DEFAULT_PREFIX, RedisKeys
 from broker.engine.streams import new_epoch
 from broker.publication import Publication
-
-Client = Redis | RedisCluster
 
 # KEYS: stream, meta, result. ARGV: body, size, ttl ms, meta ttl ms, candidate epoch, result ttl ms,
 # keep (1: store in history, 0: no history), PUB/SUB channel ('' = do not publish).
@@ -113,18 +109,22 @@ def _ms(seconds: float) -> int:
 class RedisHistory(HistoryEngine):
     def __init__(
         self,
-        client: Client,
+        client: Client | RedisShards,
         *,
         prefix: str = DEFAULT_PREFIX,
         broadcast: bool = True,
         epoch_factory: Callable[[], str] = new_epoch,
     ) -> None:
-        self.client = client
+        # Several Redis shards: each channel's keys live on the shard its name hashes to.
+        self._pick: Callable[[str], Client] = (
+            client.for_name if isinstance(client, RedisShards) else (lambda channel: client)
+        )
+        first = client.control if isinstance(client, RedisShards) else client
         self.keys = RedisKeys(prefix)
         self.broadcast = broadcast
         self._new_epoch = epoch_factory
-        self._publish = client.register_script(_PUBLISH)
-        self._touch = client.register_script(_TOUCH)
+        self._publish = first.register_script(_PUBLISH)
+        self._touch = first.register_script(_TOUCH)
 
     async def publish(
         self,
@@ -147,7 +147,7 @@ class RedisHistory(HistoryEngine):
         if not keep and not result_ttl:
             # Nothing to store or check: a plain PUBLISH, as in a channel without history.
             if pubsub:
-                await self.client.publish(pubsub, encode_message(publication))
+                await self._pick(channel).publish(pubsub, encode_message(publication))
             return PublishResult(0, "")
         args: list[Any] = [
             encode_body(publication),
@@ -160,7 +160,9 @@ class RedisHistory(HistoryEngine):
             pubsub,
         ]
         script_keys = [keys.stream(channel), keys.meta(channel), keys.result(channel, idempotency_key)]
-        offset, epoch, duplicate = await self._publish(keys=script_keys, args=args)
+        offset, epoch, duplicate = await self._publish(
+            keys=script_keys, args=args, client=self._pick(channel)
+        )
         epoch = _text(epoch)
         if duplicate:
             return PublishResult(int(offset), epoch, duplicate=True)
@@ -169,7 +171,8 @@ class RedisHistory(HistoryEngine):
 
     async def position(self, channel: str, *, now: float, history_meta_ttl: float) -> StreamPosition:
         keys = [self.keys.meta(channel), self.keys.stream(channel)]
-        top, epoch = await self._touch(keys=keys, args=[self._new_epoch(), _ms(history_meta_ttl)])
+        args: list[str | int] = [self._new_epoch(), _ms(history_meta_ttl)]
+        top, epoch = await self._touch(keys=keys, args=args, client=self._pick(channel))
         return StreamPosition(int(top), _text(epoch))
 
     async def history(
@@ -193,14 +196,15 @@ class RedisHistory(HistoryEngine):
         stream = self.keys.stream(channel)
         if reverse:
             top = "+" if since is None else f"{since.offset - 1}-0"
-            entries = await self.client.xrevrange(stream, top, "-", count=count) if top != "0-0" else []
+            client = self._pick(channel)
+            entries = await client.xrevrange(stream, top, "-", count=count) if top != "0-0" else []
         else:
             start = "-" if since is None else f"({since.offset}-0"
-            entries = await self.client.xrange(stream, start, "+", count=count)
+            entries = await self._pick(channel).xrange(stream, start, "+", count=count)
         return HistoryResult(_publications(entries, position.epoch), position)
 
     async def remove_history(self, channel: str, *, now: float) -> None:
-        await self.client.delete(self.keys.stream(channel))
+        await self._pick(channel).delete(self.keys.stream(channel))
 
     async def recover(
         self, channel: str, *, since: StreamPosition, limit: int, now: float, history_meta_ttl: float
@@ -208,7 +212,7 @@ class RedisHistory(HistoryEngine):
         position = await self.position(channel, now=now, history_meta_ttl=history_meta_ttl)
         if since.epoch and since.epoch != position.epoch:
             return RecoveryResult([], position, False)
-        entries = await self.client.xrange(
+        entries = await self._pick(channel).xrange(
             self.keys.stream(channel), f"({since.offset}-0", "+", count=limit if limit > 0 else None
         )
         pubs = _publications(entries, position.epoch)
@@ -222,7 +226,7 @@ class RedisHistory(HistoryEngine):
     ) -> RecoveryResult:
         position = await self.position(channel, now=now, history_meta_ttl=history_meta_ttl)
         up_to_date = since.offset > 0 and since == position
-        entries = await self.client.xrevrange(self.keys.stream(channel), "+", "-", count=1)
+        entries = await self._pick(channel).xrevrange(self.keys.stream(channel), "+", "-", count=1)
         if not entries:
             return RecoveryResult([], position, up_to_date)
         [latest] = _publications(entries, position.epoch)

@@ -15,7 +15,8 @@ Query parameters ``db``, ``user``, ``password``, ``tls``, ``sentinel_master_name
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from urllib.parse import parse_qs, unquote
+from typing import Protocol
+from urllib.parse import parse_qs, unquote, urlencode
 
 DEFAULT_PORT = 6379
 KINDS = ("standalone", "cluster", "sentinel")
@@ -58,6 +59,40 @@ def parse_addresses(value: str | list[str], defaults: Defaults = Defaults()) -> 
     if len(shards) > 1 and any(shard.kind == "cluster" for shard in shards):
         raise RedisAddressError("a Redis Cluster address must be the only redis_address")
     return shards
+
+
+class RedisKeySource(Protocol):
+    """The config keys that say where Redis is (:class:`broker.config.Config` has them all)."""
+
+    redis_address: list[str]
+    redis_cluster_address: list[str]
+    redis_sentinel_address: list[str]
+    redis_sentinel_master_name: str
+    redis_sentinel_password: str
+    redis_user: str
+    redis_password: str
+    redis_db: int
+    redis_tls: bool
+
+
+def redis_shards(cfg: RedisKeySource) -> list[RedisShard]:
+    """The shards the config names. ``redis_cluster_address`` / ``redis_sentinel_address`` (older
+    spellings) win over ``redis_address`` when set, as in Centrifugo."""
+    defaults = Defaults(cfg.redis_user, cfg.redis_password, cfg.redis_db, cfg.redis_tls)
+    if cfg.redis_cluster_address:
+        return parse_addresses("redis+cluster://" + ",".join(cfg.redis_cluster_address), defaults)
+    if cfg.redis_sentinel_address:
+        if not cfg.redis_sentinel_master_name:
+            raise RedisAddressError("redis_sentinel_address needs redis_sentinel_master_name")
+        query = urlencode(
+            {
+                "sentinel_master_name": cfg.redis_sentinel_master_name,
+                **({"sentinel_password": cfg.redis_sentinel_password} if cfg.redis_sentinel_password else {}),
+            }
+        )
+        hosts = ",".join(cfg.redis_sentinel_address)
+        return parse_addresses(f"redis+sentinel://{hosts}?{query}", defaults)
+    return parse_addresses(cfg.redis_address, defaults)
 
 
 def parse_address(address: str, defaults: Defaults = Defaults()) -> RedisShard:

@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import Protocol
 
 import orjson
 import zmq
@@ -46,8 +47,20 @@ log = logging.getLogger("switchboard.pubsub")
 UNSUBSCRIBE_GRACE = 5.0
 READY_TIMEOUT = 1.0
 WELCOME = b"W"
+# ``[topic, CHECK]``: publications of the channel may have been lost on their way to this node (its
+# Redis subscription was down); subscribers check their positions against the stream.
+CHECK = b"C"
 _RECEIVE_HWM = 200_000
 _SEND_HWM = 200_000
+
+
+class ChannelSource(Protocol):
+    """Where a writer's publications come from when they cross nodes (the Redis engine): told when a
+    shard of this node wants a channel (``welcome`` once publications will arrive) and when none does."""
+
+    def wanted(self, channel: str, welcome: Callable[[], None]) -> None: ...
+
+    def released(self, channel: str) -> None: ...
 
 
 class Publisher(SocketReader):
@@ -59,8 +72,10 @@ class Publisher(SocketReader):
         context: zmq.Context[zmq.Socket[bytes]],
         endpoint: str,
         is_writer: Callable[[str], bool],
+        source: ChannelSource | None = None,
     ) -> None:
         self._is_writer = is_writer
+        self._source = source
         sock = context.socket(zmq.XPUB)
         sock.setsockopt(zmq.SNDHWM, _SEND_HWM)
         sock.setsockopt(zmq.XPUB_VERBOSE, 1)
@@ -78,20 +93,38 @@ class Publisher(SocketReader):
             self._kick()
         return True
 
+    def check(self, channel: str) -> None:
+        """Ask the subscribers of ``channel`` to check their positions (see :data:`CHECK`)."""
+        self._send_marker(topic(channel), CHECK)
+
     def _on_frames(self, frames: list[bytes]) -> None:
         message = frames[0]
-        if not message.startswith(b"\x01") or not message.endswith(b"\x00"):
-            return  # an unsubscription, or not one of our topics
+        if message[:1] not in (b"\x00", b"\x01") or not message.endswith(b"\x00"):
+            return  # not one of our topics
         topic_bytes = message[1:]
         try:
             channel = topic_bytes[:-1].decode("utf-8")
         except UnicodeDecodeError:
             return
-        if self._is_writer(channel):
-            try:
-                self._sock.send_multipart([topic_bytes, WELCOME], zmq.NOBLOCK)
-            except zmq.Again:
-                log.error("publication queue full; no welcome for %s", channel)
+        if not self._is_writer(channel):
+            return
+        source = self._source
+        if message[0] == 0:
+            # The last shard of this node subscribed to the channel left it.
+            if source is not None:
+                source.released(channel)
+        elif source is None:
+            self._send_marker(topic_bytes, WELCOME)
+        else:
+            source.wanted(channel, lambda: self._send_marker(topic_bytes, WELCOME))
+
+    def _send_marker(self, topic_bytes: bytes, marker: bytes) -> None:
+        try:
+            self._sock.send_multipart([topic_bytes, marker], zmq.NOBLOCK)
+        except zmq.Again:
+            log.error("publication queue full; no %r marker for %r", marker, topic_bytes)
+        finally:
+            self._kick()
 
     def close(self) -> None:
         self._close_socket()
@@ -110,8 +143,10 @@ class Subscriber(SocketReader):
         endpoints: list[str],
         deliver: Deliver,
         grace: float = UNSUBSCRIBE_GRACE,
+        on_check: Callable[[str], None] | None = None,
     ) -> None:
         self._deliver = deliver
+        self._on_check = on_check
         self._grace = grace
         sock = context.socket(zmq.SUB)
         sock.setsockopt(zmq.SNDHWM, 0)
@@ -196,6 +231,10 @@ class Subscriber(SocketReader):
             if channel in self._subscribed:
                 self._ready.add(channel)
                 self._release_waiters(channel)
+            return
+        if len(frames) == 2 and frames[1] == CHECK:
+            if self._on_check is not None:
+                self._on_check(frames[0][:-1].decode("utf-8", "replace"))
             return
         try:
             publication = Publication.from_frames(frames)

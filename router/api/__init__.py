@@ -10,29 +10,66 @@
 from __future__ import annotations
 
 import time
-import uuid
 from typing import Any
 
 from broker.channels import ChannelRules
 from broker.config import Config
 from broker.connections_filter import compile_connections_filter
+from broker.engine import Engines, engines_for
 from broker.ipc.channel_counts import open_counts
 from broker.ipc.shm_index import CountIndex
 from router.api import http
+from router.api.across import Across
 from router.api.methods import METHODS, run_method
 from router.cluster import Cluster
 from router.http import Request
+from router.nodes import Nodes
 
 
 class Api:
     def __init__(self, cfg: Config, cluster: Cluster) -> None:
         self.cfg = cfg
         self.cluster = cluster
-        self.uid = str(uuid.uuid4())
+        self.uid = cfg.node_id
         self.started_at = time.monotonic()
         self.rules = ChannelRules.from_config(cfg)
         self._counts: CountIndex | None = None
         compile_connections_filter("true", cfg)  # builds the CEL parser now
+        # The other nodes (Redis engine): set by :meth:`join_nodes`; None while this node is alone.
+        self.across: Across | None = None
+        self.engines: Engines | None = None
+        self.nodes: Nodes | None = None
+
+    async def join_nodes(self) -> None:
+        """With the Redis engine: listen to the other nodes and tell them about this one."""
+        if self.cfg.engine != "redis":
+            return
+        from broker.engine.redis_keys import RedisKeys
+        from broker.engine.redis_users import RedisUsers
+
+        self.engines = engines_for(self.cfg, label="router", control=True)
+        users = RedisUsers(self.engines.redis, RedisKeys(self.cfg.redis_prefix))
+        self.nodes = Nodes(
+            self.uid,
+            self.cfg.node_display_name,
+            self.engines.broker,
+            lambda method, params: run_method(self, method, params, here_only=True),
+            self._node_info,
+            float(self.cfg.node_info_interval),
+        )
+        await self.nodes.start(float(self.cfg.redis_connect_timeout) + float(self.cfg.redis_io_timeout))
+        self.across = Across(self.cfg, self.rules, self.nodes, users, self.engines.presence)
+
+    async def _node_info(self) -> dict[str, Any]:
+        answer: dict[str, Any] = await run_method(self, "info", {}, here_only=True)
+        node: dict[str, Any] = answer["nodes"][0]
+        return node
+
+    async def close(self) -> None:
+        if self.nodes is not None:
+            await self.nodes.close()
+        if self.engines is not None:
+            await self.engines.close()
 
     def authorized(self, request: Request) -> bool:
         return http.authorized(self.cfg, request)

@@ -25,6 +25,7 @@ from broker.hashing import shard_for_user, writer_for
 from broker.ipc.control import RemoteError, ShardUnavailable, client_error
 from broker.merge import merge_channels, merge_presence, merge_presence_stats
 from broker.publication import api_publication
+from router.api import across
 from router.api import params as p
 from router.api.http import batch_too_large
 from router.api.merge import (
@@ -54,6 +55,7 @@ class Context(Protocol):
     rules: ChannelRules
     uid: str
     started_at: float
+    across: across.Across | None  # the other nodes (Redis engine), or None alone
 
     def shards_with_subscribers(self, channel: str) -> list[int] | None: ...
 
@@ -185,7 +187,7 @@ async def info(ctx: Context, params: p.NoParams) -> Params:
     node.update(
         {
             "uid": ctx.uid,
-            "name": ctx.cfg.node_name,
+            "name": ctx.cfg.node_display_name,
             "version": __version__,
             "uptime": int(time.monotonic() - ctx.started_at),
         }
@@ -232,14 +234,28 @@ METHODS: dict[str, Method] = {
 }
 
 
-async def run_method(ctx: Context, name: str, raw: Any) -> Any:
-    """One method call: unknown → 104, params that are not an object → 107, then the table's row."""
+async def run_method(ctx: Context, name: str, raw: Any, *, here_only: bool = False) -> Any:
+    """One method call: unknown → 104, params that are not an object → 107, then the table's row.
+
+    With other nodes (``ctx.across``) the methods that span nodes go through :mod:`router.api.across`,
+    unless ``here_only`` (another node asked for this node's part).
+    """
     method = METHODS.get(name)
     if method is None:
         raise errors.METHOD_NOT_FOUND()
     if not isinstance(raw, dict):
         raise errors.BAD_REQUEST()
     params = method.params.from_json(raw, ctx.rules)
+    if ctx.across is not None and not here_only:
+        spanning = across.HANDLERS.get(name)
+
+        async def local(method_name: str, method_params: Any) -> Any:
+            return await run_method(ctx, method_name, method_params, here_only=True)
+
+        if spanning is not None:
+            return await spanning(ctx.across, local, raw)
+        if name in across.USER_COMMANDS:
+            return await across.user_command(ctx.across, local, name, raw)
     if method.route is Route.USER:
         index = shard_for_user(params.user, ctx.cluster.size)
         assert index is not None  # the params types require a user for these methods

@@ -18,6 +18,11 @@ from redis.asyncio import Redis
 
 from broker.engine import Broker, HistoryEngine, MemoryBroker, MemoryHistory, MemoryPresence, PresenceManager
 from broker.engine.redis import RedisHistory
+from broker.engine.redis_address import parse_address
+from broker.engine.redis_broker import RedisBroker
+from broker.engine.redis_clients import RedisShards, Timeouts
+from broker.engine.redis_keys import RedisKeys
+from broker.engine.redis_presence import RedisPresence
 from tests.support import redis_server as redis_support
 from tests.support.redis_server import RedisServer
 
@@ -72,7 +77,7 @@ def _memory() -> EngineUnderTest:
 
 
 def _redis_history(port: int) -> EngineUnderTest:
-    """History in a real redis-server; presence and broker are the memory ones until Redis has them."""
+    """History in a real redis-server; presence and broker are the memory ones (see :func:`_redis`)."""
     client = Redis(host="127.0.0.1", port=port)
 
     async def flush() -> None:
@@ -89,12 +94,44 @@ def _redis_history(port: int) -> EngineUnderTest:
     )
 
 
-IMPLEMENTATIONS = {"memory": _memory}
+def _redis(port: int) -> EngineUnderTest:
+    """The whole Redis engine on a real redis-server; each broker made is a node of its own."""
+    timeouts = Timeouts(1.0, 4.0)
+    address = [parse_address(f"127.0.0.1:{port}")]
+    shards = RedisShards(address, timeouts)
+    keys = RedisKeys()
+    opened: list[RedisShards] = [shards]
+
+    def make_broker() -> Broker:
+        node_shards = RedisShards(address, timeouts)
+        opened.append(node_shards)
+        return RedisBroker(node_shards, keys, control=True)
+
+    async def flush() -> None:
+        await shards.control.flushall()
+
+    async def close() -> None:
+        for each in opened:
+            await each.close()
+
+    return EngineUnderTest(
+        "redis",
+        RedisHistory(shards),
+        RedisPresence(shards, keys),
+        make_broker,
+        WallClock(),
+        prepare=flush,
+        close=close,
+    )
 
 
-@pytest.fixture(params=sorted(IMPLEMENTATIONS))
+@pytest.fixture(params=["memory", "redis"])
 def engine(request: pytest.FixtureRequest) -> Iterator[EngineUnderTest]:
-    yield IMPLEMENTATIONS[request.param]()
+    """Every engine, whole: memory, and Redis on the session's redis-server."""
+    if request.param == "memory":
+        yield _memory()
+    else:
+        yield _redis(request.getfixturevalue("redis_server").port)
 
 
 @pytest.fixture(scope="session")

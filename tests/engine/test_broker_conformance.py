@@ -30,6 +30,7 @@ def test_a_node_receives_the_channels_it_subscribed_in_publish_order(engine: Eng
     async def scenario() -> list[tuple[str, bytes]]:
         broker, node = engine.make_broker(), Node()
         broker.start("node-a", node)
+        await broker.wait_connected(5)
         await broker.subscribe("news")
         for i in range(50):
             await broker.publish(Publication("news", b"%d" % i))
@@ -45,6 +46,7 @@ def test_after_unsubscribe_nothing_of_the_channel_arrives(engine: EngineUnderTes
     async def scenario() -> list[tuple[str, bytes]]:
         broker, node = engine.make_broker(), Node()
         broker.start("node-a", node)
+        await broker.wait_connected(5)
         await broker.subscribe("news")
         await broker.publish(Publication("news", b"1"))
         await settle()
@@ -61,6 +63,7 @@ def test_control_reaches_every_node_or_the_one_named(engine: EngineUnderTest):
     async def scenario() -> list[bytes]:
         broker, node = engine.make_broker(), Node()
         broker.start("node-a", node)
+        await broker.wait_connected(5)
         await broker.publish_control(b"all")
         await broker.publish_control(b"mine", "node-a")
         await broker.publish_control(b"theirs", "node-b")
@@ -75,6 +78,7 @@ def test_a_closed_broker_delivers_nothing_more(engine: EngineUnderTest):
     async def scenario() -> Node:
         broker, node = engine.make_broker(), Node()
         broker.start("node-a", node)
+        await broker.wait_connected(5)
         await broker.subscribe("news")
         await broker.close()
         try:
