@@ -82,6 +82,25 @@ class Membership:
         # All of a user's connections live on this shard, so the count here is the user's count.
         if limit and state.user and len(self.hub.user_connections(state.user)) >= limit:
             return errors.CONNECTION_LIMIT
+        roster = self.roster
+        if roster is None:
+            return self._enter(conn, ready)
+
+        # Counted in over every node first; until then the connection is in no index, so nothing
+        # (a publication, its own join) reaches it before its connect reply.
+        def decided(allowed: bool) -> None:
+            if not allowed:
+                conn.close_with(errors.CONNECTION_LIMIT)
+            elif not conn.closed:
+                ended = self._enter(conn, ready)
+                if ended is not None:
+                    conn.close_with(ended)
+
+        roster.admit(conn, decided)
+        return None
+
+    def _enter(self, conn: ClientConnection, ready: Callable[[], None] | None) -> Disconnect | None:
+        state = conn.state
         try:
             self.hub.add(conn)
         except ValueError:
@@ -90,30 +109,20 @@ class Membership:
         self.timers.track(conn)
         log.debug("client %s connected: user=%r transport=%s", state.client, state.user, state.transport)
         channels = list(state.channels)
-        roster = self.roster
-        # The reply waits for every channel to be ready and, with a roster, for the user to be counted in.
-        waiting = [len(channels) + (1 if roster is not None else 0)]
-        if not waiting[0]:
+        if not channels:
             if ready is not None:
                 ready()
             return None
+        waiting = [len(channels)]
 
         def one_ready() -> None:
             waiting[0] -= 1
             if waiting[0] == 0 and ready is not None:
                 ready()
 
-        if roster is not None:
+        if self.roster is not None:
             for channel in channels:
-                roster.subscribed(conn, channel)
-
-            def decided(allowed: bool) -> None:
-                if not allowed:
-                    conn.close_with(errors.CONNECTION_LIMIT)
-                elif not conn.closed:
-                    one_ready()
-
-            roster.admit(conn, decided)
+                self.roster.subscribed(conn, channel)
         for channel in channels:
             self._when_ready(conn, channel, one_ready)
         return None

@@ -108,7 +108,7 @@ async def channels(ctx: Across, local: Local, raw: Params) -> Params:
             counts[channel] = counts.get(channel, 0) + int(entry.get("num_clients", 0))
     merged: Params = {"channels": {channel: {"num_clients": n} for channel, n in counts.items()}}
     if asked.missing:
-        merged["unavailable_nodes"] = ctx.asked.unavailable()
+        merged["unavailable_nodes"] = asked.unavailable()
     return merged
 
 

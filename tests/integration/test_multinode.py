@@ -1,0 +1,297 @@
+"""Several nodes on one real redis-server act as one server (the Redis engine).
+
+Three nodes × two shards share a module's redis-server; each node has its own port and runtime
+directory. Tests that kill a node or Redis start their own.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.streamclient import StreamClient
+from tests.support import redis_server as redis_support
+from tests.support.redis_server import RedisServer
+from tests.support.server import Server
+from tests.support.tokens import make_token
+from tests.support.waiting import eventually
+
+NAMESPACES = [
+    {
+        "name": "hist",
+        "history_size": 100,
+        "history_ttl": "300s",
+        "allow_recovery": True,
+        "allow_subscribe_for_client": True,
+    },
+    {"name": "room", "presence": True, "join_leave": True, "force_push_join_leave": True},
+]
+
+
+def node_config(redis: RedisServer, **extra: Any) -> dict[str, Any]:
+    return {
+        "engine": "redis",
+        "redis_address": redis.address,
+        "redis_prefix": "mn",
+        "node_info_interval": "0.3s",
+        "api_node_timeout": "2s",
+        "namespaces": NAMESPACES,
+        **extra,
+    }
+
+
+@pytest.fixture(scope="module")
+def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    if not redis_support.available():
+        pytest.fail("redis-server is missing: make test installs it (make services)")
+    with RedisServer(tmp_path_factory.mktemp("mn-redis")) as server:
+        yield server
+
+
+def start_nodes(tmp: Path, redis: RedisServer, count: int, **extra: Any) -> list[Server]:
+    nodes: list[Server] = []
+    try:
+        for i in range(count):
+            nodes.append(Server(tmp, name=f"node-{i}", **node_config(redis, **extra)).start())
+        eventually(
+            lambda: all(len(n.api("info", {})["result"]["nodes"]) == count for n in nodes),
+            timeout=10,
+            what=f"every node to see {count} nodes",
+        )
+    except BaseException:
+        for node in nodes:
+            node.stop()
+        raise
+    return nodes
+
+
+@pytest.fixture(scope="module")
+def nodes(tmp_path_factory: pytest.TempPathFactory, redis: RedisServer) -> Iterator[list[Server]]:
+    started = start_nodes(tmp_path_factory.mktemp("mn-nodes"), redis, 3, client_user_connection_limit=3)
+    yield started
+    for node in started:
+        node.stop()
+
+
+def stream(node: Server, user: str, channels: list[str], **body: Any) -> StreamClient:
+    client = StreamClient(node.port, {"token": make_token(user, channels=channels), **body})
+    return client
+
+
+def event_of(client: StreamClient, kind: str, user: str) -> dict[str, Any]:
+    """The next ``join`` / ``leave`` of ``user`` (a subscriber also sees its own join)."""
+    while True:
+        info: dict[str, Any] = client.read_until(kind)[kind]["info"]
+        if info["user"] == user:
+            return info
+
+
+def test_info_lists_every_node_this_one_first(nodes: list[Server]) -> None:
+    for node in nodes:
+        listed = node.api("info", {})["result"]["nodes"]
+        assert listed[0]["name"] == node.config["name"]
+        assert sorted(n["name"] for n in listed) == ["node-0", "node-1", "node-2"]
+        assert len({n["uid"] for n in listed}) == 3 and all(len(n["shards"]) == 2 for n in listed)
+
+
+def test_publications_from_any_node_reach_every_node_in_one_order(nodes: list[Server]) -> None:
+    clients = [stream(node, f"reader-{i}", ["hist:order"]) for i, node in enumerate(nodes)]
+    for client in clients:
+        client.connect()
+    offsets = [
+        nodes[n % 3].api("publish", {"channel": "hist:order", "data": {"n": n}})["result"]["offset"]
+        for n in range(30)
+    ]
+    assert offsets == list(range(offsets[0], offsets[0] + 30))
+    for client in clients:
+        got = [client.read_until("pub")["pub"] for _ in range(30)]
+        assert [p["data"]["n"] for p in got] == list(range(30))
+        assert [p["offset"] for p in got] == offsets
+        client.close()
+
+
+def test_a_client_recovers_on_another_node_what_it_missed(nodes: list[Server]) -> None:
+    first = stream(nodes[0], "mover", ["hist:move"])
+    first.connect()
+    top = nodes[1].api("publish", {"channel": "hist:move", "data": {"n": 0}})["result"]
+    assert first.read_until("pub")["pub"]["data"] == {"n": 0}
+    first.close()
+    for n in range(1, 6):
+        nodes[2].api("publish", {"channel": "hist:move", "data": {"n": n}})
+    position = {"recover": True, "offset": top["offset"], "epoch": top["epoch"]}
+    again = stream(nodes[1], "mover", [], subs={"hist:move": position})
+    sub = again.connect()["subs"]["hist:move"]
+    assert sub["recovered"] is True and sub["epoch"] == top["epoch"]
+    assert [again.read_until("pub")["pub"]["data"]["n"] for _ in range(5)] == [1, 2, 3, 4, 5]
+    again.close()
+
+
+def test_history_answers_the_same_on_every_node(nodes: list[Server]) -> None:
+    for n in range(3):
+        nodes[n].api("publish", {"channel": "hist:same", "data": {"n": n}})
+    answers = [node.api("history", {"channel": "hist:same", "limit": -1})["result"] for node in nodes]
+    assert answers[0] == answers[1] == answers[2]
+    assert [p["data"]["n"] for p in answers[0]["publications"]] == [0, 1, 2]
+
+
+def test_presence_and_join_leave_across_nodes(nodes: list[Server]) -> None:
+    watcher = stream(nodes[0], "watcher", ["room:a"])
+    watcher.connect()
+    joiner = stream(nodes[2], "joiner", ["room:a"])
+    joined = joiner.connect()
+    assert event_of(watcher, "join", "joiner")["client"] == joined["client"]
+    for node in nodes:
+        presence = node.api("presence", {"channel": "room:a"})["result"]["presence"]
+        assert {p["user"] for p in presence.values()} == {"watcher", "joiner"}
+        assert node.api("presence_stats", {"channel": "room:a"})["result"] == {
+            "num_clients": 2,
+            "num_users": 2,
+        }
+    joiner.close()
+    event_of(watcher, "leave", "joiner")
+    eventually(
+        lambda: nodes[1].api("presence_stats", {"channel": "room:a"})["result"]["num_clients"] == 1,
+        timeout=5,
+        what="the leaver's presence entry to go",
+    )
+    watcher.close()
+
+
+def test_connections_by_user_and_by_expression_across_nodes(nodes: list[Server]) -> None:
+    clients = [stream(node, "everywhere", []) for node in nodes]
+    ids = {client.connect()["client"] for client in clients}
+    for node in nodes:
+        found = node.api("connections", {"user": "everywhere"})["result"]
+        assert set(found["connections"]) == ids and "unavailable_nodes" not in found
+        found = node.api("connections", {"expression": 'user == "everywhere"'})["result"]
+        assert set(found["connections"]) == ids
+    for client in clients:
+        client.close()
+
+
+def test_disconnect_reaches_the_users_connections_on_every_node(nodes: list[Server]) -> None:
+    clients = [stream(node, "kicked", []) for node in nodes]
+    for client in clients:
+        client.connect()
+    assert nodes[1].api("disconnect", {"user": "kicked"}) == {"result": {}}
+    # The API's default: 3503 "force reconnect", on every node alike.
+    assert [client.read_until("disconnect")["disconnect"]["code"] for client in clients] == [3503] * 3
+    eventually(
+        lambda: nodes[0].api("connections", {"user": "kicked"})["result"]["connections"] == {},
+        timeout=5,
+        what="no connection of the user left",
+    )
+
+
+def test_the_user_connection_limit_holds_over_every_node(nodes: list[Server]) -> None:
+    held = [stream(node, "limited", []) for node in nodes]
+    for client in held:
+        client.connect()
+    over = stream(nodes[0], "limited", [])
+    assert over.read_until("disconnect")["disconnect"]["code"] == 3504
+    held.pop().close()
+    eventually(
+        lambda: stream(nodes[1], "limited", []).connect()["client"],
+        timeout=5,
+        retry_on=(AssertionError, KeyError, ConnectionError),
+        what="room for one more connection once one closed",
+    )
+    for client in held:
+        client.close()
+
+
+def test_channels_merge_over_nodes(nodes: list[Server]) -> None:
+    clients = [stream(node, f"lister-{i}", ["room:listed"]) for i, node in enumerate(nodes)]
+    for client in clients:
+        client.connect()
+    channels = nodes[2].api("channels", {"pattern": "room:listed"})["result"]["channels"]
+    assert channels == {"room:listed": {"num_clients": 3}}
+    for client in clients:
+        client.close()
+
+
+# -- faults ------------------------------------------------------------------------------------------
+
+
+def test_a_killed_node_is_named_unavailable_then_forgotten_and_its_counts_released(
+    tmp_path: Path, redis: RedisServer
+) -> None:
+    a, b = start_nodes(tmp_path, redis, 2, client_user_connection_limit=1, redis_prefix="kill")
+    try:
+        held = stream(b, "single", ["room:k"])
+        held.connect()
+        assert stream(a, "single", []).read_until("disconnect")["disconnect"]["code"] == 3504
+        b.kill()
+        started = time.monotonic()
+        found = a.api("connections", {"expression": "true"})["result"]
+        assert time.monotonic() - started < 5
+        assert found["connections"] == {}
+        assert found.get("unavailable_nodes") in (
+            None,
+            [{"uid": found["unavailable_nodes"][0]["uid"], "name": "node-1"}],
+        )
+        eventually(
+            lambda: [n["name"] for n in a.api("info", {})["result"]["nodes"]] == ["node-0"],
+            timeout=5,
+            what="the dead node to be dropped from info",
+        )
+        assert "unavailable_nodes" not in a.api("connections", {"expression": "true"})["result"]
+        # Its count of the user expires (ten info intervals), so the user may connect elsewhere.
+        eventually(
+            lambda: stream(a, "single", []).connect()["client"],
+            timeout=10,
+            interval=0.5,
+            retry_on=(AssertionError, KeyError, ConnectionError),
+            what="the dead node's user count to expire",
+        )
+        eventually(
+            lambda: a.api("presence", {"channel": "room:k"})["result"]["presence"] == {},
+            timeout=5,
+            what="the dead node's presence entries to go",
+        )
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_redis_down_answers_100_promptly_keeps_clients_and_heals(tmp_path: Path) -> None:
+    with RedisServer(tmp_path / "redis") as redis:
+        a, b = start_nodes(tmp_path, redis, 2, redis_io_timeout="1s")
+        try:
+            reader = stream(b, "reader", ["hist:down"])
+            reader.connect()
+            a.api("publish", {"channel": "hist:down", "data": {"n": 0}})
+            assert reader.read_until("pub")["pub"]["data"] == {"n": 0}
+            redis.kill()
+            started = time.monotonic()
+            answer = a.api("publish", {"channel": "hist:down", "data": {"n": 1}})
+            assert answer["error"]["code"] == 100
+            assert time.monotonic() - started < 3
+            assert b.api("history", {"channel": "hist:down"})["error"]["code"] == 100
+            redis.start()
+            published = eventually(
+                lambda: a.api("publish", {"channel": "hist:down", "data": {"n": 2}}).get("result"),
+                timeout=10,
+                interval=0.3,
+                what="publishing to work again",
+            )
+            # The reader stayed connected. Redis lost the stream (no persistence here), so the new
+            # publication starts a new epoch: the positioned subscription is ended for it to recover.
+            message = reader.read()
+            assert message is not None
+            if "pub" in message:
+                assert message["pub"]["data"] == {"n": 2} and published
+        finally:
+            a.stop()
+            b.stop()
+
+
+def test_an_unreachable_redis_stops_the_start_with_its_address(tmp_path: Path) -> None:
+    config = {"engine": "redis", "redis_address": "127.0.0.1:1", "redis_connect_timeout": "0.5s"}
+    done = Server(tmp_path, **config).run_to_end(timeout=30)
+    assert done.returncode == 1
+    assert "cannot reach the standalone Redis at 127.0.0.1:1" in done.stderr
