@@ -50,6 +50,8 @@ _VALUE_FLAGS: dict[str, tuple[tuple[str, ...], type]] = {
     "shards": (("--shards",), int),
     "log_level": (("--log_level",), str),
     "name": (("--name", "-n"), str),
+    "engine": (("--engine",), str),
+    "redis_address": (("--redis_address",), str),
     "runtime_dir": (("--runtime_dir",), str),
 }
 _BOOL_FLAGS = (

@@ -298,7 +298,7 @@ def test_checkconfig_bad(
 @pytest.mark.parametrize(
     ("values", "message"),
     [
-        ({"engine": "redis"}, "engine is not supported yet"),
+        ({"broker": "nats"}, "broker is not supported yet"),
         ({"admin": True}, "admin is not supported yet"),
         ({"prometheus": True}, "prometheus is not supported yet"),
         ({"proxy_connect_endpoint": "http://127.0.0.1:3000"}, "proxy_connect_endpoint is not supported yet"),

@@ -214,7 +214,7 @@ def test_every_channel_option_field_is_a_top_level_key() -> None:
 def test_every_config_field_is_a_key_from_file_and_environment() -> None:
     # A field added to Config is a config key at once, with no list to keep in step.
     for f in dataclasses.fields(Config):
-        if f.name in {"channel_options", "unknown_keys", "ignored_sections"}:
+        if f.name in {"channel_options", "unknown_keys", "ignored_sections", "node_uid"}:
             continue
         value = getattr(Config(), f.name)
         cfg = build({f.name: float(value) if isinstance(value, Duration) else value}, {}, {})
@@ -224,7 +224,7 @@ def test_every_config_field_is_a_key_from_file_and_environment() -> None:
 
 # Keys Centrifugo users set that Switchboard does not implement yet: on → refused, off → accepted.
 NOT_SUPPORTED_YET = [
-    ("engine", "redis", "memory"),
+    ("redis_use_lists", True, False),
     ("broker", "nats", ""),
     ("admin", True, False),
     ("prometheus", True, False),
@@ -286,7 +286,7 @@ def test_not_supported_yet_channel_option_is_refused_in_a_namespace(key: str) ->
 
 def test_not_supported_yet_switch_can_be_turned_off_by_env_and_flags() -> None:
     assert build({"admin": True}, {"SWITCHBOARD_ADMIN": "false"}, {}).unknown_keys == []
-    assert build({"engine": "redis"}, {"CENTRIFUGO_ENGINE": "memory"}, {}).unknown_keys == []
+    assert build({"redis_use_lists": True}, {"CENTRIFUGO_REDIS_USE_LISTS": "false"}, {}).unknown_keys == []
     assert build({"sse": True}, {}, {"sse": False}).unknown_keys == []
     with pytest.raises(ConfigError, match=r"^http_stream is not supported yet"):
         build({}, {}, {"http_stream": True})
@@ -453,3 +453,54 @@ def test_router_limits_and_timeouts() -> None:
     cfg = build(values, {}, {})
     assert (cfg.http_request_head_timeout, cfg.http_idle_timeout, cfg.api_batch_max_size) == (2, 60, 50)
     assert isinstance(cfg.http_request_head_timeout, Duration)
+
+
+# -- the engine keys -------------------------------------------------------------------------------------
+
+
+def test_engine_is_memory_by_default_and_redis_is_accepted():
+    assert build({}, environ={}).engine == "memory"
+    cfg = build({"engine": "redis", "redis_address": "redis://:pw@127.0.0.1:7000/2"}, environ={})
+    assert cfg.engine == "redis" and cfg.redis_address == ["redis://:pw@127.0.0.1:7000/2"]
+    with pytest.raises(ConfigError, match="engine must be one of memory, redis"):
+        build({"engine": "nats"}, environ={})
+
+
+def test_redis_address_is_one_string_or_a_list_and_a_bad_one_is_refused():
+    cfg = build({"engine": "redis", "redis_address": ["127.0.0.1:7000", "127.0.0.1:7001"]}, environ={})
+    assert cfg.redis_address == ["127.0.0.1:7000", "127.0.0.1:7001"]
+    from_env = build({}, environ={"SWITCHBOARD_REDIS_ADDRESS": "127.0.0.1:7000 127.0.0.1:7001"})
+    assert from_env.redis_address == ["127.0.0.1:7000", "127.0.0.1:7001"]
+    with pytest.raises(ConfigError, match="unknown scheme"):
+        build({"engine": "redis", "redis_address": "nats://x:1"}, environ={})
+    with pytest.raises(ConfigError, match="redis_prefix"):
+        build({"engine": "redis", "redis_prefix": "a{b}"}, environ={})
+
+
+def test_older_cluster_and_sentinel_spellings_become_addresses():
+    from broker.engine.redis_address import redis_shards
+
+    cluster = build({"engine": "redis", "redis_cluster_address": ["a:7000", "b:7001"]}, environ={})
+    [shard] = redis_shards(cluster)
+    assert shard.kind == "cluster" and shard.hosts == (("a", 7000), ("b", 7001))
+    with pytest.raises(ConfigError, match="redis_sentinel_master_name"):
+        build({"engine": "redis", "redis_sentinel_address": "s:26379"}, environ={})
+    sentinel = build(
+        {"engine": "redis", "redis_sentinel_address": "s:26379", "redis_sentinel_master_name": "m"}, environ={}
+    )
+    [shard] = redis_shards(sentinel)
+    assert shard.kind == "sentinel" and shard.sentinel_master_name == "m"
+
+
+def test_redis_features_we_lack_are_refused_when_on():
+    with pytest.raises(ConfigError, match="redis_use_lists is not supported yet"):
+        build({"engine": "redis", "redis_use_lists": True}, environ={})
+    assert build({"redis_use_lists": False, "redis_force_resp2": True}, environ={}).unknown_keys == []
+
+
+def test_node_name_wins_over_name_and_timeouts_must_be_positive():
+    assert Config(name="a", node_name="b").node_display_name == "b"
+    assert Config(name="a").node_id == "a"
+    assert Config(name="a", node_uid="u-1").node_id == "u-1"
+    with pytest.raises(ConfigError, match="api_node_timeout must be positive"):
+        build({"api_node_timeout": 0}, environ={})

@@ -23,7 +23,8 @@ reach the writer's PUB before the shard's SUBSCRIBE does, and be lost for that c
 socket is an XPUB that sees every SUBSCRIBE (``XPUB_VERBOSE``) and answers the ones for channels it
 writes with a *welcome* message ``[topic, b"W"]`` on that topic. A shard replies to a subscribe (and
 announces the join) only once the channel is *ready*: the welcome arrived, so everything the writer
-publishes from then on reaches it. If the writer does not answer (it is down), waiters are released
+publishes from then on reaches it; what arrives before the welcome is dropped, since no local
+subscriber has been told yet that it is subscribed. If the writer does not answer (it is down), waiters are released
 after ``READY_TIMEOUT`` anyway. When a writer restarts, the shards subscribe its channels again
 (:meth:`Subscriber.rearm`) and wait for the new welcome before it may publish (see
 :meth:`shards.restarts.PeerRestarts.restarted`).
@@ -201,6 +202,8 @@ class Subscriber(SocketReader):
     def _give_up_waiting(self, channel: str) -> None:
         if channel in self._waiters:
             log.warning("no welcome from the writer of %s; going on without it", channel)
+            if channel in self._subscribed:
+                self._ready.add(channel)
             self._release_waiters(channel)
 
     def _release_waiters(self, channel: str) -> None:
@@ -240,6 +243,10 @@ class Subscriber(SocketReader):
             publication = Publication.from_frames(frames)
         except (ValueError, KeyError, orjson.JSONDecodeError) as exc:
             log.error("dropping a malformed publication: %s", exc)
+            return
+        if publication.channel not in self._ready:
+            # Sent before the welcome: nobody here was told yet that it subscribed (with the Redis
+            # engine, Redis may deliver before the writer saw its subscription confirmed).
             return
         try:
             self._deliver(publication)

@@ -56,6 +56,7 @@ class StreamClient:
                 raise ConnectionError("closed before the response head")
         head, self._buffer = self._buffer.split(b"\r\n\r\n", 1)
         lines = head.decode("latin-1").split("\r\n")
+        assert lines[0].startswith("HTTP/1.1 "), f"not a response head first: {self.raw[:400]!r}"
         self.status = int(lines[0].split()[1])
         for line in lines[1:]:
             name, _, value = line.partition(":")

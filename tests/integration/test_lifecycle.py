@@ -157,10 +157,10 @@ def test_new_server_starts_after_the_previous_supervisor_was_killed(tmp_path: Pa
 
 
 def test_server_with_a_feature_not_supported_yet_refuses_to_start(tmp_path: Path) -> None:
-    server = Server(tmp_path, shards=1, engine="redis", redis_address="redis://127.0.0.1:6379")
+    server = Server(tmp_path, shards=1, broker="nats", nats_url="nats://127.0.0.1:4222")
     result = server.run_to_end()
     assert result.returncode == 1
-    assert 'error: engine is not supported yet (engine: "redis"; remove it or set it to "memory")' in (
+    assert 'error: broker is not supported yet (broker: "nats"; remove it or set it to "")' in (
         result.stderr
     ), result.stderr
     assert not server.run_dir.exists()  # stopped before anything was started
