@@ -158,7 +158,9 @@ def measure(nodes: list[Server], subscribers: int, bursts: int, redis_port: int 
     scans = []
     for _ in range(10):
         t = time.monotonic()
-        answer = ask.post(f"{nodes[0].url}/api/connections", json={"expression": "true"}, headers=headers).json()
+        answer = ask.post(
+            f"{nodes[0].url}/api/connections", json={"expression": "true"}, headers=headers
+        ).json()
         scans.append(time.monotonic() - t)
         assert len(answer["result"]["connections"]) == subscribers + 1
     out[f"CEL scan of {subscribers + 1} connections p50 ms"] = statistics.median(scans) * 1000
@@ -189,14 +191,16 @@ def main(argv: list[str] | None = None) -> int:
                 node.stop()
     keys = list(dict.fromkeys(k for r in results.values() for k in r))
     names = list(results)
-    print(f"\n{os.cpu_count()} cores, Python {platform.python_version()}, {opts.subscribers} subscribers, "
-          f"{opts.bursts} bursts, {opts.shards} shards per node")
+    print(
+        f"\n{os.cpu_count()} cores, Python {platform.python_version()}, {opts.subscribers} subscribers, "
+        f"{opts.bursts} bursts, {opts.shards} shards per node"
+    )
     print(f"| measure | {' | '.join(names)} | ratio |")
     print("|---|" + "---|" * (len(names) + 1))
     for key in keys:
         values = [results[name].get(key) for name in names]
-        cells = [f"{v:,.2f}" if isinstance(v, float) else "–" if v is None else str(v) for v in values]
-        ratio = f"{values[1] / values[0]:.2f}×" if None not in values and values[0] else ""
+        cells = [f"{v:,.2f}" if isinstance(v, float) else "-" if v is None else str(v) for v in values]
+        ratio = f"{values[1] / values[0]:.2f}x" if None not in values and values[0] else ""
         print(f"| {key} | {' | '.join(cells)} | {ratio} |")
     return 0
 

@@ -5,6 +5,10 @@ suspends. Wrapping each call in a task would defer every publish and every answe
 and break up the batches that fan-out and the control plane coalesce. ``start_eagerly`` runs the
 coroutine until it first suspends: a coroutine that finishes is answered within the same step (what
 Python 3.12's eager task factory does); one that suspends goes on in a task.
+
+A process whose engine is networked turns this off at boot (:func:`run_in_tasks`): its client library
+(redis-py) opens connections under ``asyncio.timeout``, which needs a current task, and a remote call
+suspends anyway, so nothing is saved by starting it outside one.
 """
 
 from __future__ import annotations
@@ -39,6 +43,26 @@ def client_outcome(done: Callable[[ClientError | None, Any], None]) -> Done:
     return settle
 
 
+_eager = True
+
+
+def run_in_tasks() -> None:
+    """From now on every coroutine :func:`start_eagerly` is given runs in a task of its own."""
+    global _eager
+    _eager = False
+
+
+async def _whole(coroutine: Coroutine[Any, Any, T], done: Done) -> None:
+    try:
+        result = await coroutine
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        done(None, exc)
+        return
+    done(result, None)
+
+
 def start_eagerly(
     coroutine: Coroutine[Any, Any, T], done: Done, loop: asyncio.AbstractEventLoop
 ) -> asyncio.Task[None] | None:
@@ -46,6 +70,8 @@ def start_eagerly(
 
     Returns None when it ended within this call, else the task that carries it on.
     """
+    if not _eager:
+        return loop.create_task(_whole(coroutine, done))
     try:
         yielded = coroutine.send(None)
     except StopIteration as stop:

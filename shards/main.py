@@ -37,7 +37,7 @@ from broker import errors
 from broker.auth import TokenVerifier
 from broker.channels import ChannelRules
 from broker.config import Config
-from broker.eager import client_outcome, start_eagerly
+from broker.eager import client_outcome, run_in_tasks, start_eagerly
 from broker.engine import Engines, engines_for
 from broker.errors import Disconnect
 from broker.hashing import writer_for
@@ -104,6 +104,7 @@ class Shard:
         self.redis_channels: RedisChannels | None = None
         self.roster: RedisRoster | None = None
         if self.engines.redis is not None:
+            run_in_tasks()
             self.redis_channels = RedisChannels(self.engines.broker, loop, self.spawn)
             self.writer.relay = self.engines.broker
             self.roster = self.membership.roster = roster_for(cfg, self.engines, self.rules, self.hub, self)

@@ -486,7 +486,8 @@ def test_older_cluster_and_sentinel_spellings_become_addresses():
     with pytest.raises(ConfigError, match="redis_sentinel_master_name"):
         build({"engine": "redis", "redis_sentinel_address": "s:26379"}, environ={})
     sentinel = build(
-        {"engine": "redis", "redis_sentinel_address": "s:26379", "redis_sentinel_master_name": "m"}, environ={}
+        {"engine": "redis", "redis_sentinel_address": "s:26379", "redis_sentinel_master_name": "m"},
+        environ={},
     )
     [shard] = redis_shards(sentinel)
     assert shard.kind == "sentinel" and shard.sentinel_master_name == "m"

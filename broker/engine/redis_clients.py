@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 
 from broker.engine.redis_address import RedisKeySource, RedisShard, redis_shards, shard_index
 
@@ -85,6 +85,9 @@ def pubsub_client_for(shard: RedisShard, client: Client, timeouts: Timeouts) -> 
     host, port = shard.hosts[0]
     options = _common(shard, timeouts)
     options["socket_timeout"] = None
+    # No retry inside the client: a lost connection must reach the link, which resubscribes and tells
+    # the shards that publications may have been lost meanwhile.
+    options["retry"] = Retry(NoBackoff(), 0)
     db = 0 if shard.kind == "cluster" else shard.db
     return Redis(host=host, port=port, db=db, **options)
 

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from broker.engine.redis_clients import RedisShards
+from redis.exceptions import NoScriptError
+
+from broker.engine.redis_clients import Client, RedisShards
 from broker.engine.redis_keys import RedisKeys
 
 _CLEAN = """
@@ -126,11 +128,22 @@ class RedisUsers:
         for user in users:
             by_shard.setdefault(self.shards.index_of(user), []).append(user)
         for index, shard_users in by_shard.items():
-            pipe = self.shards.clients[index].pipeline(transaction=False)
-            for user in shard_users:
-                await self._refresh(keys=self._keys(user), args=[holder, ttl], client=pipe)  # type: ignore[arg-type]
-            await pipe.execute()
+            client = self.shards.clients[index]
+            try:
+                await self._refresh_pipelined(client, shard_users, holder, ttl)
+            except NoScriptError:
+                # Redis restarted (or a Cluster master has not seen the script): load it, once more.
+                await client.script_load(_REFRESH)
+                await self._refresh_pipelined(client, shard_users, holder, ttl)
         return len(users)
+
+    async def _refresh_pipelined(self, client: Client, users: list[str], holder: str, ttl: float) -> None:
+        # EVALSHA in a pipeline (a Cluster pipeline routes each by its keys); scripts objects do not
+        # load themselves inside a Cluster pipeline, hence the fallback above.
+        pipe = client.pipeline(transaction=False)
+        for user in users:
+            pipe.evalsha(self._refresh.sha, 2, *self._keys(user), holder, ttl)
+        await pipe.execute()
 
     async def nodes_of(self, user: str) -> dict[str, int]:
         """The live nodes holding ``user`` → the user's connections there."""

@@ -24,9 +24,9 @@ socket is an XPUB that sees every SUBSCRIBE (``XPUB_VERBOSE``) and answers the o
 writes with a *welcome* message ``[topic, b"W"]`` on that topic. A shard replies to a subscribe (and
 announces the join) only once the channel is *ready*: the welcome arrived, so everything the writer
 publishes from then on reaches it; what arrives before the welcome is dropped, since no local
-subscriber has been told yet that it is subscribed. If the writer does not answer (it is down), waiters are released
-after ``READY_TIMEOUT`` anyway. When a writer restarts, the shards subscribe its channels again
-(:meth:`Subscriber.rearm`) and wait for the new welcome before it may publish (see
+subscriber has been told yet that it is subscribed. If the writer does not answer (it is down),
+waiters are released after ``READY_TIMEOUT`` anyway. When a writer restarts, the shards subscribe its
+channels again (:meth:`Subscriber.rearm`) and wait for the new welcome before it may publish (see
 :meth:`shards.restarts.PeerRestarts.restarted`).
 """
 
