@@ -73,10 +73,11 @@ def connections(shard: RouterHost, params: dict[str, Any]) -> Raw | Awaitable[Ra
     """
     user = params.get("user") or ""
     expression = params.get("expression") or ""
+    limit = params.get("limit") or 0
     hub = shard.hub
     if not expression:
         found = hub.user_connections(user)
-        return _connections_answer(found)
+        return _connections_answer(found, limit)
     flt = compile_connections_filter(expression, shard.cfg)
     hints = flt.hints
     users: set[str] | frozenset[str] | None = hints.users
@@ -94,15 +95,15 @@ def connections(shard: RouterHost, params: dict[str, Any]) -> Raw | Awaitable[Ra
         deadline=time.monotonic() + timeout,
     )
     if _run_slice(scan):
-        return _connections_answer(scan.matched())
-    return _finish_scan(scan)
+        return _connections_answer(scan.matched(), limit)
+    return _finish_scan(scan, limit)
 
 
-async def _finish_scan(scan: Scan) -> Raw:
+async def _finish_scan(scan: Scan, limit: int) -> Raw:
     while True:
         await asyncio.sleep(0)
         if _run_slice(scan):
-            return _connections_answer(scan.matched())
+            return _connections_answer(scan.matched(), limit)
 
 
 def _run_slice(scan: Scan) -> bool:
@@ -126,10 +127,16 @@ def _is_open(conn: Any) -> bool:
     return not conn.closed
 
 
-def _connections_answer(found: Iterable[Any]) -> Raw:
-    return Raw(
-        orjson.dumps({"connections": {conn.state.client: conn.state.connection_info() for conn in found}})
-    )
+def _connections_answer(found: Iterable[Any], limit: int = 0) -> Raw:
+    """The matches as ``{"connections": {...}}``; with a ``limit``, at most that many described (the
+    costly part) and ``total`` counting them all."""
+    if not limit:
+        return Raw(
+            orjson.dumps({"connections": {conn.state.client: conn.state.connection_info() for conn in found}})
+        )
+    matched = list(found)
+    kept = {conn.state.client: conn.state.connection_info() for conn in matched[:limit]}
+    return Raw(orjson.dumps({"connections": kept, "total": len(matched)}))
 
 
 def disconnect(shard: RouterHost, params: dict[str, Any]) -> dict[str, Any]:

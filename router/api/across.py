@@ -30,7 +30,7 @@ from broker.connections_filter import compile_connections_filter
 from broker.engine.presence import PresenceManager
 from broker.engine.redis_users import RedisUsers
 from broker.publication import client_info_json
-from router.api.merge import splice_connections
+from router.api.merge import limit_connections, splice_connections
 from router.nodes import Asked, Nodes
 
 log = logging.getLogger("switchboard.api")
@@ -81,7 +81,13 @@ async def connections(ctx: Across, local: Local, raw: Params) -> orjson.Fragment
     )
     _raise_first(asked)
     answers = [orjson.loads(_raw_json(mine)), *(asked.results[uid] for uid in others if uid in asked.results)]
-    merged = splice_connections([orjson.dumps({"connections": a.get("connections", {})}) for a in answers])
+    limit = raw.get("limit") or 0
+    if limit:
+        merged = orjson.dumps(limit_connections(answers, limit))
+    else:
+        merged = splice_connections(
+            [orjson.dumps({"connections": a.get("connections", {})}) for a in answers]
+        )
     extra: Params = {}
     # A shard of another node that did not answer is named with its node: "<node uid>/<index>".
     missing_shards = list(answers[0].get("unavailable_shards", ()))

@@ -21,6 +21,19 @@ def splice_connections(parts: list[bytes]) -> bytes:
     return _CONNECTIONS_PREFIX + b",".join(chunk for chunk in inner if chunk) + b"}}"
 
 
+def limit_connections(answers: list[dict[str, Any]], limit: int) -> dict[str, Any]:
+    """Answers made with a ``limit`` as one: at most ``limit`` connections, ``total`` over them all."""
+    kept: dict[str, Any] = {}
+    total = 0
+    for answer in answers:
+        found = answer.get("connections", {})
+        total += int(answer.get("total", len(found)))
+        for client, info in found.items():
+            if len(kept) < limit:
+                kept[client] = info
+    return {"connections": kept, "total": total}
+
+
 def with_unavailable_shards(merged: bytes, missing: list[int]) -> bytes:
     """Name the shards that did not answer, so a partial answer is never taken for a whole one."""
     if not missing:

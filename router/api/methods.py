@@ -30,6 +30,7 @@ from router.api import params as p
 from router.api.http import batch_too_large
 from router.api.merge import (
     first_client_error,
+    limit_connections,
     merge_info,
     splice_connections,
     with_unavailable_shards,
@@ -166,7 +167,12 @@ async def connections(ctx: Context, params: p.ConnectionsParams) -> orjson.Fragm
         compile_connections_filter(params.expression, ctx.cfg)
     # The shards stop scanning when the router stops waiting for them.
     timeout = float(ctx.cfg.api_shard_timeout)
-    shard_params = {"user": params.user, "expression": params.expression, "timeout": timeout}
+    shard_params = {
+        "user": params.user,
+        "expression": params.expression,
+        "timeout": timeout,
+        "limit": params.limit,
+    }
     index = shard_for_user(params.user, ctx.cluster.size)
     if index is not None:
         # Every connection of a named user lives on that user's shard.
@@ -177,7 +183,11 @@ async def connections(ctx: Context, params: p.ConnectionsParams) -> orjson.Fragm
         return orjson.Fragment(answer.json)
     gathered = await ctx.cluster.gather("connections", shard_params, timeout, raw=True)
     raise_first_error(gathered.errors)
-    merged = splice_connections([gathered.results[i].json for i in sorted(gathered.results)])
+    parts = [gathered.results[i].json for i in sorted(gathered.results)]
+    if params.limit:
+        merged = orjson.dumps(limit_connections([orjson.loads(part) for part in parts], params.limit))
+    else:
+        merged = splice_connections(parts)
     return orjson.Fragment(with_unavailable_shards(merged, gathered.missing))
 
 

@@ -252,6 +252,7 @@ class ChannelsParams:
 class ConnectionsParams:
     user: str
     expression: str
+    limit: int  # 0: every match; otherwise at most this many, and the answer carries "total"
 
     @classmethod
     def from_json(cls, params: Params, rules: ChannelNames) -> Self:
@@ -259,7 +260,10 @@ class ConnectionsParams:
         expression = string(params, "expression")
         if not user and not expression:
             raise errors.BAD_REQUEST.with_message("user or expression required")
-        return cls(user, expression)
+        limit = params.get("limit", 0)
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise errors.BAD_REQUEST.with_message("limit must be a non-negative integer")
+        return cls(user, expression, limit)
 
 
 @dataclass(frozen=True, slots=True)

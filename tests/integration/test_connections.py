@@ -73,6 +73,20 @@ def test_every_user_found_by_cel(server: Server, population) -> None:
         assert set(found) == {c for c, t in clients.items() if t == "uni_sse"}
 
 
+def test_a_limit_caps_the_answer_and_total_counts_every_match(server: Server, population) -> None:
+    everyone = {client for clients in population.values() for client in clients}
+    capped = server.api("connections", {"expression": 'app_name == "app"', "limit": 7})["result"]
+    assert len(capped["connections"]) == 7 and set(capped["connections"]) <= everyone
+    assert capped["total"] == len(everyone)
+    one = server.api("connections", {"user": "user-3", "limit": 1})["result"]
+    assert len(one["connections"]) == 1 and one["total"] == 2
+    whole = server.api("connections", {"expression": 'app_name == "app"'})["result"]
+    assert "total" not in whole and set(whole["connections"]) == everyone  # no limit: the shape as before
+    for bad in (-1, "3", 1.5, True):
+        error = server.api("connections", {"user": "user-3", "limit": bad})["error"]
+        assert error["code"] == 107, bad
+
+
 def test_cel_over_meta_and_channels(server: Server, population) -> None:
     tenant0 = server.connections(expression='meta.tenant == "tenant-0"')
     assert len(tenant0) == 2 * USERS // 5
