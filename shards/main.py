@@ -29,7 +29,6 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
-import orjson
 import uvloop
 import zmq
 
@@ -37,8 +36,8 @@ from broker import errors
 from broker.auth import TokenVerifier
 from broker.channels import ChannelRules
 from broker.config import Config
-from broker.eager import client_outcome, run_in_tasks, start_eagerly
-from broker.engine import Engines, engines_for
+from broker.eager import client_outcome, start_eagerly
+from broker.engine import engines_for
 from broker.errors import Disconnect
 from broker.hashing import writer_for
 from broker.ids import new_id
@@ -48,7 +47,7 @@ from broker.ipc.control import Responder
 from broker.ipc.handoff import HandoffReceiver, Header
 from broker.ipc.pubsub import Publisher, Subscriber
 from broker.lifecycle import ChildContext, standalone_context
-from broker.publication import Publication, client_info_json
+from broker.publication import Publication
 from broker.runtime_dir import lock_role
 from broker.websocket import frames
 from shards.adoption import connection_for
@@ -57,17 +56,13 @@ from shards.fanout import FanOut, WriteCoalescer
 from shards.membership import Membership
 from shards.peer_mesh import PeerMesh
 from shards.peer_requests import PEER_HANDLERS
-from shards.redis_channels import RedisChannels
+from shards.redis_node import RedisNode
 from shards.restarts import PeerRestarts, announce_start
-from shards.roster import RedisRoster
 from shards.router_requests import ROUTER_HANDLERS, warm_up
 from shards.timers import every_second
 from shards.writer import ChannelWriter
 
 log = logging.getLogger("switchboard.shard")
-
-# A user's count on a node expires this many node-info intervals after its last refresh.
-USER_COUNTS_TTL_INTERVALS = 10
 
 
 class Shard:
@@ -100,20 +95,20 @@ class Shard:
             self.rules, index, self.size, cfg.global_history_meta_ttl, self.engines.history
         )
         self.writer.boot = self.boot_id
-        # With the Redis engine this shard is its node's one link to Redis for the channels it writes.
-        self.redis_channels: RedisChannels | None = None
-        self.roster: RedisRoster | None = None
+        # With the Redis engine: this shard's part in the node (see shards.redis_node).
+        self.redis: RedisNode | None = None
         if self.engines.redis is not None:
-            run_in_tasks()
-            self.redis_channels = RedisChannels(self.engines.broker, loop, self.spawn)
+            self.redis = RedisNode(
+                cfg, self.engines, self.rules, self.hub, boot=self.boot_id, loop=loop, spawn=self.spawn
+            )
             self.writer.relay = self.engines.broker
-            self.roster = self.membership.roster = roster_for(cfg, self.engines, self.rules, self.hub, self)
-        self._checks_due: set[str] = set()
+            self.membership.roster = self.redis.roster
         self.mesh = PeerMesh(index, self.size, self.handle_peer_request, self.spawn)
-        self.cluster_query = self.mesh.cluster_query if cfg.engine != "redis" else self._query_redis
         self.writer_query = self.mesh.writer_query
         self.fanout = FanOut(self.hub, self.rules, self)
         self.membership.fanout = self.fanout
+        if self.redis is not None:
+            self.redis.checking = self.fanout
         self.restarts = PeerRestarts(self.writer, self.fanout, self.size, loop)
         self.peer_restarted = self.restarts.restarted
         self.coalescer = WriteCoalescer(loop)
@@ -139,14 +134,18 @@ class Shard:
             self._zmq,
             paths.publish_endpoint(runtime, self.index),
             lambda channel: writer_for(channel, self.size) == self.index,
-            self.redis_channels,
+            self.redis.channels if self.redis is not None else None,
         )
         self.writer.sink = publisher
-        if self.redis_channels is not None:
-            self.redis_channels.sink = publisher
+        if self.redis is not None:
+            self.redis.channels.sink = publisher
         endpoints = [paths.publish_endpoint(runtime, i) for i in range(self.size)]
         self._subscriber = Subscriber(
-            self.loop, self._zmq, endpoints, self.fanout.deliver, on_check=self._check_requested
+            self.loop,
+            self._zmq,
+            endpoints,
+            self.fanout.deliver,
+            on_check=self.redis.check_requested if self.redis is not None else None,
         )
         self.restarts.subscriber = self.membership.data_plane = self._subscriber
         identity = paths.shard_identity(self.index)
@@ -160,9 +159,8 @@ class Shard:
         frames.log_mask_implementation(log)
 
     async def serve(self) -> None:
-        if self.redis_channels is not None:
-            # Started in the loop: the broker's links are tasks. Nothing has asked for a channel yet.
-            self.engines.broker.start(self.cfg.node_id, self.redis_channels)
+        if self.redis is not None:
+            self.redis.start()
         ticker = self.loop.create_task(every_second(self._tick))
         self.spawn(announce_start(self.writer, self.mesh, self.boot_id, self.loop))
         await self._stopping.wait()
@@ -192,8 +190,8 @@ class Shard:
             conn.abort()
         for closable in self._closables:
             closable.close()
-        if self.redis_channels is not None:
-            self.redis_channels.close()
+        if self.redis is not None:
+            self.redis.close()
         await self.engines.close()
         self._zmq.term()
 
@@ -255,39 +253,12 @@ class Shard:
                 self._tasks.add(task)
                 task.add_done_callback(self._task_done)
 
-    def _check_requested(self, channel: str) -> None:
-        """A writer's Redis link came back: check the positioned subscribers of its channels soon (one
-        check for the burst of requests that follows a reconnect)."""
-        if not self._checks_due:
-            self.loop.call_later(0.2, self._run_checks)
-        self._checks_due.add(channel)
-
-    def _run_checks(self) -> None:
-        channels, self._checks_due = self._checks_due, set()
-        self.spawn(self.fanout.check_positions(channels))
-
-    def _query_redis(self, method: str, params: dict[str, Any], merge: Any, done: Any) -> None:
-        """A client's presence question with the Redis engine: every node's subscribers, from Redis."""
-        if method not in ("presence", "presence_stats"):
+    def cluster_query(self, method: str, params: dict[str, Any], merge: Any, done: Any) -> None:
+        """Ask every shard (``shards.peer_mesh``); presence with the Redis engine is read from Redis."""
+        if self.redis is not None and self.redis.answers(method):
+            self.redis.query(method, params, done)
+        else:
             self.mesh.cluster_query(method, params, merge, done)
-            return
-        channel = str(params.get("channel", ""))
-        presence = self.engines.presence
-
-        async def ask() -> dict[str, Any]:
-            if method == "presence_stats":
-                stats = await presence.presence_stats(channel, now=0)
-                return {"num_clients": stats.num_clients, "num_users": stats.num_users}
-            found = await presence.presence(channel, now=0)
-            entries = {
-                c: client_info_json(i.user, i.client, i.conn_info, i.chan_info) for c, i in found.items()
-            }
-            return {"presence": orjson.loads(orjson.dumps(entries))}
-
-        task = start_eagerly(ask(), client_outcome(done), self.loop)
-        if task is not None:
-            self._tasks.add(task)
-            task.add_done_callback(self._task_done)
 
     # -- timers ----------------------------------------------------------------------------------
 
@@ -299,8 +270,8 @@ class Shard:
             return
         self.timers.tick(now)
         self.writer.maintain(now)
-        if self.roster is not None:
-            self.roster.tick(now)
+        if self.redis is not None:
+            self.redis.tick(now)
         if self.fanout.position_check_due(now):
             self.spawn(self.fanout.check_positions())
 
@@ -314,23 +285,6 @@ class Shard:
 
     def uptime(self) -> float:
         return time.monotonic() - self.started_at
-
-
-def roster_for(cfg: Config, engines: Engines, rules: ChannelRules, hub: Any, shard: Shard) -> RedisRoster:
-    from broker.engine.redis_keys import RedisKeys
-    from broker.engine.redis_users import RedisUsers, holder_id
-
-    return RedisRoster(
-        RedisUsers(engines.redis, RedisKeys(cfg.redis_prefix)),
-        engines.presence,  # type: ignore[arg-type]
-        rules,
-        hub,
-        holder=holder_id(cfg.node_id, shard.boot_id),
-        limit=cfg.client_user_connection_limit,
-        users_ttl=USER_COUNTS_TTL_INTERVALS * float(cfg.node_info_interval),
-        presence_ttl=float(cfg.global_presence_ttl),
-        spawn=shard.spawn,
-    )
 
 
 def _handle(handlers: dict[str, Any], host: Shard, method: str, params: Any) -> Any:
