@@ -15,8 +15,9 @@ is gone, increments the offset, appends, trims, sets the expiries, PUBLISHes, st
 offsets are assigned atomically however many nodes publish, and because Redis runs one script at a time
 the publications reach the channel's PUB/SUB subscribers in offset order. Without history a publication
 is a plain PUBLISH, or the same script (which then stores nothing in the stream) when it carries an
-idempotency key. ``broadcast=False`` keeps the PUBLISH out, for a node whose publications travel by
-another broker.
+idempotency key. On a Redis Cluster PUBLISH is SPUBLISH (sharded PUB/SUB: the PUB/SUB name shares the
+keys' slot, so the script may publish to it and only that slot's master carries it).
+``broadcast=False`` keeps the PUBLISH out, for a node whose publications travel by another broker.
 
 Redis keeps time: the ``now`` arguments are ignored. Semantics are those of
 :mod:`broker.engine.history`, checked by the same conformance suite as the memory engine. Scripts run by
@@ -27,6 +28,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from typing import Any
+
+from redis.asyncio.cluster import RedisCluster
 
 from broker import errors
 from broker.engine.base import (
@@ -44,7 +47,8 @@ from broker.engine.streams import new_epoch
 from broker.publication import Publication
 
 # KEYS: stream, meta, result. ARGV: body, size, ttl ms, meta ttl ms, candidate epoch, result ttl ms,
-# keep (1: store in history, 0: no history), PUB/SUB channel ('' = do not publish).
+# keep (1: store in history, 0: no history), PUB/SUB channel ('' = do not publish), the command
+# ('publish', or 'spublish' on a Redis Cluster: sharded PUB/SUB, the channel in the keys' slot).
 # Returns {offset, epoch, duplicate}.
 _PUBLISH = """
 local stream, meta, result = KEYS[1], KEYS[2], KEYS[3]
@@ -74,7 +78,7 @@ if ARGV[7] == '1' then
 end
 if ARGV[8] ~= '' then
   -- redis_codec's PUB/SUB form: the position Redis just assigned, then the publisher's body.
-  redis.call('publish', ARGV[8], 'p1:' .. offset .. ':' .. epoch .. ':' .. ARGV[1])
+  redis.call(ARGV[9], ARGV[8], 'p1:' .. offset .. ':' .. epoch .. ':' .. ARGV[1])
 end
 if result_ttl > 0 then
   redis.call('hset', result, 'e', epoch, 's', offset)
@@ -147,7 +151,11 @@ class RedisHistory(HistoryEngine):
         if not keep and not result_ttl:
             # Nothing to store or check: a plain PUBLISH, as in a channel without history.
             if pubsub:
-                await self._pick(channel).publish(pubsub, encode_message(publication))
+                client = self._pick(channel)
+                if isinstance(client, RedisCluster):
+                    await client.spublish(pubsub, encode_message(publication))
+                else:
+                    await client.publish(pubsub, encode_message(publication))
             return PublishResult(0, "")
         args: list[Any] = [
             encode_body(publication),
@@ -158,6 +166,7 @@ class RedisHistory(HistoryEngine):
             result_ttl,
             1 if keep else 0,
             pubsub,
+            "spublish" if isinstance(self._pick(channel), RedisCluster) else "publish",
         ]
         script_keys = [keys.stream(channel), keys.meta(channel), keys.result(channel, idempotency_key)]
         offset, epoch, duplicate = await self._publish(

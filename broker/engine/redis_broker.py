@@ -19,6 +19,7 @@ from collections.abc import Callable
 import redis
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
+from redis.asyncio.cluster import RedisCluster
 
 from broker.engine.broker import Broker, BrokerEvents
 from broker.engine.redis_clients import RedisShards
@@ -34,6 +35,8 @@ SUBSCRIBE_BATCH = 500
 _LINK_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
 
 Handler = Callable[[bytes], None]
+_MESSAGES = ("message", "smessage", b"message", b"smessage")
+_CONFIRMATIONS = ("subscribe", "ssubscribe", b"subscribe", b"ssubscribe")
 
 
 class PubSubLink:
@@ -45,9 +48,15 @@ class PubSubLink:
         keepalive: str,
         on_resubscribed: Callable[[list[bytes]], None],
         label: str,
+        *,
+        sharded: bool = False,
     ) -> None:
         self.client = client
         self.label = label
+        # Sharded PUB/SUB (Redis Cluster): the names other than the keepalive are SSUBSCRIBEd, each on
+        # its own (one SSUBSCRIBE may only name channels of one slot).
+        self.sharded = sharded
+        self.keepalive = keepalive.encode()
         # name → what to do with its messages; the keepalive name keeps the connection listening when
         # nothing else is subscribed (redis-py stops reading a PubSub without subscriptions).
         self.handlers: dict[bytes, Handler] = {keepalive.encode(): _ignore}
@@ -70,10 +79,21 @@ class PubSubLink:
         pubsub = self._pubsub
         if pubsub is not None:
             try:
-                await pubsub.subscribe(key)
+                await self._subscribe(pubsub, [key])
             except _LINK_ERRORS:
                 pass  # the reading loop reconnects and subscribes it again
         await confirmed
+
+    async def _subscribe(self, pubsub: PubSub, names: list[bytes]) -> None:
+        if not self.sharded:
+            for start in range(0, len(names), SUBSCRIBE_BATCH):
+                await pubsub.subscribe(*names[start : start + SUBSCRIBE_BATCH])
+            return
+        for name in names:
+            if name == self.keepalive:
+                await pubsub.subscribe(name)
+            else:
+                await pubsub.ssubscribe(name)
 
     async def unsubscribe(self, name: str) -> None:
         key = name.encode()
@@ -82,7 +102,7 @@ class PubSubLink:
         pubsub = self._pubsub
         if pubsub is not None:
             try:
-                await pubsub.unsubscribe(key)
+                await (pubsub.sunsubscribe(key) if self.sharded else pubsub.unsubscribe(key))
             except _LINK_ERRORS:
                 pass  # gone with the connection; not subscribed again after the reconnect
 
@@ -93,12 +113,11 @@ class PubSubLink:
             pubsub = self.client.pubsub()
             try:
                 names = list(self.handlers)
-                for start in range(0, len(names), SUBSCRIBE_BATCH):
-                    await pubsub.subscribe(*names[start : start + SUBSCRIBE_BATCH])
+                await self._subscribe(pubsub, names)
                 self._pubsub = pubsub
                 async for message in pubsub.listen():
                     self._on_message(message)
-                    if not self.connected.is_set() and message.get("type") in ("subscribe", b"subscribe"):
+                    if not self.connected.is_set() and message.get("type") in _CONFIRMATIONS:
                         self.connected.set()
                         delay = RECONNECT_FIRST_DELAY
                         if lost:
@@ -127,7 +146,7 @@ class PubSubLink:
         name = message.get("channel")
         if not isinstance(name, bytes):
             return
-        if kind == b"message" or kind == "message":
+        if kind in _MESSAGES:
             handler = self.handlers.get(name)
             data = message.get("data")
             if handler is not None and isinstance(data, bytes):
@@ -135,7 +154,7 @@ class PubSubLink:
                     handler(data)
                 except Exception:
                     log.exception("%s: handling a message of %r failed", self.label, name)
-        elif kind in (b"subscribe", "subscribe"):
+        elif kind in _CONFIRMATIONS:
             for waiter in self._confirmations.pop(name, ()):
                 if not waiter.done():
                     waiter.set_result(None)
@@ -182,6 +201,8 @@ class RedisBroker(Broker):
         self.subscribe_timeout = shards.timeouts.io
         self._events: BrokerEvents | None = None
         self._links: list[PubSubLink] = []
+        # Redis Cluster: one sharded link per master, made when a channel on it is first subscribed.
+        self._masters: dict[tuple[str, int], PubSubLink] = {}
 
     def start(self, node_id: str, events: BrokerEvents) -> None:
         self._events = events
@@ -205,6 +226,29 @@ class RedisBroker(Broker):
             for link in self._links:
                 await link.connected.wait()
 
+    async def _link_for(self, channel: str) -> PubSubLink:
+        index = self.shards.index_of(channel)
+        client = self.shards.clients[index]
+        if not isinstance(client, RedisCluster):
+            return self._links[index]
+        # Sharded PUB/SUB: the channel's PUB/SUB name lives on the master of its hash slot.
+        await client.initialize()
+        node = client.get_node_from_key(self.keys.publications(channel))
+        if node is None:
+            raise redis.ConnectionError(f"no Redis Cluster master for {channel!r}")
+        address = (str(node.host), int(node.port))
+        link = self._masters.get(address)
+        if link is None:
+            link = self._masters[address] = PubSubLink(
+                self.shards.pubsub_client_at(index, *address),
+                f"{self.keys.prefix}.keepalive",
+                self._resubscribed,
+                f"{self.label} redis {address[0]}:{address[1]}",
+                sharded=True,
+            )
+            link.start()
+        return link
+
     def _resubscribed(self, names: list[bytes]) -> None:
         prefix = self.keys.publications("").encode()[:-2]  # "P.client." before the tag
         channels = [name for name in names if name.startswith(prefix)]
@@ -227,16 +271,20 @@ class RedisBroker(Broker):
 
     async def publish(self, publication: Publication) -> None:
         client = self.shards.for_name(publication.channel)
-        await client.publish(self.keys.publications(publication.channel), encode_message(publication))
+        name, message = self.keys.publications(publication.channel), encode_message(publication)
+        if isinstance(client, RedisCluster):
+            await client.spublish(name, message)
+        else:
+            await client.publish(name, message)
 
     async def subscribe(self, channel: str) -> None:
-        link = self._links[self.shards.index_of(channel)]
         name = self.keys.publications(channel)
         async with asyncio.timeout(self.subscribe_timeout):
+            link = await self._link_for(channel)
             await link.subscribe(name, self._publication_handler(channel))
 
     async def unsubscribe(self, channel: str) -> None:
-        link = self._links[self.shards.index_of(channel)]
+        link = await self._link_for(channel)
         await link.unsubscribe(self.keys.publications(channel))
 
     async def publish_control(self, data: bytes, node_id: str = "") -> None:
@@ -244,5 +292,5 @@ class RedisBroker(Broker):
         await self.shards.control.publish(name, data)
 
     async def close(self) -> None:
-        for link in self._links:
+        for link in [*self._links, *self._masters.values()]:
             await link.close()

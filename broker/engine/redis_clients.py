@@ -75,9 +75,10 @@ def pubsub_client_for(shard: RedisShard, client: Client, timeouts: Timeouts) -> 
     """The client whose connection carries a shard's PUB/SUB: no read timeout, since a subscriber waits
     for messages as long as it takes.
 
-    A Redis Cluster propagates a classic PUBLISH to every node, so a subscriber connected to any one of
-    them receives every channel; the first host serves. A Sentinel-watched master is followed by the
-    shard's own client.
+    On a Redis Cluster this connection carries node control (classic PUB/SUB, which the cluster
+    propagates to every node, so the first host serves); channels use sharded PUB/SUB on each slot's
+    master (:meth:`RedisShards.pubsub_client_at`). A Sentinel-watched master is followed by the shard's
+    own client.
     """
     if shard.kind == "sentinel":
         assert isinstance(client, Redis)
@@ -120,6 +121,13 @@ class RedisShards:
 
     def pubsub_client(self, index: int) -> Redis:
         return pubsub_client_for(self.shards[index], self.clients[index], self.timeouts)
+
+    def pubsub_client_at(self, index: int, host: str, port: int) -> Redis:
+        """A subscriber connection to one master of shard ``index``'s Redis Cluster."""
+        options = _common(self.shards[index], self.timeouts)
+        options["socket_timeout"] = None
+        options["retry"] = Retry(NoBackoff(), 0)
+        return Redis(host=host, port=port, **options)
 
     async def close(self) -> None:
         for client in self.clients:
