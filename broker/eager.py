@@ -52,17 +52,6 @@ def run_in_tasks() -> None:
     _eager = False
 
 
-async def _whole(coroutine: Coroutine[Any, Any, T], done: Done) -> None:
-    try:
-        result = await coroutine
-    except asyncio.CancelledError:
-        raise
-    except Exception as exc:
-        done(None, exc)
-        return
-    done(result, None)
-
-
 def start_eagerly(
     coroutine: Coroutine[Any, Any, T], done: Done, loop: asyncio.AbstractEventLoop
 ) -> asyncio.Task[None] | None:
@@ -71,7 +60,8 @@ def start_eagerly(
     Returns None when it ended within this call, else the task that carries it on.
     """
     if not _eager:
-        return loop.create_task(_whole(coroutine, done))
+        # Not started yet: the task's first step starts it (``yielded`` None is one turn of the loop).
+        return loop.create_task(_carry_on(coroutine, None, done, loop))
     try:
         yielded = coroutine.send(None)
     except StopIteration as stop:

@@ -77,12 +77,20 @@ class PubSubLink:
         confirmed = asyncio.get_running_loop().create_future()
         self._confirmations.setdefault(key, []).append(confirmed)
         pubsub = self._pubsub
-        if pubsub is not None:
-            try:
-                await self._subscribe(pubsub, [key])
-            except _LINK_ERRORS:
-                pass  # the reading loop reconnects and subscribes it again
-        await confirmed
+        try:
+            if pubsub is not None:
+                try:
+                    await self._subscribe(pubsub, [key])
+                except _LINK_ERRORS:
+                    pass  # the reading loop reconnects and subscribes it again
+            await confirmed
+        finally:
+            # A caller that stopped waiting (its deadline) leaves nothing behind.
+            waiting = self._confirmations.get(key)
+            if waiting is not None and confirmed in waiting:
+                waiting.remove(confirmed)
+                if not waiting:
+                    del self._confirmations[key]
 
     async def _subscribe(self, pubsub: PubSub, names: list[bytes]) -> None:
         if not self.sharded:

@@ -28,31 +28,37 @@ from tests.support.waiting import eventually
 NODES = 3
 
 
+@contextlib.contextmanager
+def nodes_on(tmp: Path, address: str, count: int, prefix: str) -> Iterator[list[Server]]:
+    """``count`` nodes of SHARDS shards on the Redis at ``address``, each seeing the others; stopped after."""
+    config: dict[str, Any] = {
+        **scenarios.FEATURES_EXTRA,
+        "engine": "redis",
+        "redis_address": address,
+        "node_info_interval": "0.5s",
+    }
+    nodes: list[Server] = []
+    try:
+        for i in range(count):
+            nodes.append(Server(tmp, shards=SHARDS, name=f"{prefix}-{i}", **config).start())
+        eventually(
+            lambda: all(len(n.api("info", {})["result"]["nodes"]) == count for n in nodes),
+            timeout=10,
+            what="every node to see the others",
+        )
+        yield nodes
+    finally:
+        for node in nodes:
+            node.stop()
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Server]]:
     if not redis_support.available():
         pytest.fail("redis-server is missing: make test installs it (make services)")
     tmp = tmp_path_factory.mktemp("sdk-nodes")
-    with RedisServer(tmp / "redis") as redis:
-        config: dict[str, Any] = {
-            **scenarios.FEATURES_EXTRA,
-            "engine": "redis",
-            "redis_address": redis.address,
-            "node_info_interval": "0.5s",
-        }
-        nodes: list[Server] = []
-        try:
-            for i in range(NODES):
-                nodes.append(Server(tmp, shards=SHARDS, name=f"sdk-node-{i}", **config).start())
-            eventually(
-                lambda: all(len(n.api("info", {})["result"]["nodes"]) == NODES for n in nodes),
-                timeout=10,
-                what="every node to see the others",
-            )
-            yield nodes
-        finally:
-            for node in nodes:
-                node.stop()
+    with RedisServer(tmp / "redis") as redis, nodes_on(tmp, redis.address, NODES, "sdk-node") as nodes:
+        yield nodes
 
 
 @pytest.fixture(params=["js", "python"])
@@ -138,24 +144,6 @@ def test_a_client_recovers_publications_made_on_other_nodes(cluster: list[Server
 # -- faults: a node killed, Redis restarted ------------------------------------------------------------
 
 
-def _start(tmp: Path, redis: RedisServer, count: int) -> list[Server]:
-    config: dict[str, Any] = {
-        **scenarios.FEATURES_EXTRA,
-        "engine": "redis",
-        "redis_address": redis.address,
-        "node_info_interval": "0.5s",
-    }
-    nodes: list[Server] = []
-    try:
-        for i in range(count):
-            nodes.append(Server(tmp, shards=SHARDS, name=f"fault-node-{i}", **config).start())
-    except BaseException:
-        for node in nodes:
-            node.stop()
-        raise
-    return nodes
-
-
 async def _publish_numbers_slowly(node: Server, channel: str, count: int) -> None:
     for n in range(count):
         await api(node, "publish", {"channel": channel, "data": {"n": n}})
@@ -183,14 +171,12 @@ async def _clients_move_when_their_node_dies(nodes: list[Server], balancer: Bala
 
 
 def test_clients_of_a_killed_node_move_and_recover_everything(tmp_path: Path, sdk: str) -> None:
-    with RedisServer(tmp_path / "redis") as redis:
-        nodes = _start(tmp_path, redis, 2)
-        try:
-            with Balancer([node.port for node in nodes]) as balancer:
-                run(_clients_move_when_their_node_dies(nodes, balancer, sdk), 120)
-        finally:
-            for node in nodes:
-                node.stop()
+    with (
+        RedisServer(tmp_path / "redis") as redis,
+        nodes_on(tmp_path, redis.address, 2, "kill") as nodes,
+        Balancer([node.port for node in nodes]) as balancer,
+    ):
+        run(_clients_move_when_their_node_dies(nodes, balancer, sdk), 120)
 
 
 async def _publications_resume_after_redis_restarts(
@@ -228,13 +214,9 @@ async def _publications_resume_after_redis_restarts(
 
 
 def test_publications_resume_after_redis_restarts(tmp_path: Path, sdk: str) -> None:
-    with RedisServer(tmp_path / "redis", None, "--appendonly", "yes", "--appendfsync", "always") as redis:
-        nodes = _start(tmp_path, redis, 2)
-        try:
-            run(_publications_resume_after_redis_restarts(nodes, redis, sdk), 120)
-        finally:
-            for node in nodes:
-                node.stop()
+    persistent = RedisServer(tmp_path / "redis", None, "--appendonly", "yes", "--appendfsync", "always")
+    with persistent as redis, nodes_on(tmp_path, redis.address, 2, "restart") as nodes:
+        run(_publications_resume_after_redis_restarts(nodes, redis, sdk), 120)
 
 
 # -- the same on a Redis Cluster -----------------------------------------------------------------------
@@ -244,26 +226,8 @@ def test_publications_resume_after_redis_restarts(tmp_path: Path, sdk: str) -> N
 def on_redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Server]]:
     """Three nodes on a three-master Redis Cluster."""
     tmp = tmp_path_factory.mktemp("sdk-cluster")
-    with RedisCluster(tmp / "cluster") as redis:
-        config: dict[str, Any] = {
-            **scenarios.FEATURES_EXTRA,
-            "engine": "redis",
-            "redis_address": redis.address,
-            "node_info_interval": "0.5s",
-        }
-        nodes: list[Server] = []
-        try:
-            for i in range(NODES):
-                nodes.append(Server(tmp, shards=SHARDS, name=f"cluster-node-{i}", **config).start())
-            eventually(
-                lambda: all(len(n.api("info", {})["result"]["nodes"]) == NODES for n in nodes),
-                timeout=10,
-                what="every node to see the others",
-            )
-            yield nodes
-        finally:
-            for node in nodes:
-                node.stop()
+    with RedisCluster(tmp / "cluster") as redis, nodes_on(tmp, redis.address, NODES, "cluster-node") as nodes:
+        yield nodes
 
 
 def test_one_order_everywhere_on_a_redis_cluster(on_redis_cluster: list[Server], sdk: str) -> None:
