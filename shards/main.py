@@ -99,7 +99,14 @@ class Shard:
         self.redis: RedisNode | None = None
         if self.engines.redis is not None:
             self.redis = RedisNode(
-                cfg, self.engines, self.rules, self.hub, boot=self.boot_id, loop=loop, spawn=self.spawn
+                cfg,
+                self.engines,
+                self.rules,
+                self.hub,
+                index=index,
+                boot=self.boot_id,
+                loop=loop,
+                spawn=self.spawn,
             )
             self.writer.relay = self.engines.broker
             self.membership.roster = self.redis.roster

@@ -53,6 +53,7 @@ class RedisNode:
         rules: ChannelRules,
         hub: Hub,
         *,
+        index: int,
         boot: str,
         loop: asyncio.AbstractEventLoop,
         spawn: Spawn,
@@ -70,18 +71,21 @@ class RedisNode:
             engines.presence,
             rules,
             hub,
+            seat=f"{cfg.node_display_name}/{index}",
             holder=holder_id(cfg.node_id, boot),
             limit=cfg.client_user_connection_limit,
             users_ttl=USER_COUNTS_TTL_INTERVALS * float(cfg.node_info_interval),
             presence_ttl=float(cfg.global_presence_ttl),
             spawn=spawn,
         )
+        self.roster.seat_timeout = float(cfg.redis_connect_timeout) + float(cfg.redis_io_timeout)
         self.checking: Checking | None = None
         self._checks_due: set[str] = set()
 
     def start(self) -> None:
         """In the running loop (the broker's links are tasks); nothing has asked for a channel yet."""
         self.engines.broker.start(self.cfg.node_id, self.channels)
+        self.spawn(self.roster.take_seat())
 
     def close(self) -> None:
         self.channels.close()

@@ -41,6 +41,7 @@ class RedisRoster:
         rules: ChannelRules,
         hub: Hub,
         *,
+        seat: str,
         holder: str,
         limit: int,
         users_ttl: float,
@@ -51,6 +52,7 @@ class RedisRoster:
         self.presence = presence
         self.rules = rules
         self.hub = hub
+        self.seat = seat
         self.holder = holder
         self.limit = limit
         self.users_ttl = users_ttl
@@ -61,6 +63,22 @@ class RedisRoster:
         self._next_users_refresh = time.time() + users_ttl / 3
         self._next_presence_refresh = time.time() + presence_ttl / 3
         self._refreshing = False
+        # Set once the previous life of this seat has been counted out (admissions wait for it).
+        self._seated = asyncio.Event()
+        self.seat_timeout = 5.0
+
+    async def take_seat(self) -> None:
+        """At start: take back what this shard's previous life on this node counted (crash, restart),
+        so that its users reconnecting now are not refused over counts nobody holds any more."""
+        try:
+            async with asyncio.timeout(self.seat_timeout):
+                gone = await self.users.take_seat(self.seat, self.holder, ttl=self.users_ttl)
+            if gone:
+                log.info("counted out %d users a previous life of this shard held", gone)
+        except Exception as exc:
+            log.error("could not take back the previous life's user counts (%r); they expire", exc)
+        finally:
+            self._seated.set()
 
     # -- users --------------------------------------------------------------------------------------
 
@@ -73,6 +91,7 @@ class RedisRoster:
 
         async def count_in() -> None:
             try:
+                await self._seated.wait()
                 allowed = await self.users.connect(user, self.holder, limit=self.limit, ttl=self.users_ttl)
             except Exception as exc:  # Redis down or slow: admit uncounted rather than fail the client
                 log.error("user counts unavailable (%r); admitting %s uncounted", exc, client)
@@ -82,7 +101,11 @@ class RedisRoster:
                 if conn.closed:
                     self.spawn(self.users.disconnect(user, self.holder))
                 else:
-                    self.counted.setdefault(user, set()).add(client)
+                    if user not in self.counted:
+                        self.counted[user] = set()
+                        holds = self.users.seat_holds(self.seat, user, True, ttl=self.users_ttl)
+                        self.spawn(self._quietly(holds, "seat"))
+                    self.counted[user].add(client)
             decided(allowed)
 
         self.spawn(count_in())
@@ -93,9 +116,12 @@ class RedisRoster:
         if clients is None or client not in clients:
             return
         clients.discard(client)
+        self.spawn(self._quietly(self.users.disconnect(user, self.holder), "count out"))
         if not clients:
             del self.counted[user]
-        self.spawn(self._quietly(self.users.disconnect(user, self.holder), "count out"))
+            self.spawn(
+                self._quietly(self.users.seat_holds(self.seat, user, False, ttl=self.users_ttl), "seat")
+            )
 
     # -- presence -----------------------------------------------------------------------------------
 
@@ -138,8 +164,11 @@ class RedisRoster:
 
     async def _refresh(self, users: bool, presence: bool) -> None:
         try:
-            if users and self.counted:
-                await self.users.refresh(list(self.counted), self.holder, ttl=self.users_ttl)
+            if users:
+                held = list(self.counted)
+                if held:
+                    await self.users.refresh(held, self.holder, ttl=self.users_ttl)
+                await self.users.keep_seat(self.seat, self.holder, held, ttl=self.users_ttl)
             if presence:
                 for channel, members in list(self.hub.by_channel.items()):
                     if self._has_presence(channel):

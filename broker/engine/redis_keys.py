@@ -27,11 +27,16 @@ name                                  what
 ``P.node.<node id>``                  PUB/SUB channel of one node (unicast control, replies)
 ``P.user.nodes.{user}``               HASH node id → the user's connections on that node
 ``P.user.expire.{user}``              ZSET node id → when that node's count stops counting
+``P.seat.users.{seat}``               SET the users a shard of a node holds (seat: name/index)
+``P.seat.holder.{seat}``              STRING the holder id of the seat's current life
 ====================================  =======================================================
 
 The user's HASH is both the user → nodes index (its fields) and the per-user connection counts (their
 sum, for the cluster-wide limit); Redis 7.0 has no expiry per hash field, so each node's entry expires
-through the ZSET beside it, refreshed by the node while it holds the user's connections.
+through the ZSET beside it, refreshed by the node while it holds the user's connections. A *seat* (a
+node's name and a shard index) remembers which users its current life holds, so that the next life of
+that shard — after a crash, or the node's restart — takes back what the previous one counted at once
+instead of waiting for the entries to expire.
 """
 
 from __future__ import annotations
@@ -90,3 +95,11 @@ class RedisKeys:
 
     def user_expire(self, user: str) -> str:
         return f"{self.prefix}.user.expire.{tag(user)}"
+
+    # -- a shard's seat on a node (its lives come and go; the seat stays) -------------------------------
+
+    def seat_users(self, seat: str) -> str:
+        return f"{self.prefix}.seat.users.{tag(seat)}"
+
+    def seat_holder(self, seat: str) -> str:
+        return f"{self.prefix}.seat.holder.{tag(seat)}"

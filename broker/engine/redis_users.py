@@ -78,6 +78,13 @@ return 1
 
 _HOLDERS = _CLEAN + "return redis.call('hgetall', KEYS[1])\n"
 
+# ARGV: holder. Its entry goes, whatever its count.
+_FORGET = """
+redis.call('hdel', KEYS[1], ARGV[1])
+redis.call('zrem', KEYS[2], ARGV[1])
+return 1
+"""
+
 REFRESH_BATCH = 1000
 
 
@@ -98,6 +105,7 @@ class RedisUsers:
         self._disconnect = control.register_script(_DISCONNECT)
         self._refresh = control.register_script(_REFRESH)
         self._holders = control.register_script(_HOLDERS)
+        self._forget = control.register_script(_FORGET)
 
     def _keys(self, user: str) -> list[str]:
         return [self.keys.user_nodes(user), self.keys.user_expire(user)]
@@ -145,6 +153,49 @@ class RedisUsers:
             pipe.evalsha(self._refresh.sha, 2, *self._keys(user), holder, ttl)
         await pipe.execute()
 
+    # -- seats: a shard's lives on a node ---------------------------------------------------------------
+
+    async def take_seat(self, seat: str, holder: str, *, ttl: float) -> int:
+        """``holder`` is the seat's new life: what the previous life counted is taken back now.
+
+        Returns the number of users whose entries of the previous life were removed.
+        """
+        client = self.shards.for_name(seat)
+        users_key, holder_key = self.keys.seat_users(seat), self.keys.seat_holder(seat)
+        found = await client.set(holder_key, holder, get=True, px=_ms(ttl))
+        previous = _text(found) if isinstance(found, bytes | str) else ""
+        users = [_text(user) for user in await client.smembers(users_key)] if previous else []
+        if previous and previous != holder:
+            for user in users:
+                await self._forget(keys=self._keys(user), args=[previous], client=self.shards.for_name(user))
+        await client.delete(users_key)
+        return len(users)
+
+    async def seat_holds(self, seat: str, user: str, holding: bool, *, ttl: float) -> None:
+        """The seat's life now holds ``user`` (its first connection here) or no longer does (its last)."""
+        client = self.shards.for_name(seat)
+        key = self.keys.seat_users(seat)
+        if holding:
+            pipe = client.pipeline(transaction=False)
+            pipe.sadd(key, user)
+            pipe.pexpire(key, _ms(ttl))
+            await pipe.execute()
+        else:
+            await client.srem(key, user)
+
+    async def keep_seat(self, seat: str, holder: str, users: list[str], *, ttl: float) -> None:
+        """Refresh the seat's keys with its users' entries, its user set written anew (so that an
+        update lost in a race heals at the next refresh)."""
+        client = self.shards.for_name(seat)
+        users_key = self.keys.seat_users(seat)
+        pipe = client.pipeline(transaction=False)
+        pipe.set(self.keys.seat_holder(seat), holder, px=_ms(ttl))
+        pipe.delete(users_key)
+        for start in range(0, len(users), REFRESH_BATCH):
+            pipe.sadd(users_key, *users[start : start + REFRESH_BATCH])
+        pipe.pexpire(users_key, _ms(ttl))
+        await pipe.execute()
+
     async def nodes_of(self, user: str) -> dict[str, int]:
         """The live nodes holding ``user`` → the user's connections there."""
         flat = await self._holders(keys=self._keys(user), client=self.shards.for_name(user))
@@ -153,6 +204,10 @@ class RedisUsers:
             node = node_of(_text(flat[i]))
             nodes[node] = nodes.get(node, 0) + int(flat[i + 1])
         return nodes
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
 
 
 def _text(value: bytes | str) -> str:

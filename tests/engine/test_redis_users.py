@@ -74,3 +74,22 @@ def test_refresh_loads_its_script_again_after_redis_forgot_it(flushed_redis: Red
         assert await users.nodes_of("dave") == {"n": 1}
 
     run(scenario, f"127.0.0.1:{flushed_redis.port}")
+
+
+def test_a_seats_next_life_takes_back_what_the_previous_counted(flushed_redis: RedisServer):
+    async def scenario(users: RedisUsers) -> None:
+        first, second = holder_id("n", "life-1"), holder_id("n", "life-2")
+        assert await users.take_seat("n/0", first, ttl=60) == 0  # nothing before
+        for user in ("erin", "frank"):
+            assert await users.connect(user, first, limit=1, ttl=60)
+            await users.seat_holds("n/0", user, True, ttl=60)
+        assert await users.connect("grace", holder_id("other", "x"), limit=1, ttl=60)
+        # The shard dies without counting out; its next life takes the seat.
+        assert await users.take_seat("n/0", second, ttl=60) == 2
+        assert await users.nodes_of("erin") == {} and await users.nodes_of("frank") == {}
+        assert await users.nodes_of("grace") == {"other": 1}  # another seat's users are untouched
+        assert await users.connect("erin", second, limit=1, ttl=60)
+        await users.keep_seat("n/0", second, ["erin"], ttl=60)
+        assert await users.take_seat("n/0", holder_id("n", "life-3"), ttl=60) == 1
+
+    run(scenario, f"127.0.0.1:{flushed_redis.port}")

@@ -6,6 +6,8 @@ directory. Tests that kill a node or Redis start their own.
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from broker.hashing import shard_for_user
 from tests.integration.streamclient import StreamClient
 from tests.support import redis_server as redis_support
 from tests.support.redis_server import RedisServer
@@ -80,6 +83,21 @@ def nodes(tmp_path_factory: pytest.TempPathFactory, redis: RedisServer) -> Itera
 def stream(node: Server, user: str, channels: list[str], **body: Any) -> StreamClient:
     client = StreamClient(node.port, {"token": make_token(user, channels=channels), **body})
     return client
+
+
+def admitted(node: Server, user: str) -> StreamClient | None:
+    """A new connection of ``user`` that stays (a refused uni stream gets its connect push, then 3504)."""
+    client = stream(node, user, [])
+    client.connect()
+    client.sock.settimeout(0.5)
+    try:
+        message = client.read()
+    except TimeoutError:
+        client.sock.settimeout(5)
+        return client
+    assert message is not None and message["disconnect"]["code"] == 3504, message
+    client.close()
+    return None
 
 
 def event_of(client: StreamClient, kind: str, user: str) -> dict[str, Any]:
@@ -197,11 +215,11 @@ def test_the_user_connection_limit_holds_over_every_node(nodes: list[Server]) ->
     assert over.read_until("disconnect")["disconnect"]["code"] == 3504
     held.pop().close()
     eventually(
-        lambda: stream(nodes[1], "limited", []).connect()["client"],
+        lambda: admitted(nodes[1], "limited"),
         timeout=5,
         retry_on=(AssertionError, KeyError, ConnectionError),
         what="room for one more connection once one closed",
-    )
+    ).close()
     for client in held:
         client.close()
 
@@ -242,12 +260,12 @@ def test_a_killed_node_is_named_unavailable_then_forgotten_and_its_counts_releas
         assert "unavailable_nodes" not in a.api("connections", {"expression": "true"})["result"]
         # Its count of the user expires (ten info intervals), so the user may connect elsewhere.
         eventually(
-            lambda: stream(a, "single", []).connect()["client"],
+            lambda: admitted(a, "single"),
             timeout=10,
             interval=0.5,
             retry_on=(AssertionError, KeyError, ConnectionError),
             what="the dead node's user count to expire",
-        )
+        ).close()
         eventually(
             lambda: a.api("presence", {"channel": "room:k"})["result"]["presence"] == {},
             timeout=5,
@@ -299,3 +317,33 @@ def test_an_unreachable_redis_stops_the_start_with_its_address(tmp_path: Path) -
     done = Server(tmp_path, **config).run_to_end(timeout=30)
     assert done.returncode == 1
     assert "cannot reach the standalone Redis at 127.0.0.1:1" in done.stderr
+
+
+def test_a_restarted_shard_takes_back_its_previous_lifes_user_counts(
+    tmp_path: Path, redis: RedisServer
+) -> None:
+    # Counts expire after ten info intervals (30 s here): far longer than the test waits.
+    [node] = start_nodes(
+        tmp_path, redis, 1, client_user_connection_limit=1, redis_prefix="seat", node_info_interval="3s"
+    )
+    try:
+        held = stream(node, "solo", [])
+        held.connect()
+        assert stream(node, "solo", []).read_until("disconnect")["disconnect"]["code"] == 3504
+        index = shard_for_user("solo", node.shards)
+        old = node.shard_pids()[index]
+        os.kill(old, signal.SIGKILL)
+        eventually(lambda: node.shard_pids().get(index) not in (None, old), timeout=10, what="a new shard")
+        node.wait_ready()
+        started = time.monotonic()
+        client = eventually(
+            lambda: admitted(node, "solo"),
+            timeout=10,
+            interval=0.2,
+            retry_on=(AssertionError, KeyError, ConnectionError),
+            what="the user to connect again",
+        )
+        assert client is not None and time.monotonic() - started < 10
+        client.close()
+    finally:
+        node.stop()
