@@ -23,6 +23,7 @@ as ``ok``/``MISSED``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import resource
 import shutil
 import sys
@@ -48,6 +49,7 @@ from bench.connections_bench import (
     split,
 )
 from bench.fanout_bench import Child
+from tests.support.redis_server import RedisServer
 
 TARGET_GROWTH = 0.05
 
@@ -66,6 +68,7 @@ class Options:
     refused: bool = True
     append_results: Path | None = None
     keep: bool = False
+    redis: bool = False  # the node on the Redis engine, with a redis-server of its own
 
 
 @dataclass
@@ -97,10 +100,12 @@ class Outcome:
         return all(passed for _, passed, _ in self.checks)
 
 
-def configure_server(workdir: Path, shards: int) -> ServerProcess:
+def configure_server(workdir: Path, shards: int, redis_address: str = "") -> ServerProcess:
     server = ServerProcess(workdir, shards)
     config = orjson.loads(server.config_path.read_bytes())
     config.update({"allow_subscribe_for_client": True, "allow_publish_for_subscriber": True})
+    if redis_address:
+        config.update({"engine": "redis", "redis_address": redis_address})
     server.config_path.write_bytes(orjson.dumps(config))
     return server
 
@@ -136,7 +141,8 @@ def run(opts: Options) -> Outcome:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     outcome = Outcome(opts)
     workdir = Path(tempfile.mkdtemp(prefix="switchboard-churn-"))
-    server = configure_server(workdir, opts.shards)
+    redis = RedisServer(workdir / "redis").start() if opts.redis else None
+    server = configure_server(workdir, opts.shards, redis.address if redis is not None else "")
     generators: list[Child] = []
     try:
         server.start()
@@ -191,6 +197,8 @@ def run(opts: Options) -> Outcome:
         for gen in generators:
             gen.stop(timeout=10)
         server.stop()
+        if redis is not None:
+            redis.stop()
         if opts.keep:
             print(f"kept {workdir}", file=sys.stderr)
         else:
@@ -282,7 +290,8 @@ def command_line(opts: Options) -> str:
         f"--cycles {opts.cycles} --every {opts.every} --shards {opts.shards} --generators {opts.generators} "
         f"--concurrency {opts.concurrency} --users {opts.users} --channels {opts.channels}"
     )
-    return text + (f" --idle {opts.idle:g}" if opts.idle else "") + ("" if opts.refused else " --no-refused")
+    text += f" --idle {opts.idle:g}" if opts.idle else ""
+    return text + ("" if opts.refused else " --no-refused") + (" --redis" if opts.redis else "")
 
 
 def parse_args(argv: list[str] | None = None) -> Options:
@@ -300,9 +309,10 @@ def parse_args(argv: list[str] | None = None) -> Options:
     parser.add_argument("--quick", action="store_true", help="2,000 cycles, RSS every 500")
     parser.add_argument("--append-results", nargs="?", const=str(ROOT / "bench" / "RESULTS.md"), default=None)
     parser.add_argument("--keep", action="store_true", help="keep the work directory (server log)")
+    parser.add_argument("--redis", action="store_true", help="the Redis engine (a redis-server for the run)")
     args = parser.parse_args(argv)
     if args.quick:
-        return quick_options()
+        return dataclasses.replace(quick_options(), redis=args.redis)
     if args.cycles < 1 or args.every < 1:
         parser.error("--cycles and --every must be positive")
     return Options(
@@ -318,6 +328,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         refused=not args.no_refused,
         append_results=Path(args.append_results) if args.append_results else None,
         keep=args.keep,
+        redis=args.redis,
     )
 
 

@@ -13,8 +13,9 @@ import ssl
 from typing import Any
 
 import redis
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import SSLConnection
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff, NoBackoff
@@ -22,6 +23,9 @@ from redis.backoff import ExponentialBackoff, NoBackoff
 from broker.engine.redis_address import RedisKeySource, RedisShard, redis_shards, shard_index
 
 Client = Redis | RedisCluster
+
+# Connections one process keeps to one Redis server at most.
+POOL_SIZE = 64
 
 
 class RedisUnreachable(Exception):
@@ -61,14 +65,21 @@ def client_for(shard: RedisShard, timeouts: Timeouts) -> Client:
     if shard.kind == "cluster":
         options.pop("retry")
         nodes = [ClusterNode(host, port) for host, port in shard.hosts]
-        return RedisCluster(startup_nodes=nodes, **options)
+        return RedisCluster(startup_nodes=nodes, max_connections=POOL_SIZE, **options)
     if shard.kind == "sentinel":
         sentinel_options = {"password": shard.sentinel_password or None}
         sentinel = Sentinel(list(shard.hosts), sentinel_kwargs=sentinel_options, **options)
         master: Redis = sentinel.master_for(shard.sentinel_master_name, db=shard.db)
         return master
     host, port = shard.hosts[0]
-    return Redis(host=host, port=port, db=shard.db, **options)
+    # A bounded pool that waits (up to the IO timeout) for a free connection: a burst of connects or
+    # publishes queues for Redis instead of failing at the pool's edge or opening sockets without end.
+    if options.pop("ssl", False):
+        options["connection_class"] = SSLConnection
+    pool = BlockingConnectionPool(
+        host=host, port=port, db=shard.db, max_connections=POOL_SIZE, timeout=timeouts.io, **options
+    )
+    return Redis(connection_pool=pool)
 
 
 def pubsub_client_for(shard: RedisShard, client: Client, timeouts: Timeouts) -> Redis:
