@@ -21,7 +21,7 @@ from tests.sdk.common import SHARDS, api, connection_token, run, unique
 from tests.sdk.scenarios import connected, numbers_received, open_client, subscribed
 from tests.support import redis_server as redis_support
 from tests.support.balancer import Balancer
-from tests.support.redis_server import RedisCluster, RedisServer
+from tests.support.redis_server import RedisCluster, RedisServer, command
 from tests.support.server import Server
 from tests.support.waiting import eventually
 
@@ -236,3 +236,30 @@ def test_one_order_everywhere_on_a_redis_cluster(on_redis_cluster: list[Server],
 
 def test_recovery_on_a_redis_cluster(on_redis_cluster: list[Server], sdk: str) -> None:
     run(_recovery_of_publications_made_elsewhere(on_redis_cluster, sdk), 90)
+
+
+async def _positioned_clients_recover_what_a_lost_link_missed(
+    nodes: list[Server], redis: RedisServer, sdk: str
+) -> None:
+    channel = unique("hist:gap")
+    async with contextlib.AsyncExitStack() as stack:
+        client = await open_client(stack, sdk, nodes[0], "gapped", "json", connection_token(unique("g")))
+        await connected(client)
+        await client.subscribe(channel, recoverable=True)
+        await subscribed(client, channel)
+        publishing = asyncio.create_task(_publish_numbers_slowly(nodes[1], channel, 120))
+        await numbers_received(client, channel, 20, timeout=30)
+        # Every node's PUB/SUB connection is cut: publications made before each link is back are lost
+        # on the way; the shards see the gap (or check their positions) and the client recovers.
+        killed = await asyncio.to_thread(command, redis.port, "CLIENT", "KILL", "TYPE", "pubsub")
+        assert killed.startswith(b":") and int(killed[1:]) >= 2, killed
+        await publishing
+        received = await numbers_received(client, channel, 120, timeout=30)
+        assert [p["data"]["n"] for p in received] == list(range(120)), client.log.describe()
+
+
+def test_positioned_clients_recover_what_a_lost_redis_link_missed(cluster: list[Server], sdk: str) -> None:
+    # The module's nodes and their redis-server (the fixture's): its port is in the nodes' config.
+    port = int(str(cluster[0].config["redis_address"]).rsplit(":", 1)[1])
+    redis = cast(RedisServer, SimpleNamespace(port=port))
+    run(_positioned_clients_recover_what_a_lost_link_missed(cluster, redis, sdk), 120)
