@@ -18,7 +18,7 @@ import pytest
 from broker.hashing import shard_for_user
 from tests.integration.streamclient import StreamClient
 from tests.support import redis_server as redis_support
-from tests.support.redis_server import RedisServer
+from tests.support.redis_server import RedisServer, command
 from tests.support.server import Server
 from tests.support.tokens import make_token
 from tests.support.waiting import eventually
@@ -347,3 +347,30 @@ def test_a_restarted_shard_takes_back_its_previous_lifes_user_counts(
         client.close()
     finally:
         node.stop()
+
+
+def test_channels_and_users_spread_over_several_redis_servers(tmp_path: Path) -> None:
+    with RedisServer(tmp_path / "r1") as first, RedisServer(tmp_path / "r2") as second:
+        addresses = [first.address, second.address]
+        a, b = start_nodes(tmp_path, first, 2, redis_address=addresses, client_user_connection_limit=1)
+        try:
+            channels = [f"hist:spread-{i}" for i in range(12)]
+            readers = [stream(b, f"spread-{i}", [channel]) for i, channel in enumerate(channels)]
+            for reader in readers:
+                reader.connect()
+            for n, channel in enumerate(channels):
+                a.api("publish", {"channel": channel, "data": {"n": n}})
+            for n, reader in enumerate(readers):
+                assert reader.read_until("pub")["pub"]["data"] == {"n": n}
+                reader.close()
+            streams = [int(command(server.port, "DBSIZE").strip(b":\r\n")) for server in (first, second)]
+            assert all(count > 0 for count in streams), streams  # both servers hold some channels
+            history = b.api("history", {"channel": channels[3], "limit": -1})["result"]["publications"]
+            assert [p["data"] for p in history] == [{"n": 3}]
+            held = stream(a, "one-only", [])
+            held.connect()
+            assert stream(b, "one-only", []).read_until("disconnect")["disconnect"]["code"] == 3504
+            held.close()
+        finally:
+            a.stop()
+            b.stop()
