@@ -49,12 +49,13 @@ fmt: $(STAMP)
 	$(BIN)/ruff format broker router shards tests bench
 	$(BIN)/ruff check --fix broker router shards tests bench
 
-# Services the tests start themselves (never the system's): Debian's redis-server and redis-cli.
+# Services the tests start themselves (never the system's): Debian's redis-server and redis-cli, and
+# openssl for the certificate of the TLS test.
 services:
-	@command -v redis-server >/dev/null && command -v redis-cli >/dev/null || { \
-		echo "==> installing redis-server and redis-tools"; \
+	@command -v redis-server >/dev/null && command -v redis-cli >/dev/null && command -v openssl >/dev/null || { \
+		echo "==> installing redis-server, redis-tools and openssl"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-			redis-server redis-tools >/dev/null; }
+			redis-server redis-tools openssl >/dev/null; }
 
 test: lint sdk-deps services
 	$(BIN)/pytest -q

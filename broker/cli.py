@@ -237,7 +237,9 @@ def _check_redis(cfg: Config) -> None:
     from broker.engine.redis_clients import RedisUnreachable, check_reachable
 
     try:
-        check_reachable(cfg, float(cfg.redis_connect_timeout), float(cfg.redis_io_timeout))
+        check_reachable(
+            cfg, float(cfg.redis_connect_timeout), float(cfg.redis_io_timeout), cfg.redis_tls_skip_verify
+        )
     except RedisUnreachable as exc:
         raise UsageError(str(exc)) from None
 

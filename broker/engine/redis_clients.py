@@ -150,7 +150,9 @@ def describe(shard: RedisShard) -> str:
     return f"{shard.kind} Redis at {hosts}"
 
 
-def check_reachable(cfg: RedisKeySource, connect_timeout: float, io_timeout: float) -> None:
+def check_reachable(
+    cfg: RedisKeySource, connect_timeout: float, io_timeout: float, skip_verify: bool = False
+) -> None:
     """PING every shard once (blocking; called at start); raises :class:`RedisUnreachable`."""
     for shard in redis_shards(cfg):
         host, port = shard.hosts[0]
@@ -161,6 +163,8 @@ def check_reachable(cfg: RedisKeySource, connect_timeout: float, io_timeout: flo
             "socket_timeout": io_timeout,
             "ssl": shard.tls,
         }
+        if shard.tls and skip_verify:
+            options.update(ssl_cert_reqs=ssl.CERT_NONE, ssl_check_hostname=False)
         try:
             if shard.kind == "sentinel":
                 sentinel = redis.sentinel.Sentinel(

@@ -7,7 +7,10 @@ directory. Tests that kill a node or Redis start their own.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +22,7 @@ from broker.hashing import shard_for_user
 from tests.integration.streamclient import StreamClient
 from tests.support import redis_server as redis_support
 from tests.support.redis_server import RedisServer, command
-from tests.support.server import Server
+from tests.support.server import Process, Server, free_port
 from tests.support.tokens import make_token
 from tests.support.waiting import eventually
 
@@ -374,3 +377,50 @@ def test_channels_and_users_spread_over_several_redis_servers(tmp_path: Path) ->
         finally:
             a.stop()
             b.stop()
+
+
+def test_a_node_speaks_tls_to_redis(tmp_path: Path) -> None:
+    if shutil.which("openssl") is None:
+        pytest.fail("openssl is missing (Debian's openssl package)")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    request = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+    subprocess.run(
+        [*request, "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    port = free_port()
+    argv = ["redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1"]
+    argv += ["--tls-cert-file", str(cert), "--tls-key-file", str(key), "--tls-ca-cert-file", str(cert)]
+    argv += ["--tls-auth-clients", "no", "--save", "", "--appendonly", "no", "--dir", str(tmp_path)]
+    redis = Process(argv, tmp_path / "redis-tls.log")
+    redis.spawn()
+    try:
+        eventually(lambda: _accepts(port), timeout=10, what="redis-server to listen for TLS")
+        config = {
+            "engine": "redis",
+            "redis_address": f"rediss://127.0.0.1:{port}",
+            "redis_tls_skip_verify": True,
+        }
+        with Server(tmp_path, namespaces=NAMESPACES, **config) as node:
+            reader = stream(node, "tls-reader", ["hist:tls"])
+            reader.connect()
+            assert node.api("publish", {"channel": "hist:tls", "data": {"n": 1}})["result"]["offset"] == 1
+            assert reader.read_until("pub")["pub"]["data"] == {"n": 1}
+            reader.close()
+        # Without skipping verification the self-signed certificate is refused at start, clearly.
+        refused = Server(tmp_path, **{**config, "redis_tls_skip_verify": False}).run_to_end(timeout=30)
+        assert refused.returncode == 1 and "cannot reach the standalone Redis" in refused.stderr, (
+            refused.stderr
+        )
+    finally:
+        redis.stop()
+
+
+def _accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+    except OSError:
+        return False
+    return True
