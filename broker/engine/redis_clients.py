@@ -59,6 +59,16 @@ def _common(shard: RedisShard, timeouts: Timeouts) -> dict[str, Any]:
     return options
 
 
+def _sentinel(shard: RedisShard, timeouts: Timeouts, options: dict[str, Any]) -> Sentinel:
+    """The Sentinels that name the master; ``options`` are for the master's connections."""
+    sentinel_options = {
+        "password": shard.sentinel_password or None,
+        "socket_connect_timeout": timeouts.connect,
+        "socket_timeout": timeouts.io,
+    }
+    return Sentinel(list(shard.hosts), sentinel_kwargs=sentinel_options, **options)
+
+
 def client_for(shard: RedisShard, timeouts: Timeouts) -> Client:
     """An asyncio client for one shard (a plain server, a Cluster, or a Sentinel-watched master)."""
     options = _common(shard, timeouts)
@@ -67,9 +77,9 @@ def client_for(shard: RedisShard, timeouts: Timeouts) -> Client:
         nodes = [ClusterNode(host, port) for host, port in shard.hosts]
         return RedisCluster(startup_nodes=nodes, max_connections=POOL_SIZE, **options)
     if shard.kind == "sentinel":
-        sentinel_options = {"password": shard.sentinel_password or None}
-        sentinel = Sentinel(list(shard.hosts), sentinel_kwargs=sentinel_options, **options)
-        master: Redis = sentinel.master_for(shard.sentinel_master_name, db=shard.db)
+        master: Redis = _sentinel(shard, timeouts, options).master_for(
+            shard.sentinel_master_name, db=shard.db
+        )
         return master
     host, port = shard.hosts[0]
     # A bounded pool that waits (up to the IO timeout) for a free connection: a burst of connects or
@@ -82,24 +92,26 @@ def client_for(shard: RedisShard, timeouts: Timeouts) -> Client:
     return Redis(connection_pool=pool)
 
 
-def pubsub_client_for(shard: RedisShard, client: Client, timeouts: Timeouts) -> Redis:
+def pubsub_client_for(shard: RedisShard, timeouts: Timeouts) -> Redis:
     """The client whose connection carries a shard's PUB/SUB: no read timeout, since a subscriber waits
     for messages as long as it takes.
 
     On a Redis Cluster this connection carries node control (classic PUB/SUB, which the cluster
     propagates to every node, so the first host serves); channels use sharded PUB/SUB on each slot's
-    master (:meth:`RedisShards.pubsub_client_at`). A Sentinel-watched master is followed by the shard's
-    own client.
+    master (:meth:`RedisShards.pubsub_client_at`). With Sentinel, the master it names at each
+    (re)connect.
     """
-    if shard.kind == "sentinel":
-        assert isinstance(client, Redis)
-        return client
-    host, port = shard.hosts[0]
     options = _common(shard, timeouts)
     options["socket_timeout"] = None
     # No retry inside the client: a lost connection must reach the link, which resubscribes and tells
     # the shards that publications may have been lost meanwhile.
     options["retry"] = Retry(NoBackoff(), 0)
+    if shard.kind == "sentinel":
+        master: Redis = _sentinel(shard, timeouts, options).master_for(
+            shard.sentinel_master_name, db=shard.db
+        )
+        return master
+    host, port = shard.hosts[0]
     db = 0 if shard.kind == "cluster" else shard.db
     return Redis(host=host, port=port, db=db, **options)
 
@@ -131,7 +143,7 @@ class RedisShards:
         return self.clients[0]
 
     def pubsub_client(self, index: int) -> Redis:
-        return pubsub_client_for(self.shards[index], self.clients[index], self.timeouts)
+        return pubsub_client_for(self.shards[index], self.timeouts)
 
     def pubsub_client_at(self, index: int, host: str, port: int) -> Redis:
         """A subscriber connection to one master of shard ``index``'s Redis Cluster."""

@@ -424,3 +424,28 @@ def _accepts(port: int) -> bool:
     except OSError:
         return False
     return True
+
+
+def test_a_node_finds_its_redis_through_sentinel(tmp_path: Path, redis: RedisServer) -> None:
+    port = free_port()
+    conf = tmp_path / "sentinel.conf"  # Sentinel rewrites its file: one of its own, in the test's directory
+    conf.write_text(
+        f"port {port}\nbind 127.0.0.1\ndir {tmp_path}\nsentinel monitor main 127.0.0.1 {redis.port} 1\n"
+    )
+    sentinel = Process(["redis-server", str(conf), "--sentinel"], tmp_path / "sentinel.log")
+    sentinel.spawn()
+    try:
+        eventually(lambda: _accepts(port), timeout=10, what="redis-sentinel to listen")
+        address = f"redis+sentinel://127.0.0.1:{port}?sentinel_master_name=main"
+        a, b = start_nodes(tmp_path, redis, 2, redis_address=address, redis_prefix="sentinel")
+        try:
+            reader = stream(b, "sentinel-reader", ["hist:sentinel"])
+            reader.connect()
+            offset = a.api("publish", {"channel": "hist:sentinel", "data": {"n": 1}})["result"]["offset"]
+            assert reader.read_until("pub")["pub"] == {"data": {"n": 1}, "offset": offset}
+            reader.close()
+        finally:
+            a.stop()
+            b.stop()
+    finally:
+        sentinel.stop()
