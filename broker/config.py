@@ -114,6 +114,15 @@ class Config:
     uni_sse_max_request_body_size: int = 65536
     websocket_handler_prefix: str = "/connection/websocket"
     uni_websocket_handler_prefix: str = "/connection/uni_websocket"
+    # Bidirectional emulation for browsers without WebSocket: a stream down, /emulation up.
+    http_stream: bool = False
+    sse: bool = False
+    http_stream_max_request_body_size: int = 65536
+    sse_max_request_body_size: int = 65536
+    emulation_max_request_body_size: int = 65536
+    http_stream_handler_prefix: str = "/connection/http_stream"
+    sse_handler_prefix: str = "/connection/sse"
+    emulation_handler_prefix: str = "/emulation"
     uni_sse_handler_prefix: str = "/connection/uni_sse"
     uni_http_stream_handler_prefix: str = "/connection/uni_http_stream"
 

@@ -36,8 +36,6 @@ UNSUPPORTED_SWITCHES: dict[str, tuple[Any, ...]] = {
     "swagger": OFF_FALSE,
     "opentelemetry": OFF_FALSE,
     "graphite": OFF_FALSE,
-    "http_stream": OFF_FALSE,
-    "sse": OFF_FALSE,
     "sockjs": OFF_FALSE,
     "uni_grpc": OFF_FALSE,
     "grpc_api": OFF_FALSE,
@@ -93,8 +91,6 @@ SETTINGS_OF: dict[str, tuple[str, ...]] = {
     "broker": ("nats_url", "nats_prefix", "nats_dial_timeout", "nats_write_timeout"),
     "prometheus": ("prometheus_handler_prefix",),
     "graphite": ("graphite_host", "graphite_port", "graphite_prefix", "graphite_interval", "graphite_tags"),
-    "http_stream": ("http_stream_max_request_body_size", "emulation_max_request_body_size"),
-    "sse": ("sse_max_request_body_size",),
     "sockjs": ("sockjs_url", "sockjs_heartbeat_delay", "sockjs_handler_prefix"),
     "uni_grpc": (
         "uni_grpc_address",

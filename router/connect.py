@@ -17,14 +17,17 @@ import logging
 import socket
 from dataclasses import dataclass
 from http import HTTPStatus
+from typing import Any
 
 import orjson
 
 from broker.auth import unverified_user
 from broker.config import Config
+from broker.errors import ClientError
 from broker.hashing import shard_for
 from broker.ids import new_id
 from broker.ipc.handoff import HandoffError, Header, encode
+from broker.protocol.codec import get_codec
 from router.cluster import Cluster
 from router.http import HttpConnection, Request
 
@@ -38,6 +41,36 @@ class Endpoint:
     transport: str
     methods: frozenset[str]
     body_limit: int
+    # Emulation (http_stream, SSE): the body is the first command frame, not a ConnectRequest.
+    bidirectional: bool = False
+
+
+def connect_token(body: bytes, bidirectional: bool, protocol: str) -> str | None:
+    """The token of a connect request (unverified: it only picks the shard); None when malformed.
+
+    Unidirectional: the body is a ConnectRequest. Emulation: the body is the first frame of commands
+    (newline-delimited JSON, or varint-delimited Protobuf), whose first command is the connect.
+    """
+    if protocol == "protobuf":
+        try:
+            commands = get_codec("protobuf").decode_commands(body)
+        except ClientError:
+            return None
+        request: Any = commands[0].get("connect") if commands else None
+    else:
+        try:
+            decoded = orjson.loads(body.split(b"\n", 1)[0] if bidirectional else body)
+        except orjson.JSONDecodeError:
+            return None
+        if not isinstance(decoded, dict):
+            return None
+        request = decoded.get("connect") if bidirectional else decoded
+    if request is None and bidirectional:
+        return ""
+    if not isinstance(request, dict):
+        return None
+    token = request.get("token")
+    return token if isinstance(token, str) else ""
 
 
 def endpoints(cfg: Config) -> dict[str, Endpoint]:
@@ -49,6 +82,14 @@ def endpoints(cfg: Config) -> dict[str, Endpoint]:
     if cfg.uni_sse:
         found[cfg.uni_sse_handler_prefix] = Endpoint(
             "uni_sse", frozenset({"GET", "POST"}), cfg.uni_sse_max_request_body_size
+        )
+    if cfg.http_stream:
+        found[cfg.http_stream_handler_prefix] = Endpoint(
+            "http_stream", frozenset({"POST"}), cfg.http_stream_max_request_body_size, bidirectional=True
+        )
+    if cfg.sse:
+        found[cfg.sse_handler_prefix] = Endpoint(
+            "sse", frozenset({"GET", "POST"}), cfg.sse_max_request_body_size, bidirectional=True
         )
     return found
 
@@ -89,23 +130,19 @@ class ConnectHandler:
                 keep_alive=False,
             )
             return
-        token = ""
-        if body.strip():
-            try:
-                connect_request = orjson.loads(body)
-            except orjson.JSONDecodeError:
-                connect_request = None
-            if not isinstance(connect_request, dict):
-                log.info("%s: malformed connect request", endpoint.transport)
-                conn.respond(HTTPStatus.BAD_REQUEST, b"Bad Request", "text/plain", keep_alive=False)
-                return
-            raw_token = connect_request.get("token")
-            token = raw_token if isinstance(raw_token, str) else ""
+        protocol = "json"
+        if endpoint.bidirectional and request.header("content-type").startswith("application/octet-stream"):
+            protocol = "protobuf"
+        token = connect_token(body, endpoint.bidirectional, protocol) if body.strip() else ""
+        if token is None:
+            log.info("%s: malformed connect request", endpoint.transport)
+            conn.respond(HTTPStatus.BAD_REQUEST, b"Bad Request", "text/plain", keep_alive=False)
+            return
         user = unverified_user(token, self.cfg.token_user_id_claim) if token else ""
         client = new_id()
         index = shard_for(user, client, self.cluster.size)
         try:
-            message = encode(Header(endpoint.transport, client), body)
+            message = encode(Header(endpoint.transport, client, protocol), body)
         except HandoffError:
             conn.respond(
                 HTTPStatus.REQUEST_ENTITY_TOO_LARGE,

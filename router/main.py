@@ -37,6 +37,7 @@ from broker.runtime_dir import lock_role
 from router.api import Api
 from router.cluster import Cluster
 from router.connect import ConnectHandler
+from router.emulation import EmulationHandler
 from router.http import HttpConnection, Request, Timeouts
 from router.websocket import WebSocketEndpoints
 
@@ -65,6 +66,7 @@ class RouterApp:
         self.api = Api(cfg, self.cluster)
         self.connect = ConnectHandler(cfg, self.cluster)
         self.websocket = WebSocketEndpoints(cfg, self.cluster)
+        self.emulation = EmulationHandler(cfg, self.cluster)
         self.api_prefix = cfg.api_handler_prefix.rstrip("/") or "/api"
         self.connections: set[HttpConnection] = set()
         self.timeouts = Timeouts(
@@ -79,6 +81,8 @@ class RouterApp:
             return endpoint.body_limit
         if path == self.api_prefix or path.startswith(self.api_prefix + "/"):
             return API_BODY_LIMIT
+        if self.emulation.enabled and path == self.emulation.path:
+            return self.cfg.emulation_max_request_body_size
         return DEFAULT_BODY_LIMIT
 
     def handle(self, request: Request, conn: HttpConnection) -> Coroutine[Any, Any, None] | None:
@@ -89,6 +93,8 @@ class RouterApp:
             return None
         if path == self.api_prefix or path.startswith(self.api_prefix + "/"):
             return self._serve_api(request, conn)
+        if self.emulation.enabled and path == self.emulation.path:
+            return self.emulation.handle(request, conn)
         if path in self.websocket.paths:
             # A plain request to a WebSocket endpoint (no Upgrade header).
             conn.respond(HTTPStatus.BAD_REQUEST, b"Bad Request", "text/plain")
@@ -155,6 +161,7 @@ async def _serve(cfg: Config, ctx: ChildContext) -> None:
     cfg.runtime_path.mkdir(parents=True, exist_ok=True, mode=0o700)
     app = RouterApp(cfg, loop)
     await app.api.join_nodes()
+    app.emulation.nodes = app.api.nodes
     server = await loop.create_server(
         app.new_connection, host=cfg.address or None, port=cfg.port, reuse_address=True, backlog=4096
     )

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import time
 
+from broker.emulation import TRANSPORTS as EMULATION_TRANSPORTS
+from broker.emulation import session_id
 from broker.ids import new_id
 from broker.ipc.handoff import Header
 from broker.protocol.codec import get_codec
 from broker.protocol.state import ConnectionState
 from broker.protocol.uni import HTTP_STREAM, SSE
 from shards.connection import ClientConnection, ConnectionHost
+from shards.emulation import EmulationConnection
 from shards.uni import UniConnection
 from shards.ws import UniWsConnection, WsConnection
 
@@ -19,7 +22,10 @@ UNI_FRAMINGS = {"uni_http_stream": HTTP_STREAM, "uni_sse": SSE}
 def connection_for(host: ConnectionHost, header: Header, data: bytes) -> ClientConnection | None:
     """A new connection for ``header.transport`` with the bytes the router already read; None if unknown."""
     transport = header.transport
-    state = ConnectionState(header.client, new_id(), transport, header.protocol, time.time())
+    session = session_id(host.index) if transport in EMULATION_TRANSPORTS else new_id()
+    state = ConnectionState(header.client, session, transport, header.protocol, time.time())
+    if transport in EMULATION_TRANSPORTS:
+        return EmulationConnection(host, state, get_codec(header.protocol), data)
     if transport in UNI_FRAMINGS:
         return UniConnection(host, state, UNI_FRAMINGS[transport], data)
     if transport == "websocket":

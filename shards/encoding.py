@@ -15,6 +15,7 @@ import orjson
 from broker.protocol.codec import get_codec
 from broker.protocol.uni import HTTP_STREAM, SSE
 from broker.websocket.frames import OP_BINARY, OP_TEXT, encode_frame
+from shards.emulation import PROTOBUF_STREAM
 
 PushEncoder = Callable[[dict[str, Any]], bytes]
 
@@ -39,10 +40,15 @@ ENCODERS: dict[str, PushEncoder] = {
     "uni_http_stream": lambda body: HTTP_STREAM.frame(uni_json(body)),
     "uni_sse": lambda body: SSE.frame(uni_json(body)),
     "uni_websocket": lambda body: encode_frame(OP_TEXT, uni_json(body)),
+    "http_stream-json": lambda body: HTTP_STREAM.frame(JSON.encode_push(body)),
+    "http_stream-protobuf": lambda body: PROTOBUF_STREAM.frame(PROTOBUF.encode_push(body)),
+    "sse-json": lambda body: SSE.frame(JSON.encode_push(body)),
 }
 
 # Kinds whose clients decode publication data as JSON: binary data they cannot read ends them (3506).
-JSON_KINDS = frozenset({"ws-json", "uni_http_stream", "uni_sse", "uni_websocket"})
+JSON_KINDS = frozenset(
+    {"ws-json", "uni_http_stream", "uni_sse", "uni_websocket", "http_stream-json", "sse-json"}
+)
 
 
 def publication_push(channel: str, pub: dict[str, Any]) -> dict[str, Any]:

@@ -129,6 +129,8 @@ class Shard:
         self._tasks: set[asyncio.Task[Any]] = set()
         # Every adopted connection whose socket is still open, registered in the hub or not.
         self._live: set[ClientConnection] = set()
+        # Emulation connections (http_stream, SSE) by session id, for the frames /emulation brings.
+        self.emulations: dict[str, ClientConnection] = {}
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -240,7 +242,12 @@ class Shard:
 
     def detach(self, conn: ClientConnection) -> None:
         self._live.discard(conn)
+        if self.emulations.get(conn.state.session) is conn:
+            del self.emulations[conn.state.session]
         self.unregister(conn)
+
+    def emulation_started(self, conn: ClientConnection) -> None:
+        self.emulations[conn.state.session] = conn
 
     def disconnect(self, conn: ClientConnection, reason: Disconnect) -> None:
         conn.close_with(reason)

@@ -9,6 +9,7 @@ The writer's answers the router shares with peers (publish, history, presence) l
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
 import logging
 import os
@@ -59,6 +60,9 @@ class RouterHost(PeerHost, Protocol):
     def expiry_changed(self, conn: Any) -> None: ...
 
     def sub_expiry_changed(self, conn: Any, channel: str) -> None: ...
+
+    @property
+    def emulations(self) -> dict[str, Any]: ...
 
 
 log = logging.getLogger("switchboard.shard")
@@ -279,7 +283,25 @@ def warm_up(cfg: Config) -> None:
     compile_connections_filter("true", cfg)
 
 
+def emulation(shard: RouterHost, params: dict[str, Any]) -> dict[str, Any]:
+    """A client's frame that came by ``/emulation``, for the emulation connection of its session."""
+    conn = shard.emulations.get(str(params.get("session", "")))
+    if conn is None:
+        return {"found": False}
+    data = params.get("data")
+    if isinstance(data, str):
+        frame = data.encode()
+    else:
+        try:
+            frame = base64.b64decode(str(params.get("b64data", "")), validate=True)
+        except ValueError:
+            raise errors.BAD_REQUEST() from None
+    conn.receive_frame(frame)
+    return {"found": True}
+
+
 ROUTER_HANDLERS = {
+    "emulation": emulation,
     "connections": connections,
     "disconnect": disconnect,
     "info": info,

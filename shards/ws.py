@@ -16,16 +16,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from broker import errors
-from broker.errors import ClientError, Disconnect
+from broker.errors import Disconnect
 from broker.protocol.client import ClientSession
 from broker.protocol.codec import Codec
 from broker.protocol.state import ConnectionState
 from broker.protocol.uni import UniSession
-from broker.publication import Publication
 from broker.websocket.frames import (
     OP_BINARY,
     OP_PING,
@@ -37,13 +35,11 @@ from broker.websocket.frames import (
     encode_frame,
 )
 from shards.connection import ClientConnection, ConnectionHost
+from shards.session_host import SessionHosting
 from shards.uni import recover_then_flush
 
 if TYPE_CHECKING:
-    from broker.auth import TokenVerifier
-    from broker.channels import ChannelRules
-    from broker.config import Config
-    from broker.protocol.client import Done
+    pass
 
 log = logging.getLogger("switchboard.shard")
 
@@ -142,7 +138,7 @@ class _WebSocketBase(ClientConnection):
             self.transport.close()
 
 
-class WsConnection(_WebSocketBase):
+class WsConnection(SessionHosting, _WebSocketBase):
     """Bidirectional WebSocket: Centrifugo's client protocol in JSON or Protobuf."""
 
     __slots__ = ("_opcode", "session")
@@ -183,60 +179,6 @@ class WsConnection(_WebSocketBase):
     def send_push(self, body: dict[str, Any]) -> None:
         if not self.closed:
             self.enqueue(encode_frame(self._opcode, self.session.codec.encode_push(body)))
-
-    # -- SessionHost: the session reaches the shard through its connection ------------------------
-
-    @property
-    def cfg(self) -> Config:
-        return self.shard.cfg
-
-    @property
-    def verifier(self) -> TokenVerifier:
-        return self.shard.verifier
-
-    @property
-    def rules(self) -> ChannelRules:
-        return self.shard.rules
-
-    def admit(self, session: ClientSession, ready: Callable[[], None]) -> Disconnect | None:
-        return self.shard.admit(self, self._flushing(ready))
-
-    def subscribe(self, session: ClientSession, channel: str, source: int, ready: Callable[[], None]) -> None:
-        self.shard.subscribe(self, channel, source, self._flushing(ready))
-
-    def _flushing(self, callback: Callable[[], None]) -> Callable[[], None]:
-        def run() -> None:
-            callback()
-            self._write_replies()
-
-        return run
-
-    def unsubscribe(self, session: ClientSession, channel: str) -> None:
-        self.shard.unsubscribe(self, channel)
-
-    def publish(self, publication: Publication, done: Done) -> None:
-        self.shard.publish(publication, self._replying(done))
-
-    def expiry_changed(self, session: ClientSession) -> None:
-        self.shard.expiry_changed(self)
-
-    def cluster_query(self, method: str, params: dict[str, Any], merge: Any, done: Done) -> None:
-        self.shard.cluster_query(method, params, merge, self._replying(done))
-
-    def writer_query(self, channel: str, method: str, params: dict[str, Any], done: Done) -> None:
-        self.shard.writer_query(channel, method, params, self._replying(done))
-
-    def _replying(self, done: Done) -> Done:
-        """Wrap a completion so that the reply it queues is written at once."""
-
-        def finished(err: ClientError | None, result: dict[str, Any] | None) -> None:
-            done(err, result)
-            self._write_replies()
-
-        return finished
-
-    def sub_expiry_changed(self, session: ClientSession, channel: str) -> None:
-        self.shard.sub_expiry_changed(self, channel)
 
 
 class _UniWebSocketFraming:

@@ -16,6 +16,7 @@ import orjson
 
 from broker import __version__, errors
 from broker.config import Config
+from broker.emulation import TRANSPORTS as EMULATION
 from broker.protocol.state import (
     SOURCE_CONNECTION_TOKEN,
     SOURCE_UNI_CONNECT_SUBS,
@@ -257,6 +258,10 @@ def connect_result(
         result["session"] = state.session
     else:
         result["pong"] = True
+        if state.transport in EMULATION:
+            # The client's later commands come by /emulation, naming the session and its node.
+            result["session"] = state.session
+            result["node"] = cfg.node_id
     if cfg.client_connect_include_server_time:
         result["time"] = int(now * 1000)
     return result

@@ -22,6 +22,7 @@ from router.api import http
 from router.api.across import Across
 from router.api.methods import METHODS, run_method
 from router.cluster import Cluster
+from router.emulation import deliver as deliver_emulation
 from router.http import Request
 from router.nodes import Nodes
 
@@ -53,12 +54,19 @@ class Api:
             self.uid,
             self.cfg.node_display_name,
             self.engines.broker,
-            lambda method, params: run_method(self, method, params, here_only=True),
+            self._for_another_node,
             self._node_info,
             float(self.cfg.node_info_interval),
         )
         await self.nodes.start(float(self.cfg.redis_connect_timeout) + float(self.cfg.redis_io_timeout))
         self.across = Across(self.cfg, self.rules, self.nodes, users, self.engines.presence)
+
+    async def _for_another_node(self, method: str, params: dict[str, Any]) -> Any:
+        """What another node asks of this one: an API method on this node alone, or an emulation
+        frame for a session held here."""
+        if method == "emulation":
+            return await deliver_emulation(self.cluster, params)
+        return await run_method(self, method, params, here_only=True)
 
     async def _node_info(self) -> dict[str, Any]:
         answer: dict[str, Any] = await run_method(self, "info", {}, here_only=True)

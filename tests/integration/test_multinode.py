@@ -7,6 +7,7 @@ directory. Tests that kill a node or Redis start their own.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -16,7 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
+import requests
 
 from broker.hashing import shard_for_user
 from tests.integration.streamclient import StreamClient
@@ -449,3 +452,36 @@ def test_a_node_finds_its_redis_through_sentinel(tmp_path: Path, redis: RedisSer
             b.stop()
     finally:
         sentinel.stop()
+
+
+def test_an_emulation_frame_sent_to_another_node_reaches_the_session(
+    tmp_path: Path, redis: RedisServer
+) -> None:
+    a, b = start_nodes(
+        tmp_path, redis, 2, http_stream=True, allow_subscribe_for_client=True, redis_prefix="emu"
+    )
+    try:
+        body = orjson.dumps({"id": 1, "connect": {"token": make_token("roaming")}})
+        sock = socket.create_connection(("127.0.0.1", a.port), timeout=5)
+        head = "POST /connection/http_stream HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        sock.sendall(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        received = b""
+        while b'"node"' not in received:
+            received += sock.recv(65536)
+        found = re.search(rb'"session":"([^"]+)","node":"([^"]+)"', received)
+        assert found is not None
+        session, node = found.group(1).decode(), found.group(2).decode()
+        frame = orjson.dumps({"id": 2, "subscribe": {"channel": "roam"}}).decode()
+        # The balancer sent this request to node b; the session lives on node a.
+        answer = requests.post(
+            f"{b.url}/emulation",
+            data=orjson.dumps({"session": session, "node": node, "data": frame}),
+            timeout=5,
+        )
+        assert answer.status_code == 204
+        while b'{"id":2,"subscribe":{}}' not in received:
+            received += sock.recv(65536)
+        sock.close()
+    finally:
+        a.stop()
+        b.stop()

@@ -5,6 +5,8 @@
 //
 // Scenario:
 //   url             ws://127.0.0.1:PORT/connection/websocket
+//   transports      optional: [{transport: "websocket"|"http_stream"|"sse", endpoint}] tried in order
+//                   (centrifuge-js's fallback), with emulation_endpoint for http_stream and SSE
 //   protocol        "json" (default) | "protobuf"
 //   token           connection token (optional)
 //   refresh_tokens  tokens handed out by getToken, in order (the last one is repeated); without it
@@ -34,6 +36,7 @@
 // The script exits by itself at the timeout, on {"op":"exit"} and when stdin ends.
 
 import { createInterface } from 'node:readline';
+import { EventSource } from 'eventsource';
 import WebSocket from 'ws';
 
 const started = Date.now();
@@ -149,7 +152,14 @@ async function main() {
   const getToken = tokenSupplier(scenario.refresh_tokens, (n) => emit('get_token', { n }));
   if (getToken) options.getToken = getToken;
 
-  const client = new Centrifuge(scenario.url, options);
+  if (Array.isArray(scenario.transports)) {
+    options.emulationEndpoint = scenario.emulation_endpoint;
+    options.eventsource = EventSource;
+  }
+  const client = new Centrifuge(
+    Array.isArray(scenario.transports) ? scenario.transports : scenario.url,
+    options,
+  );
 
   client.on('connecting', (ctx) => emit('connecting', { code: ctx.code, reason: ctx.reason }));
   client.on('disconnected', (ctx) => emit('disconnected', { code: ctx.code, reason: ctx.reason }));

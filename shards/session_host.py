@@ -1,0 +1,83 @@
+"""The host side of a bidirectional session: a connection that carries a :class:`ClientSession` is also
+the session's host, reaching the shard (indexes, publications, timers) without the shard keeping a
+session → connection map. Shared by the WebSocket and the emulation (http_stream / SSE) connections;
+each writes the session's replies its own way (``_write_replies``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from broker.errors import ClientError, Disconnect
+from broker.protocol.client import ClientSession
+from broker.publication import Publication
+from shards.connection import ClientConnection
+
+if TYPE_CHECKING:
+    from broker.auth import TokenVerifier
+    from broker.channels import ChannelRules
+    from broker.config import Config
+    from broker.protocol.client import Done
+
+
+class SessionHosting(ClientConnection):
+    """A :class:`shards.connection.ClientConnection` whose ``session`` it hosts (combined with a
+    transport's connection class)."""
+
+    __slots__ = ()
+
+    def _write_replies(self) -> None:
+        raise NotImplementedError
+
+    @property
+    def cfg(self) -> Config:
+        return self.shard.cfg
+
+    @property
+    def verifier(self) -> TokenVerifier:
+        return self.shard.verifier
+
+    @property
+    def rules(self) -> ChannelRules:
+        return self.shard.rules
+
+    def admit(self, session: ClientSession, ready: Callable[[], None]) -> Disconnect | None:
+        return self.shard.admit(self, self._flushing(ready))
+
+    def subscribe(self, session: ClientSession, channel: str, source: int, ready: Callable[[], None]) -> None:
+        self.shard.subscribe(self, channel, source, self._flushing(ready))
+
+    def _flushing(self, callback: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            callback()
+            self._write_replies()
+
+        return run
+
+    def unsubscribe(self, session: ClientSession, channel: str) -> None:
+        self.shard.unsubscribe(self, channel)
+
+    def publish(self, publication: Publication, done: Done) -> None:
+        self.shard.publish(publication, self._replying(done))
+
+    def expiry_changed(self, session: ClientSession) -> None:
+        self.shard.expiry_changed(self)
+
+    def cluster_query(self, method: str, params: dict[str, Any], merge: Any, done: Done) -> None:
+        self.shard.cluster_query(method, params, merge, self._replying(done))
+
+    def writer_query(self, channel: str, method: str, params: dict[str, Any], done: Done) -> None:
+        self.shard.writer_query(channel, method, params, self._replying(done))
+
+    def _replying(self, done: Done) -> Done:
+        """Wrap a completion so that the reply it queues is written at once."""
+
+        def finished(err: ClientError | None, result: dict[str, Any] | None) -> None:
+            done(err, result)
+            self._write_replies()
+
+        return finished
+
+    def sub_expiry_changed(self, session: ClientSession, channel: str) -> None:
+        self.shard.sub_expiry_changed(self, channel)
