@@ -151,6 +151,14 @@ class Config:
     shm_index: bool = True  # per-shard channel subscriber counts in shared memory, read by the router
     shm_index_capacity: int = 65536
 
+    # Proxies to the application backend (the connect proxy: clients without a token).
+    proxy_connect_endpoint: str = ""
+    proxy_connect_timeout: Duration = Duration(1)
+    proxy_http_headers: list[str] = field(default_factory=list)  # forwarded from the client's request
+    proxy_emulated_headers: list[str] = field(default_factory=list)  # client-supplied, allowed to pass
+    proxy_static_http_headers: dict[str, str] = field(default_factory=dict)
+    proxy_binary_encoding: bool = False
+
     # Engine: "memory" keeps one node to itself; "redis" makes every node sharing the Redis one server.
     engine: str = "memory"
     node_name: str = ""  # the node's name in `info` and `unavailable_nodes`; `name` is its older spelling
@@ -263,6 +271,12 @@ def _coerce(key: str, value: Any, from_env: bool) -> Any:
             if isinstance(value, list) and all(isinstance(v, str) for v in value):
                 return list(value)
             raise ConfigError(f"{key}: expected a list of strings, got {value!r}")
+        if kind == dict[str, str]:
+            if from_env and isinstance(value, str):
+                value = orjson.loads(value)
+            if isinstance(value, dict) and all(isinstance(v, str) for v in value.values()):
+                return {str(k): v for k, v in value.items()}
+            raise ConfigError(f"{key}: expected an object of strings, got {value!r}")
         if kind == list[dict[str, Any]]:
             if from_env and isinstance(value, str):
                 value = orjson.loads(value)
@@ -407,6 +421,7 @@ def validate(cfg: Config) -> None:
     if cfg.http_max_pending_connections <= 0 or cfg.api_batch_max_size <= 0:
         raise ConfigError("http_max_pending_connections and api_batch_max_size must be positive")
     _validate_engine(cfg)
+    _validate_proxies(cfg)
     names: set[str] = set()
     for ns in cfg.namespaces:
         name = ns.get("name")
@@ -449,3 +464,11 @@ def _validate_engine(cfg: Config) -> None:
         raise ConfigError(str(exc)) from None
     if not cfg.redis_prefix or "{" in cfg.redis_prefix or "}" in cfg.redis_prefix:
         raise ConfigError(f"redis_prefix must be non-empty and without braces, got {cfg.redis_prefix!r}")
+
+
+def _validate_proxies(cfg: Config) -> None:
+    endpoint = cfg.proxy_connect_endpoint
+    if endpoint and not re.match(r"^https?://[^/\s]+", endpoint):
+        raise ConfigError(f"proxy_connect_endpoint must be an http:// or https:// URL, got {endpoint!r}")
+    if cfg.proxy_connect_timeout <= 0:
+        raise ConfigError("proxy_connect_timeout must be positive")

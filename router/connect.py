@@ -15,6 +15,7 @@ from __future__ import annotations
 import fnmatch
 import logging
 import socket
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
@@ -23,12 +24,13 @@ import orjson
 
 from broker.auth import unverified_user
 from broker.config import Config
-from broker.errors import ClientError
+from broker.errors import ClientError, Disconnect
 from broker.hashing import shard_for
 from broker.ids import new_id
 from broker.ipc.handoff import HandoffError, Header, encode
 from broker.protocol.codec import get_codec
 from router.cluster import Cluster
+from router.connect_proxy import ConnectProxy
 from router.http import HttpConnection, Request
 
 log = logging.getLogger("switchboard.router")
@@ -45,16 +47,18 @@ class Endpoint:
     bidirectional: bool = False
 
 
-def connect_token(body: bytes, bidirectional: bool, protocol: str) -> str | None:
-    """The token of a connect request (unverified: it only picks the shard); None when malformed.
+def connect_request_of(body: bytes, bidirectional: bool, protocol: str) -> dict[str, Any] | None:
+    """The connect request a body carries ({} when it carries none); None when malformed.
 
     Unidirectional: the body is a ConnectRequest. Emulation: the body is the first frame of commands
     (newline-delimited JSON, or varint-delimited Protobuf), whose first command is the connect.
     """
+    if not body.strip():
+        return {}
     if protocol == "protobuf":
         try:
             commands = get_codec("protobuf").decode_commands(body)
-        except ClientError:
+        except (ClientError, Disconnect):
             return None
         request: Any = commands[0].get("connect") if commands else None
     else:
@@ -66,11 +70,8 @@ def connect_token(body: bytes, bidirectional: bool, protocol: str) -> str | None
             return None
         request = decoded.get("connect") if bidirectional else decoded
     if request is None and bidirectional:
-        return ""
-    if not isinstance(request, dict):
-        return None
-    token = request.get("token")
-    return token if isinstance(token, str) else ""
+        return {}  # not a connect: the shard answers it
+    return request if isinstance(request, dict) else None
 
 
 def endpoints(cfg: Config) -> dict[str, Endpoint]:
@@ -103,22 +104,25 @@ def origin_allowed(origin: str, allowed: list[str]) -> bool:
 
 
 class ConnectHandler:
-    def __init__(self, cfg: Config, cluster: Cluster) -> None:
+    def __init__(self, cfg: Config, cluster: Cluster, proxy: ConnectProxy | None = None) -> None:
         self.cfg = cfg
         self.cluster = cluster
         self.endpoints = endpoints(cfg)
+        self.proxy = proxy if proxy is not None and proxy.enabled else None
 
-    def handle(self, endpoint: Endpoint, request: Request, conn: HttpConnection) -> None:
+    def handle(
+        self, endpoint: Endpoint, request: Request, conn: HttpConnection
+    ) -> Coroutine[Any, Any, None] | None:
         if request.method == "OPTIONS":
             conn.respond(HTTPStatus.OK, headers={"Access-Control-Allow-Methods": _CORS_METHODS})
-            return
+            return None
         if request.method not in endpoint.methods:
             conn.respond(HTTPStatus.METHOD_NOT_ALLOWED, b"Method Not Allowed", "text/plain")
-            return
+            return None
         if not origin_allowed(request.header("origin"), self.cfg.allowed_origins):
             log.info("%s: origin %r not allowed", endpoint.transport, request.header("origin"))
             conn.respond(HTTPStatus.FORBIDDEN, b"Invalid origin", "text/plain", keep_alive=False)
-            return
+            return None
         body = request.body
         if request.method == "GET":
             body = (request.query_arg("cf_connect") or "").encode()
@@ -129,20 +133,56 @@ class ConnectHandler:
                 "text/plain",
                 keep_alive=False,
             )
-            return
+            return None
         protocol = "json"
         if endpoint.bidirectional and request.header("content-type").startswith("application/octet-stream"):
             protocol = "protobuf"
-        token = connect_token(body, endpoint.bidirectional, protocol) if body.strip() else ""
-        if token is None:
+        request_fields = connect_request_of(body, endpoint.bidirectional, protocol)
+        if request_fields is None:
             log.info("%s: malformed connect request", endpoint.transport)
             conn.respond(HTTPStatus.BAD_REQUEST, b"Bad Request", "text/plain", keep_alive=False)
-            return
-        user = unverified_user(token, self.cfg.token_user_id_claim) if token else ""
+            return None
+        token = request_fields.get("token")
+        token = token if isinstance(token, str) else ""
         client = new_id()
-        index = shard_for(user, client, self.cluster.size)
+        if self.proxy is not None and not token and (request_fields or not endpoint.bidirectional):
+            return self._proxied(endpoint, request, conn, request_fields, client, protocol, body)
+        user = unverified_user(token, self.cfg.token_user_id_claim) if token else ""
+        self._hand_off(
+            conn,
+            shard_for(user, client, self.cluster.size),
+            Header(endpoint.transport, client, protocol),
+            body,
+        )
+        return None
+
+    async def _proxied(
+        self,
+        endpoint: Endpoint,
+        request: Request,
+        conn: HttpConnection,
+        fields: dict[str, Any],
+        client: str,
+        protocol: str,
+        body: bytes,
+    ) -> None:
+        """A client without a token: the backend names the user (and so the shard) first."""
+        assert self.proxy is not None
+        outcome = await self.proxy.decide(
+            fields,
+            client=client,
+            transport=endpoint.transport,
+            protocol=protocol,
+            request_headers=request.headers,
+        )
+        if conn.transport is None or conn.transport.is_closing():
+            return  # the client left while the backend decided
+        index = shard_for(outcome.user, client, self.cluster.size)
+        self._hand_off(conn, index, Header(endpoint.transport, client, protocol, outcome.to_json()), body)
+
+    def _hand_off(self, conn: HttpConnection, index: int, header: Header, body: bytes) -> None:
         try:
-            message = encode(Header(endpoint.transport, client, protocol), body)
+            message = encode(header, body)
         except HandoffError:
             conn.respond(
                 HTTPStatus.REQUEST_ENTITY_TOO_LARGE,

@@ -37,6 +37,7 @@ from broker.runtime_dir import lock_role
 from router.api import Api
 from router.cluster import Cluster
 from router.connect import ConnectHandler
+from router.connect_proxy import ConnectProxy
 from router.emulation import EmulationHandler
 from router.http import HttpConnection, Request, Timeouts
 from router.websocket import WebSocketEndpoints
@@ -64,8 +65,9 @@ class RouterApp:
         self.loop = loop
         self.cluster = Cluster(cfg, loop)
         self.api = Api(cfg, self.cluster)
-        self.connect = ConnectHandler(cfg, self.cluster)
-        self.websocket = WebSocketEndpoints(cfg, self.cluster)
+        self.proxy = ConnectProxy(cfg)
+        self.connect = ConnectHandler(cfg, self.cluster, self.proxy)
+        self.websocket = WebSocketEndpoints(cfg, self.cluster, self.proxy)
         self.emulation = EmulationHandler(cfg, self.cluster)
         self.api_prefix = cfg.api_handler_prefix.rstrip("/") or "/api"
         self.connections: set[HttpConnection] = set()
@@ -89,8 +91,7 @@ class RouterApp:
         path = request.path
         endpoint = self.connect.endpoints.get(path)
         if endpoint is not None:
-            self.connect.handle(endpoint, request, conn)
-            return None
+            return self.connect.handle(endpoint, request, conn)
         if path == self.api_prefix or path.startswith(self.api_prefix + "/"):
             return self._serve_api(request, conn)
         if self.emulation.enabled and path == self.emulation.path:
@@ -200,6 +201,7 @@ async def _serve(cfg: Config, ctx: ChildContext) -> None:
         if conn.transport is not None:
             conn.transport.close()
     await app.api.close()
+    await app.proxy.close()
     app.cluster.close()
 
 

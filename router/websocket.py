@@ -33,6 +33,7 @@ from broker.websocket.frames import Close, Message, ProtocolError, ServerConnect
 from broker.websocket.handshake import check_upgrade, error_response, response_101, select_subprotocol
 from router.cluster import Cluster
 from router.connect import origin_allowed
+from router.connect_proxy import ConnectProxy
 from router.http import HttpConnection, Request
 
 log = logging.getLogger("switchboard.router")
@@ -43,9 +44,10 @@ _FLUSH_ATTEMPTS = 200
 
 
 class WebSocketEndpoints:
-    def __init__(self, cfg: Config, cluster: Cluster) -> None:
+    def __init__(self, cfg: Config, cluster: Cluster, proxy: ConnectProxy | None = None) -> None:
         self.cfg = cfg
         self.cluster = cluster
+        self.proxy = proxy if proxy is not None and proxy.enabled else None
         self.paths: dict[str, str] = {}
         if not cfg.websocket_disable:
             self.paths[cfg.websocket_handler_prefix] = "websocket"
@@ -75,7 +77,7 @@ class WebSocketEndpoints:
                 protocol = "protobuf"
         transport = conn.detach()
         transport.write(response_101(request.header("sec-websocket-key"), subprotocol))
-        reader = FirstMessage(self, transport, transport_name, protocol)
+        reader = FirstMessage(self, transport, transport_name, protocol, request.headers)
         conn.hand_to(reader)
         if rest:
             reader.feed(rest)
@@ -90,15 +92,22 @@ class FirstMessage:
         "_parser",
         "_stale",
         "endpoints",
+        "headers",
         "protocol",
         "transport",
         "transport_name",
     )
 
     def __init__(
-        self, endpoints: WebSocketEndpoints, transport: asyncio.Transport, name: str, protocol: str
+        self,
+        endpoints: WebSocketEndpoints,
+        transport: asyncio.Transport,
+        name: str,
+        protocol: str,
+        headers: dict[str, str] | None = None,
     ) -> None:
         self.endpoints = endpoints
+        self.headers = headers or {}  # the upgrade request's, for the connect proxy
         self.transport = transport
         self.transport_name = name
         self.protocol = protocol
@@ -149,13 +158,41 @@ class FirstMessage:
 
     def _hand_off(self, first_message: bytes) -> None:
         self._finish()
+        request = self._connect_request(first_message)
+        token = request.get("token") if request is not None else None
+        proxy = self.endpoints.proxy
+        if proxy is not None and request is not None and not token:
+            # What the client sends next stays in the socket for the shard to read.
+            self.transport.pause_reading()
+            asyncio.get_running_loop().create_task(self._hand_off_proxied(proxy, request))
+            return
         cfg = self.endpoints.cfg
-        user = unverified_user(self._token(first_message), cfg.token_user_id_claim)
+        user = unverified_user(token if isinstance(token, str) else "", cfg.token_user_id_claim)
         client = new_id()
-        cluster = self.endpoints.cluster
-        index = shard_for(user, client, cluster.size)
+        self._place(
+            shard_for(user, client, self.endpoints.cluster.size),
+            Header(self.transport_name, client, self.protocol),
+        )
+
+    async def _hand_off_proxied(self, proxy: ConnectProxy, request: dict[str, Any]) -> None:
+        """A client without a token: the backend names the user (and so the shard) first."""
+        client = new_id()
+        transport_name = "websocket" if self.transport_name == "websocket" else self.transport_name
+        outcome = await proxy.decide(
+            request,
+            client=client,
+            transport=transport_name,
+            protocol=self.protocol,
+            request_headers=self.headers,
+        )
+        if self.transport.is_closing():
+            return
+        index = shard_for(outcome.user, client, self.endpoints.cluster.size)
+        self._place(index, Header(self.transport_name, client, self.protocol, outcome.to_json()))
+
+    def _place(self, index: int, header: Header) -> None:
         try:
-            message = encode(Header(self.transport_name, client, self.protocol), bytes(self._buffer))
+            message = encode(header, bytes(self._buffer))
         except HandoffError:
             self._close(errors.DISCONNECT_BAD_REQUEST)
             return
@@ -187,8 +224,8 @@ class FirstMessage:
 
         self.endpoints.cluster.hand_off(index, message, fd, done)
 
-    def _token(self, first_message: bytes) -> str:
-        """The token in the first message, or "" when it is not a connect (the shard will refuse it)."""
+    def _connect_request(self, first_message: bytes) -> dict[str, Any] | None:
+        """The connect request in the first message, or None when it is not one (the shard refuses it)."""
         try:
             if self.transport_name == "uni_websocket":
                 request: Any = orjson.loads(first_message)
@@ -196,8 +233,5 @@ class FirstMessage:
                 commands = get_codec(self.protocol).decode_commands(first_message)
                 request = commands[0].get("connect") if commands else None
         except (Disconnect, orjson.JSONDecodeError):
-            return ""
-        if not isinstance(request, dict):
-            return ""
-        token = request.get("token")
-        return token if isinstance(token, str) else ""
+            return None
+        return request if isinstance(request, dict) else None

@@ -11,6 +11,7 @@ from broker.ipc.handoff import Header
 from broker.protocol.codec import get_codec
 from broker.protocol.state import ConnectionState
 from broker.protocol.uni import HTTP_STREAM, SSE
+from broker.proxy.connect import Outcome
 from shards.connection import ClientConnection, ConnectionHost
 from shards.emulation import EmulationConnection
 from shards.uni import UniConnection
@@ -24,6 +25,8 @@ def connection_for(host: ConnectionHost, header: Header, data: bytes) -> ClientC
     transport = header.transport
     session = session_id(host.index) if transport in EMULATION_TRANSPORTS else new_id()
     state = ConnectionState(header.client, session, transport, header.protocol, time.time())
+    if header.proxied:
+        state.connect_proxy = Outcome.from_json(header.proxied)
     if transport in EMULATION_TRANSPORTS:
         return EmulationConnection(host, state, get_codec(header.protocol), data)
     if transport in UNI_FRAMINGS:

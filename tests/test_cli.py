@@ -301,7 +301,7 @@ def test_checkconfig_bad(
         ({"broker": "nats"}, "broker is not supported yet"),
         ({"admin": True}, "admin is not supported yet"),
         ({"prometheus": True}, "prometheus is not supported yet"),
-        ({"proxy_connect_endpoint": "http://127.0.0.1:3000"}, "proxy_connect_endpoint is not supported yet"),
+        ({"proxy_rpc_endpoint": "http://127.0.0.1:3000"}, "proxy_rpc_endpoint is not supported yet"),
         ({"namespaces": [{"name": "chat", "proxy_publish": True}]}, "proxy_publish is not supported yet"),
         ({"namespaces": [{"name": "chat", "history_size": 10}]}, "history_size and history_ttl"),
     ],
@@ -440,10 +440,10 @@ def test_bool_flags(fake_roles: dict[str, Any], capsys: pytest.CaptureFixture[st
     cfg = fake_roles["serve"]
     assert cfg.client_insecure and cfg.api_insecure
     assert cfg.uni_http_stream and cfg.uni_sse and cfg.uni_websocket
-    assert cfg.health is False
+    assert cfg.health is False and cfg.http_stream is False and cfg.sse is False
 
 
-@pytest.mark.parametrize("flag", ["--admin", "--http_stream", "--sse=true"])
+@pytest.mark.parametrize("flag", ["--admin", "--admin=true"])
 def test_flags_of_features_not_supported_yet_are_refused(
     flag: str, fake_roles: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -234,7 +234,7 @@ NOT_SUPPORTED_YET = [
     ("user_personal_single_connection", True, False),
     ("client_connection_limit", 100, 0),
     ("token_jwks_public_endpoint", "https://auth.example/jwks", ""),
-    ("proxy_connect_endpoint", "http://127.0.0.1:3000/connect", ""),
+    ("proxy_rpc_endpoint", "http://127.0.0.1:3000/rpc", ""),
     ("proxy_refresh_endpoint", "http://127.0.0.1:3000/refresh", ""),
     ("proxy_rpc_endpoint", "http://127.0.0.1:3000/rpc", ""),
     ("proxy_subscribe_endpoint", "http://127.0.0.1:3000/subscribe", ""),
@@ -503,3 +503,27 @@ def test_node_name_wins_over_name_and_timeouts_must_be_positive():
     assert Config(name="a", node_uid="u-1").node_id == "u-1"
     with pytest.raises(ConfigError, match="api_node_timeout must be positive"):
         build({"api_node_timeout": 0}, environ={})
+
+
+# -- the connect proxy -----------------------------------------------------------------------------------
+
+
+def test_connect_proxy_keys():
+    cfg = build(
+        {
+            "proxy_connect_endpoint": "http://127.0.0.1:3000/connect",
+            "proxy_connect_timeout": "2s",
+            "proxy_http_headers": ["Cookie"],
+            "proxy_emulated_headers": ["X-App"],
+            "proxy_static_http_headers": {"X-Static": "1"},
+            "proxy_binary_encoding": True,
+        },
+        environ={"SWITCHBOARD_PROXY_STATIC_HTTP_HEADERS": '{"X-Env": "2"}'},
+    )
+    assert cfg.proxy_connect_timeout == 2 and cfg.proxy_static_http_headers == {"X-Env": "2"}
+    assert cfg.proxy_http_headers == ["Cookie"] and cfg.proxy_emulated_headers == ["X-App"]
+    for bad in ({"proxy_connect_endpoint": "ftp://x"}, {"proxy_connect_timeout": 0}):
+        with pytest.raises(ConfigError):
+            build(bad, environ={})
+    with pytest.raises(ConfigError, match="expected an object of strings"):
+        build({"proxy_static_http_headers": {"X": 1}}, environ={})

@@ -50,10 +50,15 @@ class Header:
     transport: str  # an endpoint's transport name: "websocket", "uni_websocket", "uni_sse", ...
     client: str  # the client id the router chose; the shard was picked from it (or from the user)
     protocol: str = "json"  # the bidirectional WebSocket's codec: "json" or "protobuf"
+    # What the connect proxy decided for a client without a token (broker.proxy.connect.Outcome JSON).
+    proxied: bytes = b""
 
     def to_json(self) -> bytes:
         # One-letter keys: the header travels with every connection.
-        return orjson.dumps({"t": self.transport, "c": self.client, "p": self.protocol})
+        fields: dict[str, object] = {"t": self.transport, "c": self.client, "p": self.protocol}
+        if self.proxied:
+            fields["x"] = orjson.Fragment(self.proxied)
+        return orjson.dumps(fields)
 
     @classmethod
     def from_json(cls, raw: bytes) -> Header:
@@ -66,7 +71,8 @@ class Header:
         transport, client, protocol = fields.get("t"), fields.get("c"), fields.get("p", "json")
         if not (isinstance(transport, str) and isinstance(client, str) and isinstance(protocol, str)):
             raise HandoffError("handoff header lacks a transport, a client id or a codec")
-        return cls(transport, client, protocol)
+        proxied = fields.get("x")
+        return cls(transport, client, protocol, orjson.dumps(proxied) if isinstance(proxied, dict) else b"")
 
 
 def encode(header: Header, data: bytes) -> bytes:

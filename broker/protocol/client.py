@@ -206,7 +206,8 @@ class ClientSession:
             token = _string(request, "token")
             state.app_name = _string(request, "name")
             state.app_version = _string(request, "version")
-            creds = authenticate(token, host.verifier, host.cfg, now)
+            proxied, state.connect_proxy = state.connect_proxy, None
+            creds = authenticate(token, host.verifier, host.cfg, now, proxied)
             apply_credentials(state, creds, host.rules)
             personal_subscription(state, host.rules, host.cfg)
             check_channel_limit(state, host.cfg)
@@ -214,7 +215,9 @@ class ClientSession:
             self.status = FAILED
             self._error(command_id, err)
             return
-        result = connect_result(state, host.cfg, now, uni=False, sub_data=subscription_data(creds))
+        result = connect_result(
+            state, host.cfg, now, uni=False, sub_data=subscription_data(creds), data=creds.data
+        )
         self.status = CONNECTED
         refused = host.admit(self, lambda: self._deferred_reply(command_id, "connect", result))
         if refused is not None:

@@ -17,12 +17,15 @@ import orjson
 from broker import __version__, errors
 from broker.config import Config
 from broker.emulation import TRANSPORTS as EMULATION
+from broker.errors import ClientError, Disconnect
 from broker.protocol.state import (
+    SOURCE_CONNECT_PROXY,
     SOURCE_CONNECTION_TOKEN,
     SOURCE_UNI_CONNECT_SUBS,
     SOURCE_USER_PERSONAL,
     ConnectionState,
 )
+from broker.proxy.connect import KIND_DISCONNECT, KIND_ERROR, KIND_FAILED, KIND_NONE, Outcome
 
 
 @dataclass(slots=True)
@@ -35,6 +38,8 @@ class Credentials:
     token_issued_at: int = 0
     channels: list[str] = field(default_factory=list)
     subs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    source: int = SOURCE_CONNECTION_TOKEN  # of the server-side subscriptions it brings
+    data: bytes | None = None  # raw JSON for ConnectResult.data (the connect proxy's result)
 
 
 class ConnectClaims(Protocol):
@@ -53,9 +58,13 @@ class ConnectVerifier(Protocol):
     def verify_connect_token(self, token: str, now: float) -> Any: ...
 
 
-def authenticate(token: str, verifier: ConnectVerifier, cfg: Config, now: float) -> Credentials:
+def authenticate(
+    token: str, verifier: ConnectVerifier, cfg: Config, now: float, proxied: Outcome | None = None
+) -> Credentials:
     from broker.auth import TokenExpired, TokenInvalid
 
+    if not token and proxied is not None:
+        return proxy_credentials(proxied, cfg, now)
     if not token:
         if cfg.client_insecure or cfg.allow_anonymous_connect_without_token:
             return Credentials()
@@ -85,6 +94,32 @@ def authenticate(token: str, verifier: ConnectVerifier, cfg: Config, now: float)
         token_issued_at=int(claims.iat or 0),
         channels=list(claims.channels),
         subs=dict(claims.subs),
+    )
+
+
+def proxy_credentials(outcome: Outcome, cfg: Config, now: float) -> Credentials:
+    """What the connect proxy decided, as credentials (or the error or disconnect it asked for)."""
+    if outcome.kind == KIND_FAILED:
+        raise errors.INTERNAL()  # temporary: the client tries again
+    if outcome.kind == KIND_ERROR:
+        raise ClientError(outcome.code, outcome.message)
+    if outcome.kind == KIND_DISCONNECT:
+        raise Disconnect(outcome.code, outcome.message)
+    if outcome.kind == KIND_NONE:
+        if cfg.client_insecure or cfg.allow_anonymous_connect_without_token:
+            return Credentials()
+        raise errors.DISCONNECT_BAD_REQUEST()
+    if outcome.expire_at and outcome.expire_at <= now:
+        raise errors.EXPIRED()
+    return Credentials(
+        user=outcome.user,
+        expire_at=float(outcome.expire_at),
+        info=outcome.info,
+        meta=outcome.meta,
+        channels=list(outcome.channels),
+        subs=dict(outcome.subs),
+        source=SOURCE_CONNECT_PROXY,
+        data=outcome.data,
     )
 
 
@@ -153,10 +188,10 @@ def apply_credentials(state: ConnectionState, creds: Credentials, channels: Chan
     state.token_issued_at = creds.token_issued_at
     for channel in creds.channels:
         channels.validate_name(channel)
-        state.channels[channel] = SOURCE_CONNECTION_TOKEN
+        state.channels[channel] = creds.source
     for channel, spec in creds.subs.items():
         channels.validate_name(channel)
-        state.channels[channel] = SOURCE_CONNECTION_TOKEN
+        state.channels[channel] = creds.source
         chan_info = _raw_json_or_b64(spec, "info") if isinstance(spec, dict) else None
         if chan_info is not None:
             if state.chan_info is None:
@@ -240,19 +275,27 @@ def ttl_seconds(expire_at: float, now: float) -> int:
 
 
 def connect_result(
-    state: ConnectionState, cfg: Config, now: float, *, uni: bool, sub_data: dict[str, bytes] | None = None
+    state: ConnectionState,
+    cfg: Config,
+    now: float,
+    *,
+    uni: bool,
+    sub_data: dict[str, bytes] | None = None,
+    data: bytes | None = None,
 ) -> dict[str, Any]:
     """ConnectResult (bidirectional) or the connect push body (unidirectional)."""
     result: dict[str, Any] = {"client": state.client, "version": __version__}
     if state.channels:
         subs: dict[str, Any] = {}
         for channel in state.channels:
-            data = sub_data.get(channel) if sub_data else None
-            subs[channel] = {"data": data} if data is not None else {}
+            channel_data = sub_data.get(channel) if sub_data else None
+            subs[channel] = {"data": channel_data} if channel_data is not None else {}
         result["subs"] = subs
     if state.expire_at:
         result["expires"] = True
         result["ttl"] = ttl_seconds(state.expire_at, now)
+    if data is not None:
+        result["data"] = data
     result["ping"] = int(cfg.ping_interval)
     if uni:
         result["session"] = state.session

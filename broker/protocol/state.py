@@ -38,6 +38,7 @@ class ConnectionState:
         "chan_info",
         "channels",
         "client",
+        "connect_proxy",
         "connected_at",
         "expire_at",
         "info",
@@ -83,6 +84,8 @@ class ConnectionState:
         # Subscriptions waiting for their position or recovery: live publications are held here.
         self.recovering: dict[str, list[Any]] | None = None
         self.expire_at = 0.0  # unix seconds; 0 = never
+        # What the connect proxy decided before the handoff (a client without a token), until used.
+        self.connect_proxy: Any = None
 
     def client_info(self, channel: str = "") -> dict[str, Any]:
         """ClientInfo in the reply dict shape (bytes fields stay bytes)."""

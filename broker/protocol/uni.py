@@ -154,7 +154,8 @@ class UniSession:
             token = _string_field(request, "token")
             self.state.app_name = _string_field(request, "name")
             self.state.app_version = _string_field(request, "version")
-            creds = authenticate(token, verifier, cfg, now)
+            proxied, self.state.connect_proxy = self.state.connect_proxy, None
+            creds = authenticate(token, verifier, cfg, now, proxied)
             apply_credentials(self.state, creds, rules)
             personal_subscription(self.state, rules, cfg)
             check_channel_limit(self.state, cfg)
@@ -164,7 +165,9 @@ class UniSession:
         except ClientError as err:
             ended = errors.uni_disconnect_for(err)
         else:
-            result = connect_result(self.state, cfg, now, uni=True, sub_data=subscription_data(creds))
+            result = connect_result(
+                self.state, cfg, now, uni=True, sub_data=subscription_data(creds), data=creds.data
+            )
             if to_recover:
                 # The connect push waits for the recoveries: it reports their outcome per channel.
                 self._pending = _PendingRecovery(result, to_recover)

@@ -170,6 +170,7 @@ class WsClient:
         subprotocols: list[str] | None = None,
         origin: str | None = None,
         auto_pong: bool = True,
+        headers: dict[str, str] | None = None,
     ) -> WsClient:
         uri = f"ws://127.0.0.1:{port}{path}{query}"
         if subprotocols is None and protocol == "protobuf" and not query:
@@ -178,6 +179,7 @@ class WsClient:
             uri,
             origin=origin,  # type: ignore[arg-type]
             subprotocols=subprotocols,  # type: ignore[arg-type]
+            additional_headers=headers,
             compression=None,
             proxy=None,
             ping_interval=None,

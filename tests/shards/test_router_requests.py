@@ -75,6 +75,7 @@ def test_publish_many_answers_each_channel_in_order_errors_included():
 
 def test_the_router_may_ask_the_api_methods_and_shares_the_writers_answers_with_peers():
     assert set(ROUTER_HANDLERS) == {
+        "emulation",
         "connections",
         "disconnect",
         "info",

@@ -1,0 +1,94 @@
+"""The HTTP side of the proxies: one keep-alive pool per backend, a deadline per call, safe headers.
+
+A call is ``POST <endpoint>`` with a JSON body; it fails (:class:`ProxyFailed`) on timeout, a refused
+or broken connection, a status other than 200, or a body that is not JSON. At most ``POOL_SIZE``
+requests to one backend are in flight from one process; more wait for a free connection within their
+deadline, so a slow backend delays its own calls and nothing else.
+
+Headers (Centrifugo v6.9's fixed design): a header of the client's real HTTP request is forwarded when
+``proxy_http_headers`` names it; a header the client supplied itself (the SDK's ``headers`` option,
+"emulated" headers in the ConnectRequest) only when ``proxy_emulated_headers`` names it, and never one of
+:data:`NEVER_EMULATED` (client addresses a proxy or balancer sets). ``proxy_static_http_headers`` are
+added to every call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+import orjson
+
+log = logging.getLogger("switchboard.proxy")
+
+POOL_SIZE = 64
+NEVER_EMULATED = frozenset(
+    {"x-forwarded-for", "x-real-ip", "x-forwarded-host", "x-forwarded-proto", "forwarded", "host"}
+)
+
+
+class ProxyFailed(Exception):
+    """The backend did not decide: the message says why (one log line by the caller)."""
+
+
+def forwarded_headers(
+    request_headers: Mapping[str, str],
+    emulated: Mapping[str, Any] | None,
+    allowed: frozenset[str],
+    emulation_allowed: frozenset[str],
+    static: Mapping[str, str],
+) -> dict[str, str]:
+    """The headers of one proxy call. ``request_headers`` are the real request's (lower-case names)."""
+    out: dict[str, str] = {}
+    if emulated:
+        for name, value in emulated.items():
+            key = str(name).lower()
+            if key in emulation_allowed and key not in NEVER_EMULATED and isinstance(value, str):
+                out[key] = value
+    for name in allowed:
+        value = request_headers.get(name)
+        if value is not None:
+            out[name] = value  # the real request wins over an emulated header of the same name
+    out.update(static)
+    return out
+
+
+class ProxyClient:
+    """Calls to one backend endpoint (created inside the running loop)."""
+
+    def __init__(self, endpoint: str, timeout: float) -> None:
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=POOL_SIZE, keepalive_timeout=30)
+            self._session = aiohttp.ClientSession(connector=connector, json_serialize=lambda v: v)
+        return self._session
+
+    async def call(self, body: dict[str, Any], headers: Mapping[str, str]) -> Any:
+        payload = orjson.dumps(body)
+        try:
+            async with asyncio.timeout(self.timeout):
+                async with self._client().post(
+                    self.endpoint, data=payload, headers={**headers, "Content-Type": "application/json"}
+                ) as response:
+                    raw = await response.read()
+                    if response.status != 200:
+                        raise ProxyFailed(f"{self.endpoint} answered HTTP {response.status}")
+        except TimeoutError:
+            raise ProxyFailed(f"{self.endpoint} did not answer within {self.timeout:g}s") from None
+        except aiohttp.ClientError as exc:
+            raise ProxyFailed(f"{self.endpoint} unreachable: {exc!r}") from None
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise ProxyFailed(f"{self.endpoint} answered something that is not JSON") from None
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
