@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import multiprocessing
 import os
 import platform
 import queue
@@ -46,7 +47,7 @@ import orjson
 
 from bench.loadgen import percentile
 from bench.profiling import profiled
-from tests.support.server import Server
+from tests.support.server import Server, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "bench-secret"
@@ -76,6 +77,9 @@ class Options:
     append_results: Path | None = None
     profile: Path | None = None
     keep: bool = False
+    # Clients without a token, authenticated by a connect proxy backend (its own process) that names
+    # the user from the app name.
+    connect_proxy: bool = False
 
 
 @dataclass
@@ -206,6 +210,8 @@ class Generator:
         args = [sys.executable, "-m", "bench.loadgen", "--port", str(port), "--secret", SECRET]
         args += ["--start", str(start), "--count", str(count), "--users", str(opts.users)]
         args += ["--net", str(index + 1), "--concurrency", str(opts.concurrency), "--out", str(self.out)]
+        if opts.connect_proxy:
+            args.append("--no-token")
         with open(self.stderr_path, "wb") as stderr:
             self.proc = subprocess.Popen(
                 args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, cwd=ROOT
@@ -511,6 +517,32 @@ def measure_scans(
     result.check("selective and empty scans return exactly the matches", not wrong, str(wrong or "all exact"))
 
 
+def _proxy_backend(port: int) -> None:
+    """A connect proxy backend (its own process): the user is the client's app name."""
+    from aiohttp import web
+
+    async def connect(request: web.Request) -> web.Response:
+        body = await request.json()
+        return web.json_response({"result": {"user": body.get("name", "")}})
+
+    app = web.Application()
+    app.router.add_post("/connect", connect)
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
+def start_proxy_backend() -> tuple[multiprocessing.process.BaseProcess, str]:
+    port = free_port()
+    process = multiprocessing.get_context("spawn").Process(target=_proxy_backend, args=(port,), daemon=True)
+    process.start()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return process, f"http://127.0.0.1:{port}/connect"
+        time.sleep(0.1)
+    process.terminate()
+    raise BenchError("the connect proxy backend did not start")
+
+
 def run(opts: Options) -> Result:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
@@ -520,7 +552,9 @@ def run(opts: Options) -> Result:
         raise BenchError(f"{per_generator} sockets per generator; use more generators (≤ 10,000 each)")
     result = Result(opts)
     workdir = Path(tempfile.mkdtemp(prefix="switchboard-bench-"))
-    server = ServerProcess(workdir, opts.shards)
+    backend = start_proxy_backend() if opts.connect_proxy else None
+    extra = {"proxy_connect_endpoint": backend[1]} if backend is not None else None
+    server = ServerProcess(workdir, opts.shards, extra)
     generators: list[Generator] = []
     try:
         server.start()
@@ -561,6 +595,9 @@ def run(opts: Options) -> Result:
             if gen.proc.poll() is None:
                 gen.stop(timeout=5)
         server.stop()
+        if backend is not None:
+            backend[0].terminate()
+            backend[0].join(5)
         if opts.keep:
             print(f"kept {workdir}", file=sys.stderr)
         else:

@@ -56,6 +56,7 @@ class Plan:
     hold_timeout: float
     out: str
     name: str = "bench"
+    no_token: bool = False  # the connect proxy's backend names the user (from the app name)
 
 
 @dataclass
@@ -80,8 +81,11 @@ def build_requests(plan: Plan) -> list[bytes]:
     expires = int(time.time()) + 3600
     requests = []
     for k in range(plan.start, plan.start + plan.count):
-        token = encode_token({"sub": str(k % plan.users), "exp": expires, "jti": str(k)}, plan.secret)
-        body = orjson.dumps({"token": token, "name": plan.name})
+        if plan.no_token:
+            body = orjson.dumps({"name": str(k % plan.users)})
+        else:
+            token = encode_token({"sub": str(k % plan.users), "exp": expires, "jti": str(k)}, plan.secret)
+            body = orjson.dumps({"token": token, "name": plan.name})
         head = (
             "POST /connection/uni_http_stream HTTP/1.1\r\nHost: 127.0.0.1\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
@@ -306,6 +310,7 @@ def parse_args(argv: list[str] | None = None) -> Plan:
     parser.add_argument("--concurrency", type=int, default=200, help="connections being set up at once")
     parser.add_argument("--connect-timeout", type=float, default=30.0)
     parser.add_argument("--hold-timeout", type=float, default=600.0, help="hold streams at most this long")
+    parser.add_argument("--no-token", action="store_true", help="no token: the connect proxy names the user")
     parser.add_argument("--out", required=True, help="where to write the {client id: user} map")
     args = parser.parse_args(argv)
     if not 1 <= args.net <= 254:
@@ -322,6 +327,7 @@ def parse_args(argv: list[str] | None = None) -> Plan:
         connect_timeout=args.connect_timeout,
         hold_timeout=args.hold_timeout,
         out=args.out,
+        no_token=args.no_token,
     )
 
 
