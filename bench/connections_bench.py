@@ -45,6 +45,7 @@ from typing import IO, Any
 
 import orjson
 
+from bench import proxy_backend
 from bench.loadgen import percentile
 from bench.profiling import profiled
 from tests.support.server import Server, free_port
@@ -517,30 +518,12 @@ def measure_scans(
     result.check("selective and empty scans return exactly the matches", not wrong, str(wrong or "all exact"))
 
 
-def _proxy_backend(port: int) -> None:
-    """A connect proxy backend (its own process): the user is the client's app name."""
-    from aiohttp import web
-
-    async def connect(request: web.Request) -> web.Response:
-        body = await request.json()
-        return web.json_response({"result": {"user": body.get("name", "")}})
-
-    app = web.Application()
-    app.router.add_post("/connect", connect)
-    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
-
-
 def start_proxy_backend() -> tuple[multiprocessing.process.BaseProcess, str]:
     port = free_port()
-    process = multiprocessing.get_context("spawn").Process(target=_proxy_backend, args=(port,), daemon=True)
-    process.start()
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return process, f"http://127.0.0.1:{port}/connect"
-        time.sleep(0.1)
-    process.terminate()
-    raise BenchError("the connect proxy backend did not start")
+    try:
+        return proxy_backend.start(port), f"http://127.0.0.1:{port}/connect"
+    except RuntimeError as exc:
+        raise BenchError(str(exc)) from None
 
 
 def run(opts: Options) -> Result:

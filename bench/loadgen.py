@@ -82,7 +82,7 @@ def build_requests(plan: Plan) -> list[bytes]:
     requests = []
     for k in range(plan.start, plan.start + plan.count):
         if plan.no_token:
-            body = orjson.dumps({"name": str(k % plan.users)})
+            body = orjson.dumps({"name": plan.name, "data": {"user": str(k % plan.users)}})
         else:
             token = encode_token({"sub": str(k % plan.users), "exp": expires, "jti": str(k)}, plan.secret)
             body = orjson.dumps({"token": token, "name": plan.name})

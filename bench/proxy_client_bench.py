@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import multiprocessing
 import resource
 import socket
 import sys
@@ -21,47 +20,9 @@ from typing import Any
 
 import orjson
 
-ANSWER = orjson.dumps({"result": {"user": "42", "meta": {"tenant": "a"}}})
-RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (
-    len(ANSWER),
-    ANSWER,
-)
+from bench import proxy_backend
+
 BODY = orjson.dumps({"client": "c", "transport": "websocket", "protocol": "json", "encoding": "json"})
-
-
-class _Backend(asyncio.Protocol):
-    def connection_made(self, transport: Any) -> None:
-        self.transport = transport
-        self.buffer = b""
-
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        while True:
-            head_end = self.buffer.find(b"\r\n\r\n")
-            if head_end < 0:
-                return
-            head = self.buffer[:head_end].lower()
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line.startswith(b"content-length:"):
-                    length = int(line.split(b":", 1)[1])
-            end = head_end + 4 + length
-            if len(self.buffer) < end:
-                return
-            self.buffer = self.buffer[end:]
-            self.transport.write(RESPONSE)
-
-
-def _serve(port: int) -> None:
-    import uvloop
-
-    uvloop.install()
-
-    async def main() -> None:
-        server = await asyncio.get_running_loop().create_server(_Backend, "127.0.0.1", port)
-        await server.serve_forever()
-
-    asyncio.run(main())
 
 
 async def _aiohttp(url: str, count: int, concurrency: int) -> None:
@@ -123,10 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    backend = multiprocessing.get_context("spawn").Process(target=_serve, args=(port,), daemon=True)
-    backend.start()
+    backend = proxy_backend.start(port)
     try:
-        time.sleep(1.0)
         url = f"http://127.0.0.1:{port}/connect"
         print(f"{opts.requests} POSTs, {opts.concurrency} in flight, one client process")
         print("| client | requests/s | client CPU µs / request |")
