@@ -15,7 +15,6 @@ import logging
 import time
 from typing import Any
 
-from broker import errors
 from broker.errors import Disconnect
 from broker.protocol.client import ClientSession
 from broker.protocol.codec import Codec
@@ -79,18 +78,10 @@ class EmulationConnection(SessionHosting):
         del data  # the client says everything through /emulation; its stream carries nothing more
 
     def _write_replies(self) -> None:
-        session = self.session
-        replies = session.data_to_send()
+        replies = self.session.data_to_send()
         if replies:
             self.enqueue(self._frames(replies))
-        if session.disconnect is not None and not self.closed:
-            log.info(
-                "client %s disconnected: code=%d reason=%s",
-                self.state.client,
-                session.disconnect.code,
-                session.disconnect.reason,
-            )
-            self.close_with(session.disconnect)
+        self._end_if_the_session_ended()
 
     def _frames(self, encoded: bytes) -> bytes:
         if self._binary:
@@ -101,14 +92,6 @@ class EmulationConnection(SessionHosting):
     def send_push(self, body: dict[str, Any]) -> None:
         if not self.closed:
             self.enqueue(self._frames(self.session.codec.encode_push(body)))
-
-    def ping(self, now: float) -> None:
-        self.session.ping(now)
-        self._write_replies()
-
-    def check_pong(self, now: float) -> None:
-        if self.session.ping_due(now, self.shard.cfg.pong_timeout):
-            self.close_with(errors.NO_PONG)
 
     def farewell(self, disconnect: Disconnect) -> bytes:
         push = self.session.codec.encode_push(

@@ -6,9 +6,11 @@ each writes the session's replies its own way (``_write_replies``).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from broker import errors
 from broker.errors import ClientError, Disconnect
 from broker.protocol.client import ClientSession
 from broker.publication import Publication
@@ -20,6 +22,8 @@ if TYPE_CHECKING:
     from broker.config import Config
     from broker.protocol.client import Done
 
+log = logging.getLogger("switchboard.shard")
+
 
 class SessionHosting(ClientConnection):
     """A :class:`shards.connection.ClientConnection` whose ``session`` it hosts (combined with a
@@ -27,8 +31,30 @@ class SessionHosting(ClientConnection):
 
     __slots__ = ()
 
+    session: ClientSession
+
     def _write_replies(self) -> None:
         raise NotImplementedError
+
+    def ping(self, now: float) -> None:
+        self.session.ping(now)
+        self._write_replies()
+
+    def check_pong(self, now: float) -> None:
+        if self.session.ping_due(now, self.shard.cfg.pong_timeout):
+            self.close_with(errors.NO_PONG)
+
+    def _end_if_the_session_ended(self) -> None:
+        """The session decided to disconnect (a bad command, an expired token …): tell the client."""
+        disconnect = self.session.disconnect
+        if disconnect is not None and not self.closed:
+            log.info(
+                "client %s disconnected: code=%d reason=%s",
+                self.state.client,
+                disconnect.code,
+                disconnect.reason,
+            )
+            self.close_with(disconnect)
 
     @property
     def cfg(self) -> Config:

@@ -155,26 +155,10 @@ class WsConnection(SessionHosting, _WebSocketBase):
         self._write_replies()
 
     def _write_replies(self) -> None:
-        session = self.session
-        replies = session.data_to_send()
+        replies = self.session.data_to_send()
         if replies:
             self.enqueue(encode_frame(self._opcode, replies))
-        if session.disconnect is not None and not self.closed:
-            log.info(
-                "client %s disconnected: code=%d reason=%s",
-                self.state.client,
-                session.disconnect.code,
-                session.disconnect.reason,
-            )
-            self.close_with(session.disconnect)
-
-    def ping(self, now: float) -> None:
-        self.session.ping(now)
-        self._write_replies()
-
-    def check_pong(self, now: float) -> None:
-        if self.session.ping_due(now, self.shard.cfg.pong_timeout):
-            self.close_with(errors.NO_PONG)
+        self._end_if_the_session_ended()
 
     def send_push(self, body: dict[str, Any]) -> None:
         if not self.closed:

@@ -8,15 +8,14 @@ body, or a delay (beyond a proxy's timeout, say).
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from types import TracebackType
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from aiohttp import web
 
+from tests.support.loop_thread import LoopThread
 from tests.support.server import free_port
 
 
@@ -37,47 +36,30 @@ class Seen:
 Answer = Callable[[str, Any], dict[str, Any] | Reply]
 
 
-@dataclass
-class Backend:
-    answer: Answer
-    port: int = field(default_factory=free_port)
-    seen: list[Seen] = field(default_factory=list)
+class Backend(LoopThread):
+    name = "backend"
 
-    def __post_init__(self) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(target=self._run, name="backend", daemon=True)
+    def __init__(self, answer: Answer, port: int | None = None) -> None:
+        super().__init__()
+        self.answer = answer
+        self.port = port or free_port()
+        self.seen: list[Seen] = []
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
 
     def __enter__(self) -> Backend:
-        self._thread.start()
-        if not self._ready.wait(10):
-            raise RuntimeError("the backend did not start")
+        super().__enter__()
         return self
 
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(10)
-
-    def _run(self) -> None:
-        self._loop.run_until_complete(self._serve())
-        self._loop.close()
-
-    async def _serve(self) -> None:
-        self._stop = asyncio.Event()
+    async def serve(self, stop: asyncio.Event) -> None:
         app = web.Application()
         app.router.add_route("POST", "/{tail:.*}", self._handle)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", self.port).start()
-        self._ready.set()
-        await self._stop.wait()
+        self.ready()
+        await stop.wait()
         await runner.cleanup()
 
     async def _handle(self, request: web.Request) -> web.Response:

@@ -10,43 +10,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
-from types import TracebackType
 
+from tests.support.loop_thread import LoopThread
 from tests.support.server import free_port
 
 CONNECT_TIMEOUT = 1.0
 
 
-class Balancer:
+class Balancer(LoopThread):
+    name = "balancer"
+
     def __init__(self, backends: list[int]) -> None:
+        super().__init__()
         self.backends = backends
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self._loop = asyncio.new_event_loop()
-        self._started = threading.Event()
-        self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(target=self._run, name="balancer", daemon=True)
 
     def __enter__(self) -> Balancer:
-        self._thread.start()
-        if not self._started.wait(10):
-            raise RuntimeError("the balancer did not start")
+        super().__enter__()
         return self
 
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(10)
-
-    def _run(self) -> None:
-        self._loop.run_until_complete(self._serve())
-        self._loop.close()
-
-    async def _serve(self) -> None:
-        self._stop = asyncio.Event()
+    async def serve(self, stop: asyncio.Event) -> None:
         tasks: set[asyncio.Task[None]] = set()
 
         def accepted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -55,8 +39,8 @@ class Balancer:
             task.add_done_callback(tasks.discard)
 
         server = await asyncio.start_server(accepted, "127.0.0.1", self.port)
-        self._started.set()
-        await self._stop.wait()
+        self.ready()
+        await stop.wait()
         server.close()
         for task in list(tasks):
             task.cancel()
