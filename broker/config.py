@@ -158,6 +158,9 @@ class Config:
     proxy_emulated_headers: list[str] = field(default_factory=list)  # client-supplied, allowed to pass
     proxy_static_http_headers: dict[str, str] = field(default_factory=dict)
     proxy_binary_encoding: bool = False
+    proxy_rpc_endpoint: str = ""  # a client's rpc command, answered by the backend
+    proxy_rpc_timeout: Duration = Duration(1)
+    proxy_include_connection_meta: bool = False  # the connection's meta in RPC proxy requests
 
     # Engine: "memory" keeps one node to itself; "redis" makes every node sharing the Redis one server.
     engine: str = "memory"
@@ -467,8 +470,9 @@ def _validate_engine(cfg: Config) -> None:
 
 
 def _validate_proxies(cfg: Config) -> None:
-    endpoint = cfg.proxy_connect_endpoint
-    if endpoint and not re.match(r"^https?://[^/\s]+", endpoint):
-        raise ConfigError(f"proxy_connect_endpoint must be an http:// or https:// URL, got {endpoint!r}")
-    if cfg.proxy_connect_timeout <= 0:
-        raise ConfigError("proxy_connect_timeout must be positive")
+    for kind in ("connect", "rpc"):
+        endpoint = getattr(cfg, f"proxy_{kind}_endpoint")
+        if endpoint and not re.match(r"^https?://[^/\s]+", endpoint):
+            raise ConfigError(f"proxy_{kind}_endpoint must be an http:// or https:// URL, got {endpoint!r}")
+        if getattr(cfg, f"proxy_{kind}_timeout") <= 0:
+            raise ConfigError(f"proxy_{kind}_timeout must be positive")

@@ -55,6 +55,9 @@ class ConnectionHost(Protocol):
     @property
     def index(self) -> int: ...
 
+    def rpc(self, conn: ClientConnection, method: str, data: bytes, done: Callable[[Any], None]) -> None:
+        """A client's RPC, answered by the RPC proxy: ``done(RpcOutcome)``, or ``done(None)``."""
+
     def emulation_started(self, conn: ClientConnection) -> None:
         """An emulation connection started: ``/emulation`` frames for its session may come."""
 

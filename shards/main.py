@@ -59,6 +59,7 @@ from shards.peer_requests import PEER_HANDLERS
 from shards.redis_node import RedisNode
 from shards.restarts import PeerRestarts, announce_start
 from shards.router_requests import ROUTER_HANDLERS, warm_up
+from shards.rpc_proxy import RpcProxy
 from shards.timers import every_second
 from shards.writer import ChannelWriter
 
@@ -129,6 +130,8 @@ class Shard:
         self._tasks: set[asyncio.Task[Any]] = set()
         # Every adopted connection whose socket is still open, registered in the hub or not.
         self._live: set[ClientConnection] = set()
+        # The RPC proxy (clients' rpc commands), when configured.
+        self.rpc_proxy = RpcProxy(cfg, self.spawn) if cfg.proxy_rpc_endpoint else None
         # Emulation connections (http_stream, SSE) by session id, for the frames /emulation brings.
         self.emulations: dict[str, ClientConnection] = {}
 
@@ -202,6 +205,8 @@ class Shard:
         if self.redis is not None:
             self.redis.close()
         await self.engines.close()
+        if self.rpc_proxy is not None:
+            await self.rpc_proxy.close()
         self._zmq.term()
 
     def _open_transports(self) -> list[ClientConnection]:
@@ -245,6 +250,12 @@ class Shard:
         if self.emulations.get(conn.state.session) is conn:
             del self.emulations[conn.state.session]
         self.unregister(conn)
+
+    def rpc(self, conn: ClientConnection, method: str, data: bytes, done: Any) -> None:
+        if self.rpc_proxy is None:
+            done(None)
+        else:
+            self.rpc_proxy.call(conn.state, method, data, done)
 
     def emulation_started(self, conn: ClientConnection) -> None:
         self.emulations[conn.state.session] = conn

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from broker import errors
 from broker.errors import ClientError, Disconnect
 from broker.protocol.client import ClientSession
+from broker.proxy.rpc import RpcOutcome
 from broker.publication import Publication
 from shards.connection import ClientConnection
 
@@ -104,6 +105,13 @@ class SessionHosting(ClientConnection):
             self._write_replies()
 
         return finished
+
+    def rpc(self, method: str, data: bytes, done: Callable[[RpcOutcome | None], None]) -> None:
+        def answered(outcome: RpcOutcome | None) -> None:
+            done(outcome)
+            self._write_replies()
+
+        self.shard.rpc(self, method, data, answered)
 
     def sub_expiry_changed(self, session: ClientSession, channel: str) -> None:
         self.shard.sub_expiry_changed(self, channel)

@@ -301,7 +301,7 @@ def test_checkconfig_bad(
         ({"broker": "nats"}, "broker is not supported yet"),
         ({"admin": True}, "admin is not supported yet"),
         ({"prometheus": True}, "prometheus is not supported yet"),
-        ({"proxy_rpc_endpoint": "http://127.0.0.1:3000"}, "proxy_rpc_endpoint is not supported yet"),
+        ({"proxy_publish_endpoint": "http://127.0.0.1:3000"}, "proxy_publish_endpoint is not supported yet"),
         ({"namespaces": [{"name": "chat", "proxy_publish": True}]}, "proxy_publish is not supported yet"),
         ({"namespaces": [{"name": "chat", "history_size": 10}]}, "history_size and history_ttl"),
     ],

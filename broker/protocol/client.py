@@ -46,6 +46,7 @@ from broker.protocol.state import SERVER_SIDE_SOURCES, ConnectionState, position
 from broker.protocol.subscribe_plan import SubscribePlan, held_to_deliver, plan_subscribe
 from broker.protocol.subscribe_plan import request_channel as _channel
 from broker.protocol.subscribe_plan import request_string as _string
+from broker.proxy.rpc import RpcOutcome
 from broker.publication import (
     Publication,
     client_info_from_json,
@@ -129,6 +130,9 @@ class SessionHost(Protocol):
         """Ask the channel's writer shard (history)."""
 
     def sub_expiry_changed(self, session: ClientSession, channel: str) -> None: ...
+
+    def rpc(self, method: str, data: bytes, done: Callable[[RpcOutcome | None], None]) -> None:
+        """Ask the RPC proxy; ``done(None)`` when it could not decide."""
 
 
 class ClientSession:
@@ -448,7 +452,26 @@ class ClientSession:
         self.host.writer_query(channel, "history", params, done)
 
     def _on_rpc(self, command_id: int, request: dict[str, Any], now: float) -> None:
-        raise errors.METHOD_NOT_FOUND()
+        if not self.host.cfg.proxy_rpc_endpoint:
+            raise errors.METHOD_NOT_FOUND()  # no RPC handler without the RPC proxy
+        method = request.get("method", "")
+        data = request.get("data", b"")
+        if not isinstance(method, str) or not isinstance(data, bytes):
+            raise errors.BAD_REQUEST()
+
+        def done(outcome: RpcOutcome | None) -> None:
+            if self.status is not CONNECTED:
+                return
+            if outcome is None:
+                self._error(command_id, errors.INTERNAL())
+            elif outcome.disconnect is not None:
+                self.close(outcome.disconnect)
+            elif outcome.error is not None:
+                self._error(command_id, outcome.error)
+            else:
+                self._reply(command_id, "rpc", {"data": outcome.data} if outcome.data is not None else {})
+
+        self.host.rpc(method, data, done)
 
     # -- token refresh ---------------------------------------------------------------------------
 

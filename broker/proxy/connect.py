@@ -115,10 +115,10 @@ def parse_answer(answer: Any) -> Outcome:
         raise MalformedAnswer("not an object")
     if isinstance(answer.get("disconnect"), dict):
         spec = answer["disconnect"]
-        return Outcome(KIND_DISCONNECT, code=_int(spec, "code"), message=str(spec.get("reason", "")))
+        return Outcome(KIND_DISCONNECT, code=int_field(spec, "code"), message=str(spec.get("reason", "")))
     if isinstance(answer.get("error"), dict):
         spec = answer["error"]
-        return Outcome(KIND_ERROR, code=_int(spec, "code"), message=str(spec.get("message", "")))
+        return Outcome(KIND_ERROR, code=int_field(spec, "code"), message=str(spec.get("message", "")))
     result = answer.get("result")
     if result is None or result == {}:
         return Outcome(KIND_NONE)
@@ -139,23 +139,23 @@ def parse_answer(answer: Any) -> Outcome:
     return Outcome(
         KIND_CREDENTIALS,
         user=user,
-        expire_at=_int(result, "expire_at"),
-        info=_raw(result, "info"),
-        data=_raw(result, "data"),
+        expire_at=int_field(result, "expire_at"),
+        info=raw_field(result, "info"),
+        data=raw_field(result, "data"),
         channels=list(channels),
         subs=dict(subs),
         meta=meta,
     )
 
 
-def _int(spec: dict[str, Any], key: str) -> int:
+def int_field(spec: dict[str, Any], key: str) -> int:
     value = spec.get(key, 0)
     if isinstance(value, bool) or not isinstance(value, int):
         raise MalformedAnswer(f"{key} must be an integer")
     return value
 
 
-def _raw(result: dict[str, Any], key: str) -> bytes | None:
+def raw_field(result: dict[str, Any], key: str) -> bytes | None:
     """``key`` as raw JSON bytes, from the JSON value or from ``b64<key>``."""
     if result.get(key) is not None:
         return orjson.dumps(result[key])

@@ -157,6 +157,10 @@ class NodeClient:
     async def publish(self, channel: str, data: Any) -> None:
         await self.command("publish", channel=channel, data=data)
 
+    async def rpc(self, method: str, data: Any) -> Any:
+        done = await self.command("rpc", method=method, data=data)
+        return done["result"]["data"]
+
     async def history(
         self, channel: str, limit: int = 0, since: dict[str, Any] | None = None, reverse: bool = False
     ) -> dict[str, Any]:
@@ -320,6 +324,10 @@ class PyClient:
 
     async def publish(self, channel: str, data: Any) -> None:
         await self.client.publish(channel, self.encode(data))
+
+    async def rpc(self, method: str, data: Any) -> Any:
+        result = await self.client.rpc(method, self.encode(data))
+        return self.decode(result.data)
 
     def publication(self, pub: Publication) -> dict[str, Any]:
         return {"data": self.decode(pub.data), "offset": pub.offset, "info": _info(pub.info)}

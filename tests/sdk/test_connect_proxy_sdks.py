@@ -1,4 +1,5 @@
-"""The official SDKs without a token: the connect proxy's backend names the user and sets meta."""
+"""The official SDKs without a token: the connect proxy's backend names the user and sets meta; their
+``rpc`` calls are answered by the RPC proxy's backend."""
 
 from __future__ import annotations
 
@@ -15,13 +16,15 @@ from tests.support.server import Server
 
 
 def answer(path: str, body: Any) -> dict[str, Any]:
+    if path == "/rpc":
+        return {"result": {"data": {"method": body["method"], "got": body.get("data"), "user": body["user"]}}}
     return {"result": {"user": f"backend-{body['name']}", "meta": {"plan": "gold"}, "data": {"hi": 1}}}
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     with Backend(answer) as backend:
-        extra = {"proxy_connect_endpoint": backend.url("/connect")}
+        extra = {"proxy_connect_endpoint": backend.url("/connect"), "proxy_rpc_endpoint": backend.url("/rpc")}
         with Server(tmp_path_factory.mktemp("sdk-proxy"), shards=SHARDS, **extra) as srv:
             yield srv
 
@@ -45,5 +48,7 @@ def test_a_client_without_token_is_who_the_backend_says(server: Server, sdk: str
                 server, "connections", {"expression": f'meta.plan == "gold" && app_name == "{name}"'}
             )
             assert list(by_meta["connections"]) == [client_id]
+            answer = await client.rpc("sum", {"a": 1})
+            assert answer == {"method": "sum", "got": {"a": 1}, "user": f"backend-{name}"}
 
     run(scenario(), 60)

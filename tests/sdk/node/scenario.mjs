@@ -24,7 +24,7 @@
 //    "join_leave"?:b}   {"op":"unsubscribe","channel":c}
 //   {"op":"publish","channel":c,"data":d}   {"op":"sleep","ms":n}   {"op":"state"}
 //   {"op":"history","channel":c,"limit"?:n,"since"?:{offset,epoch},"reverse"?:b}
-//   {"op":"presence","channel":c}   {"op":"presence_stats","channel":c}
+//   {"op":"presence","channel":c}   {"op":"presence_stats","channel":c}   {"op":"rpc","method":m,"data":d}
 //   {"op":"connect"}   {"op":"disconnect"}   {"op":"exit"}
 // Every command with an "id" is acknowledged by {"event":"done","id":...,"result"?:...} (or "failed" with
 // the error); history, presence and presence_stats carry their result there:
@@ -245,6 +245,10 @@ async function main() {
       case 'publish':
         await client.publish(command.channel, encode(command.data));
         return;
+      case 'rpc': {
+        const result = await client.rpc(command.method, encode(command.data));
+        return { data: decode(result.data) };
+      }
       case 'history': {
         const historyOptions = {};
         if (command.limit !== undefined) historyOptions.limit = command.limit;
