@@ -120,9 +120,13 @@ class PubSubLink:
         while not self._closed:
             pubsub = self.client.pubsub()
             try:
+                # Connected first, then published: a name asked for while the others are being
+                # subscribed goes out on this same connection (redis-py would open a second, unread
+                # one for a command sent before the first has connected).
+                await pubsub.connect()
+                self._pubsub = pubsub
                 names = list(self.handlers)
                 await self._subscribe(pubsub, names)
-                self._pubsub = pubsub
                 async for message in pubsub.listen():
                     self._on_message(message)
                     if not self.connected.is_set() and message.get("type") in _CONFIRMATIONS:

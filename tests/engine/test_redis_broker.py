@@ -74,3 +74,21 @@ def test_a_subscription_asked_while_redis_is_down_is_made_when_it_returns(tmp_pa
             await shards.close()
 
         asyncio.run(asyncio.wait_for(scenario(), scaled(60)))
+
+
+def test_a_subscription_asked_while_the_link_is_still_connecting_is_made(tmp_path: Path):
+    with RedisServer(tmp_path / "redis") as redis:
+
+        async def scenario() -> None:
+            shards = RedisShards([parse_address(redis.address)], Timeouts(0.5, 2.0))
+            broker, node = RedisBroker(shards, RedisKeys("b")), Node()
+            broker.start("n1", node)
+            # No wait: the link is still making its first connection (a restarted writer shard is
+            # asked for its channels at once).
+            await broker.subscribe("early")
+            await broker.publish(Publication("early", b"in"))
+            await eventually_async(lambda: node.publications == [b"in"], timeout=5, what="delivery")
+            await broker.close()
+            await shards.close()
+
+        asyncio.run(asyncio.wait_for(scenario(), scaled(30)))

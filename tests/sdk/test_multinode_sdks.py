@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,6 +18,7 @@ from typing import Any, cast
 
 import pytest
 
+from broker.hashing import writer_for
 from tests.sdk import scenarios
 from tests.sdk.common import SHARDS, api, connection_token, run, unique
 from tests.sdk.scenarios import connected, numbers_received, open_client, subscribed
@@ -263,3 +266,32 @@ def test_positioned_clients_recover_what_a_lost_redis_link_missed(cluster: list[
     port = int(str(cluster[0].config["redis_address"]).rsplit(":", 1)[1])
     redis = cast(RedisServer, SimpleNamespace(port=port))
     run(_positioned_clients_recover_what_a_lost_link_missed(cluster, redis, sdk), 120)
+
+
+async def _nothing_lost_when_the_writer_is_killed(nodes: list[Server], sdk: str) -> None:
+    """On Redis the stream outlives its writer shard: recoverable subscribers are told (2500) and
+    recover, and every publication made after the restart reaches them, once and in order."""
+    node = nodes[0]
+    channel = next(n for n in (unique("hist:writer") for _ in range(1000)) if writer_for(n, SHARDS) == 1)
+    async with contextlib.AsyncExitStack() as stack:
+        clients = []
+        for n in range(3):
+            user = scenarios._user_on(0, f"{sdk}-writer{n}")
+            client = await open_client(stack, sdk, node, f"w{n}", "json", connection_token(user))
+            await connected(client)
+            await client.subscribe(channel, recoverable=True)
+            await subscribed(client, channel)
+            clients.append(client)
+        offsets = await scenarios.publish_numbers(node, channel, range(1))
+        pid = (await asyncio.to_thread(node.shard_pids))[1]
+        os.kill(pid, signal.SIGKILL)
+        await scenarios._writer_restarted(node, 1, pid)
+        offsets += await scenarios.publish_numbers(nodes[1], channel, range(1, 21))
+        assert offsets == list(range(offsets[0], offsets[0] + 21))  # the same stream, no new epoch
+        for client in clients:
+            received = await numbers_received(client, channel, 21, timeout=30)
+            scenarios.assert_exactly_once_in_order(client, received, list(range(21)), offsets)
+
+
+def test_nothing_is_lost_when_a_channels_writer_shard_is_killed(cluster: list[Server], sdk: str) -> None:
+    run(_nothing_lost_when_the_writer_is_killed(cluster, sdk), 120)
