@@ -123,7 +123,7 @@ class PubSubLink:
                 # Connected first, then published: a name asked for while the others are being
                 # subscribed goes out on this same connection (redis-py would open a second, unread
                 # one for a command sent before the first has connected).
-                await pubsub.connect()
+                await pubsub.connect()  # type: ignore[no-untyped-call]
                 self._pubsub = pubsub
                 names = list(self.handlers)
                 await self._subscribe(pubsub, names)
