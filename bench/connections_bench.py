@@ -81,6 +81,7 @@ class Options:
     # Clients without a token, authenticated by a connect proxy backend (its own process) that names
     # the user from the app name.
     connect_proxy: bool = False
+    connect_proxy_placement: str = "shard"  # who calls the backend: "shard" or "router"
 
 
 @dataclass
@@ -536,7 +537,11 @@ def run(opts: Options) -> Result:
     result = Result(opts)
     workdir = Path(tempfile.mkdtemp(prefix="switchboard-bench-"))
     backend = start_proxy_backend() if opts.connect_proxy else None
-    extra = {"proxy_connect_endpoint": backend[1]} if backend is not None else None
+    extra = (
+        {"proxy_connect_endpoint": backend[1], "proxy_connect_placement": opts.connect_proxy_placement}
+        if backend is not None
+        else None
+    )
     server = ServerProcess(workdir, opts.shards, extra)
     generators: list[Generator] = []
     try:

@@ -154,13 +154,30 @@ class Config:
     # Proxies to the application backend (the connect proxy: clients without a token).
     proxy_connect_endpoint: str = ""
     proxy_connect_timeout: Duration = Duration(1)
+    proxy_connect_placement: str = "shard"  # who calls the connect proxy: "shard" or "router"
     proxy_http_headers: list[str] = field(default_factory=list)  # forwarded from the client's request
     proxy_emulated_headers: list[str] = field(default_factory=list)  # client-supplied, allowed to pass
     proxy_static_http_headers: dict[str, str] = field(default_factory=dict)
     proxy_binary_encoding: bool = False
     proxy_rpc_endpoint: str = ""  # a client's rpc command, answered by the backend
     proxy_rpc_timeout: Duration = Duration(1)
-    proxy_include_connection_meta: bool = False  # the connection's meta in RPC proxy requests
+    proxy_refresh_endpoint: str = ""  # prolongs connections whose connect proxy answer expires
+    proxy_refresh_timeout: Duration = Duration(1)
+    proxy_subscribe_endpoint: str = ""  # namespaces with proxy_subscribe
+    proxy_subscribe_timeout: Duration = Duration(1)
+    proxy_publish_endpoint: str = ""  # namespaces with proxy_publish
+    proxy_publish_timeout: Duration = Duration(1)
+    proxy_sub_refresh_endpoint: str = ""  # namespaces with proxy_sub_refresh
+    proxy_sub_refresh_timeout: Duration = Duration(1)
+    proxy_include_connection_meta: bool = False  # the connection's meta in every proxy request but connect
+    # Granular mode: named proxies, picked per event, per channel namespace and per RPC namespace.
+    granular_proxy_mode: bool = False
+    proxies: list[dict[str, Any]] = field(default_factory=list)
+    connect_proxy_name: str = ""
+    refresh_proxy_name: str = ""
+    rpc_proxy_name: str = ""  # RPC methods outside any rpc_namespaces entry
+    rpc_namespaces: list[dict[str, Any]] = field(default_factory=list)  # {name, rpc_proxy_name}
+    rpc_namespace_boundary: str = ":"
 
     # Engine: "memory" keeps one node to itself; "redis" makes every node sharing the Redis one server.
     engine: str = "memory"
@@ -470,9 +487,14 @@ def _validate_engine(cfg: Config) -> None:
 
 
 def _validate_proxies(cfg: Config) -> None:
-    for kind in ("connect", "rpc"):
-        endpoint = getattr(cfg, f"proxy_{kind}_endpoint")
-        if endpoint and not re.match(r"^https?://[^/\s]+", endpoint):
-            raise ConfigError(f"proxy_{kind}_endpoint must be an http:// or https:// URL, got {endpoint!r}")
-        if getattr(cfg, f"proxy_{kind}_timeout") <= 0:
-            raise ConfigError(f"proxy_{kind}_timeout must be positive")
+    if cfg.proxy_connect_placement not in ("router", "shard"):
+        raise ConfigError(
+            f"proxy_connect_placement must be router or shard, got {cfg.proxy_connect_placement!r}"
+        )
+    # Imported here: broker.proxy.table reads Config, and config must not import it at module level.
+    from broker.proxy.table import ProxyConfigError, proxy_table
+
+    try:
+        proxy_table(cfg)
+    except ProxyConfigError as exc:
+        raise ConfigError(str(exc)) from None

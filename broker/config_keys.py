@@ -51,24 +51,14 @@ UNSUPPORTED_SWITCHES: dict[str, tuple[Any, ...]] = {
     "client_concurrency": OFF_ZERO,
     "token_jwks_public_endpoint": OFF_EMPTY,
     "subscription_token_jwks_public_endpoint": OFF_EMPTY,
-    "proxy_refresh_endpoint": OFF_EMPTY,
-    "proxy_subscribe_endpoint": OFF_EMPTY,
-    "proxy_publish_endpoint": OFF_EMPTY,
-    "proxy_sub_refresh_endpoint": OFF_EMPTY,
     "proxy_subscribe_stream_endpoint": OFF_EMPTY,
-    "granular_proxy_mode": OFF_FALSE,
-    "proxies": OFF_EMPTY_LIST_OR_NULL,
     "rpc_ping": OFF_FALSE,
-    "rpc_namespaces": OFF_EMPTY_LIST_OR_NULL,
     "consumers": OFF_EMPTY_LIST_OR_NULL,
 }
 
 # Channel options (top level or in a namespace) that are fields of ChannelOptions, so that their
 # names and types are checked, but whose feature does not exist yet.
 UNSUPPORTED_CHANNEL_SWITCHES: dict[str, tuple[Any, ...]] = {
-    "proxy_subscribe": OFF_FALSE,
-    "proxy_publish": OFF_FALSE,
-    "proxy_sub_refresh": OFF_FALSE,
     "proxy_subscribe_stream": OFF_FALSE,
     "proxy_subscribe_stream_bidirectional": OFF_FALSE,
     "delta_publish": OFF_FALSE,
@@ -120,20 +110,10 @@ SETTINGS_OF: dict[str, tuple[str, ...]] = {
     "internal_port": ("internal_address",),
     "websocket_compression": ("websocket_compression_level", "websocket_compression_min_size"),
     "rpc_ping": ("rpc_ping_method",),
-    "rpc_namespaces": ("rpc_namespace_boundary",),
-    "proxy_refresh_endpoint": ("proxy_refresh_timeout",),
-    "proxy_subscribe_endpoint": ("proxy_subscribe_timeout",),
-    "proxy_publish_endpoint": ("proxy_publish_timeout",),
-    "proxy_sub_refresh_endpoint": ("proxy_sub_refresh_timeout",),
     "proxy_subscribe_stream_endpoint": ("proxy_subscribe_stream_timeout",),
-    "granular_proxy_mode": (
-        "proxy_grpc_metadata",
-        "proxy_grpc_cert_file",
-        "proxy_grpc_credentials_key",
-        "proxy_grpc_credentials_value",
-        "proxy_grpc_compression",
-    ),
 }
+
+_GRPC_PROXY = "a gRPC proxy setting; proxy endpoints are http(s):// URLs (grpc:// is refused)"
 
 # Keys with nothing to do here whatever their value, and why.
 INERT_KEYS: dict[str, str] = {
@@ -143,6 +123,11 @@ INERT_KEYS: dict[str, str] = {
     "websocket_write_buffer_size": "a Go buffer size",
     "websocket_use_write_buffer_pool": "a Go buffer pool",
     "redis_force_resp2": "the Redis client speaks RESP2 already",
+    "proxy_grpc_metadata": _GRPC_PROXY,
+    "proxy_grpc_cert_file": _GRPC_PROXY,
+    "proxy_grpc_credentials_key": _GRPC_PROXY,
+    "proxy_grpc_credentials_value": _GRPC_PROXY,
+    "proxy_grpc_compression": _GRPC_PROXY,
 }
 
 # Top-level blocks of Centrifugo v6's nested config. Only the v4/v5 flat keys are read, so such a

@@ -29,8 +29,8 @@ from broker.hashing import shard_for
 from broker.ids import new_id
 from broker.ipc.handoff import HandoffError, Header, encode
 from broker.protocol.codec import get_codec
+from broker.proxy.connect_call import ConnectProxy
 from router.cluster import Cluster
-from router.connect_proxy import ConnectProxy
 from router.http import HttpConnection, Request
 
 log = logging.getLogger("switchboard.router")
@@ -109,6 +109,7 @@ class ConnectHandler:
         self.cluster = cluster
         self.endpoints = endpoints(cfg)
         self.proxy = proxy if proxy is not None and proxy.enabled else None
+        self.keeper = proxy  # keeps the request headers later proxy calls forward
 
     def handle(
         self, endpoint: Endpoint, request: Request, conn: HttpConnection
@@ -146,12 +147,25 @@ class ConnectHandler:
         token = token if isinstance(token, str) else ""
         client = new_id()
         if self.proxy is not None and not token and (request_fields or not endpoint.bidirectional):
+            if self.proxy.in_shards:
+                call, headers = self.proxy.prepare(
+                    request_fields,
+                    client=client,
+                    transport=endpoint.transport,
+                    protocol=protocol,
+                    request_headers=request.headers,
+                )
+                ask = orjson.dumps({"b": call, "h": headers})
+                kept = self._kept(request, request_fields)
+                header = Header(endpoint.transport, client, protocol, headers=kept, ask=ask)
+                self._hand_off(conn, shard_for("", client, self.cluster.size), header, body)
+                return None
             return self._proxied(endpoint, request, conn, request_fields, client, protocol, body)
         user = unverified_user(token, self.cfg.token_user_id_claim) if token else ""
         self._hand_off(
             conn,
             shard_for(user, client, self.cluster.size),
-            Header(endpoint.transport, client, protocol),
+            Header(endpoint.transport, client, protocol, headers=self._kept(request, request_fields)),
             body,
         )
         return None
@@ -178,7 +192,11 @@ class ConnectHandler:
         if conn.transport is None or conn.transport.is_closing():
             return  # the client left while the backend decided
         index = shard_for(outcome.user, client, self.cluster.size)
-        self._hand_off(conn, index, Header(endpoint.transport, client, protocol, outcome.to_json()), body)
+        header = Header(endpoint.transport, client, protocol, outcome.to_json(), self._kept(request, fields))
+        self._hand_off(conn, index, header, body)
+
+    def _kept(self, request: Request, fields: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]] | None:
+        return self.keeper.kept_headers(request.headers, fields) if self.keeper is not None else None
 
     def _hand_off(self, conn: HttpConnection, index: int, header: Header, body: bytes) -> None:
         try:

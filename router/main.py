@@ -33,11 +33,11 @@ import uvloop
 
 from broker.config import Config
 from broker.lifecycle import ChildContext, standalone_context
+from broker.proxy.connect_call import ConnectProxy
 from broker.runtime_dir import lock_role
 from router.api import Api
 from router.cluster import Cluster
 from router.connect import ConnectHandler
-from router.connect_proxy import ConnectProxy
 from router.emulation import EmulationHandler
 from router.http import HttpConnection, Request, Timeouts
 from router.websocket import WebSocketEndpoints

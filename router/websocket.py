@@ -29,11 +29,11 @@ from broker.hashing import shard_for
 from broker.ids import new_id
 from broker.ipc.handoff import HandoffError, Header, encode
 from broker.protocol.codec import get_codec
+from broker.proxy.connect_call import ConnectProxy
 from broker.websocket.frames import Close, Message, ProtocolError, ServerConnection, encode_close
 from broker.websocket.handshake import check_upgrade, error_response, response_101, select_subprotocol
 from router.cluster import Cluster
 from router.connect import origin_allowed
-from router.connect_proxy import ConnectProxy
 from router.http import HttpConnection, Request
 
 log = logging.getLogger("switchboard.router")
@@ -48,6 +48,7 @@ class WebSocketEndpoints:
         self.cfg = cfg
         self.cluster = cluster
         self.proxy = proxy if proxy is not None and proxy.enabled else None
+        self.keeper = proxy  # keeps the request headers later proxy calls forward
         self.paths: dict[str, str] = {}
         if not cfg.websocket_disable:
             self.paths[cfg.websocket_handler_prefix] = "websocket"
@@ -162,6 +163,9 @@ class FirstMessage:
         token = request.get("token") if request is not None else None
         proxy = self.endpoints.proxy
         if proxy is not None and request is not None and not token:
+            if proxy.in_shards:
+                self._hand_off_to_ask(proxy, request)
+                return
             # What the client sends next stays in the socket for the shard to read.
             self.transport.pause_reading()
             asyncio.get_running_loop().create_task(self._hand_off_proxied(proxy, request))
@@ -171,8 +175,26 @@ class FirstMessage:
         client = new_id()
         self._place(
             shard_for(user, client, self.endpoints.cluster.size),
-            Header(self.transport_name, client, self.protocol),
+            Header(self.transport_name, client, self.protocol, headers=self._kept(request)),
         )
+
+    def _kept(self, request: dict[str, Any] | None) -> tuple[dict[str, str], dict[str, str]] | None:
+        keeper = self.endpoints.keeper
+        return keeper.kept_headers(self.headers, request) if keeper is not None else None
+
+    def _hand_off_to_ask(self, proxy: ConnectProxy, request: dict[str, Any]) -> None:
+        """A client without a token, the shards calling the backend: to a shard picked by client id."""
+        client = new_id()
+        body, headers = proxy.prepare(
+            request,
+            client=client,
+            transport=self.transport_name,
+            protocol=self.protocol,
+            request_headers=self.headers,
+        )
+        ask = orjson.dumps({"b": body, "h": headers})
+        header = Header(self.transport_name, client, self.protocol, headers=self._kept(request), ask=ask)
+        self._place(shard_for("", client, self.endpoints.cluster.size), header)
 
     async def _hand_off_proxied(self, proxy: ConnectProxy, request: dict[str, Any]) -> None:
         """A client without a token: the backend names the user (and so the shard) first."""
@@ -188,7 +210,8 @@ class FirstMessage:
         if self.transport.is_closing():
             return
         index = shard_for(outcome.user, client, self.endpoints.cluster.size)
-        self._place(index, Header(self.transport_name, client, self.protocol, outcome.to_json()))
+        header = Header(self.transport_name, client, self.protocol, outcome.to_json(), self._kept(request))
+        self._place(index, header)
 
     def _place(self, index: int, header: Header) -> None:
         try:

@@ -27,6 +27,7 @@ def connection_for(host: ConnectionHost, header: Header, data: bytes) -> ClientC
     state = ConnectionState(header.client, session, transport, header.protocol, time.time())
     if header.proxied:
         state.connect_proxy = Outcome.from_json(header.proxied)
+    state.proxy_headers = header.headers
     if transport in EMULATION_TRANSPORTS:
         return EmulationConnection(host, state, get_codec(header.protocol), data)
     if transport in UNI_FRAMINGS:

@@ -21,6 +21,7 @@ from broker.channels import ChannelRules
 from broker.config import Config
 from broker.errors import Disconnect
 from broker.protocol.state import ConnectionState
+from broker.proxy.table import ProxySpec, ProxyTable
 from broker.publication import Publication
 from shards.hub import Hub
 
@@ -55,8 +56,17 @@ class ConnectionHost(Protocol):
     @property
     def index(self) -> int: ...
 
-    def rpc(self, conn: ClientConnection, method: str, data: bytes, done: Callable[[Any], None]) -> None:
-        """A client's RPC, answered by the RPC proxy: ``done(RpcOutcome)``, or ``done(None)``."""
+    @property
+    def proxies(self) -> ProxyTable: ...
+
+    def proxy(
+        self,
+        conn: ClientConnection,
+        spec: ProxySpec,
+        body: dict[str, Any],
+        done: Callable[[Any, float], None],
+    ) -> None:
+        """Call a proxy for ``conn``: ``done(answer, now)``, ``done(None, now)`` when the call failed."""
 
     def emulation_started(self, conn: ClientConnection) -> None:
         """An emulation connection started: ``/emulation`` frames for its session may come."""
@@ -73,7 +83,7 @@ class ConnectionHost(Protocol):
 
     def unsubscribe(self, conn: ClientConnection, channel: str) -> None: ...
 
-    def publish(self, publication: Publication, done: Any) -> None: ...
+    def publish(self, publication: Publication, done: Any, skip_history: bool = False) -> None: ...
 
     def cluster_query(self, method: str, params: dict[str, Any], merge: Any, done: Any) -> None: ...
 

@@ -47,6 +47,8 @@ from broker.ipc.control import Responder
 from broker.ipc.handoff import HandoffReceiver, Header
 from broker.ipc.pubsub import Publisher, Subscriber
 from broker.lifecycle import ChildContext, standalone_context
+from broker.proxy.connect_call import ConnectProxy
+from broker.proxy.table import ProxySpec, proxy_table
 from broker.publication import Publication
 from broker.runtime_dir import lock_role
 from broker.websocket import frames
@@ -56,10 +58,12 @@ from shards.fanout import FanOut, WriteCoalescer
 from shards.membership import Membership
 from shards.peer_mesh import PeerMesh
 from shards.peer_requests import PEER_HANDLERS
+from shards.proxies import ProxyCalls
+from shards.proxy_refresh import ProxyRefresher
 from shards.redis_node import RedisNode
+from shards.rehome import Rehoming
 from shards.restarts import PeerRestarts, announce_start
 from shards.router_requests import ROUTER_HANDLERS, warm_up
-from shards.rpc_proxy import RpcProxy
 from shards.timers import every_second
 from shards.writer import ChannelWriter
 
@@ -130,8 +134,17 @@ class Shard:
         self._tasks: set[asyncio.Task[Any]] = set()
         # Every adopted connection whose socket is still open, registered in the hub or not.
         self._live: set[ClientConnection] = set()
-        # The RPC proxy (clients' rpc commands), when configured.
-        self.rpc_proxy = RpcProxy(cfg, self.spawn) if cfg.proxy_rpc_endpoint else None
+        # Calls to the application backend (rpc, subscribe, publish, refresh, sub_refresh proxies).
+        self.proxies = self.rules.proxies or proxy_table(cfg)
+        self.proxy_calls = ProxyCalls(self.proxies, self.spawn)
+        self.timers.refresher = ProxyRefresher(self.rules, self.proxies, self.proxy_calls, self.membership)
+        # proxy_connect_placement "shard": sockets that come with the connect proxy call to make.
+        self.connect_proxy = ConnectProxy(cfg)
+        self.rehoming = (
+            Rehoming(self.connect_proxy, index, self.size, cfg.runtime_path, self.adopt, self.spawn, loop)
+            if self.connect_proxy.enabled and self.connect_proxy.in_shards
+            else None
+        )
         # Emulation connections (http_stream, SSE) by session id, for the frames /emulation brings.
         self.emulations: dict[str, ClientConnection] = {}
 
@@ -205,8 +218,10 @@ class Shard:
         if self.redis is not None:
             self.redis.close()
         await self.engines.close()
-        if self.rpc_proxy is not None:
-            await self.rpc_proxy.close()
+        await self.proxy_calls.close()
+        await self.connect_proxy.close()
+        if self.rehoming is not None:
+            self.rehoming.close()
         self._zmq.term()
 
     def _open_transports(self) -> list[ClientConnection]:
@@ -228,6 +243,13 @@ class Shard:
         transport_name = header.transport
         if self._stopping.is_set():
             os.close(fd)
+            return
+        if header.ask:
+            if self.rehoming is None:
+                log.warning("refusing a handed-off connection with a connect proxy call to make")
+                os.close(fd)
+                return
+            self.rehoming.receive(header, data, fd)
             return
         try:
             sock = socket.socket(fileno=fd)
@@ -251,11 +273,8 @@ class Shard:
             del self.emulations[conn.state.session]
         self.unregister(conn)
 
-    def rpc(self, conn: ClientConnection, method: str, data: bytes, done: Any) -> None:
-        if self.rpc_proxy is None:
-            done(None)
-        else:
-            self.rpc_proxy.call(conn.state, method, data, done)
+    def proxy(self, conn: ClientConnection, spec: ProxySpec, body: dict[str, Any], done: Any) -> None:
+        self.proxy_calls.call(spec, body, conn.state.proxy_headers, done)
 
     def emulation_started(self, conn: ClientConnection) -> None:
         self.emulations[conn.state.session] = conn
@@ -265,15 +284,16 @@ class Shard:
 
     # -- subscriptions and publications ----------------------------------------------------------
 
-    def publish(self, publication: Publication, done: Any) -> None:
+    def publish(self, publication: Publication, done: Any, skip_history: bool = False) -> None:
         """Send a client's publication to its channel's writer; ``done(error, result)`` when it is out."""
         writer = writer_for(publication.channel, self.size)
         if writer != self.index:
-            self.mesh.publish_remote(writer, publication, done)
+            self.mesh.publish_remote(writer, publication, done, skip_history)
         elif not publication.kind and not self.writer.writing():
-            self.spawn(self.writer.until_writing(lambda: self.publish(publication, done)))
+            self.spawn(self.writer.until_writing(lambda: self.publish(publication, done, skip_history)))
         else:
-            task = start_eagerly(self.writer.write_publication(publication), client_outcome(done), self.loop)
+            writing = self.writer.write_publication(publication, skip_history=skip_history)
+            task = start_eagerly(writing, client_outcome(done), self.loop)
             if task is not None:
                 self._tasks.add(task)
                 task.add_done_callback(self._task_done)

@@ -90,9 +90,13 @@ class PeerMesh:
         assert self.requester is not None
         return await self.requester.request(paths.shard_identity(index), method, params, timeout)
 
-    def publish_remote(self, writer: int, publication: Publication, done: Done) -> None:
+    def publish_remote(
+        self, writer: int, publication: Publication, done: Done, skip_history: bool = False
+    ) -> None:
         """Send a client's publication to its channel's writer on another shard."""
         params = publication_params(publication)
+        if skip_history:
+            params["skip_history"] = True
         self.spawn(self._ask(writer, "publish", params, done, f"publish to {publication.channel}"))
 
     def cluster_query(self, method: str, params: dict[str, Any], merge: Any, done: Done) -> None:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from broker import errors
 from broker.errors import ClientError, Disconnect
 from broker.protocol.client import ClientSession
-from broker.proxy.rpc import RpcOutcome
+from broker.proxy.table import ProxySpec, ProxyTable
 from broker.publication import Publication
 from shards.connection import ClientConnection
 
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from broker.auth import TokenVerifier
     from broker.channels import ChannelRules
     from broker.config import Config
-    from broker.protocol.client import Done
+    from broker.protocol.client import Answered, Done
 
 log = logging.getLogger("switchboard.shard")
 
@@ -85,8 +85,8 @@ class SessionHosting(ClientConnection):
     def unsubscribe(self, session: ClientSession, channel: str) -> None:
         self.shard.unsubscribe(self, channel)
 
-    def publish(self, publication: Publication, done: Done) -> None:
-        self.shard.publish(publication, self._replying(done))
+    def publish(self, publication: Publication, done: Done, skip_history: bool = False) -> None:
+        self.shard.publish(publication, self._replying(done), skip_history)
 
     def expiry_changed(self, session: ClientSession) -> None:
         self.shard.expiry_changed(self)
@@ -106,12 +106,18 @@ class SessionHosting(ClientConnection):
 
         return finished
 
-    def rpc(self, method: str, data: bytes, done: Callable[[RpcOutcome | None], None]) -> None:
-        def answered(outcome: RpcOutcome | None) -> None:
-            done(outcome)
+    @property
+    def proxies(self) -> ProxyTable:
+        return self.shard.proxies
+
+    def proxy(self, spec: ProxySpec, body: dict[str, Any], done: Answered) -> None:
+        def answered(answer: Any, now: float) -> None:
+            if self.closed:
+                return
+            done(answer, now)
             self._write_replies()
 
-        self.shard.rpc(self, method, data, answered)
+        self.shard.proxy(self, spec, body, answered)
 
     def sub_expiry_changed(self, session: ClientSession, channel: str) -> None:
         self.shard.sub_expiry_changed(self, channel)

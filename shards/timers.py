@@ -35,6 +35,17 @@ class TimersHost(Protocol):
     def server_unsubscribe(self, conn: ClientConnection, channel: str, code: int, reason: str) -> None: ...
 
 
+class Refresher(Protocol):
+    """Prolongs what a proxy, not the client, refreshes (see :mod:`shards.proxy_refresh`)."""
+
+    def by_proxy(self, conn: ClientConnection, channel: str) -> bool:
+        """Whether the sub_refresh proxy prolongs this subscription."""
+
+    def refresh(self, conn: ClientConnection) -> None: ...
+
+    def sub_refresh(self, conn: ClientConnection, channel: str) -> None: ...
+
+
 class ConnectionTimers:
     def __init__(self, cfg: Config, host: TimersHost, now: float) -> None:
         self.cfg = cfg
@@ -43,35 +54,48 @@ class ConnectionTimers:
         # Expiring connections (client id) and subscriptions ((client id, channel)).
         self.expiry: Deadlines[str] = Deadlines()
         self.sub_expiry: Deadlines[tuple[str, str]] = Deadlines()
+        # The same, for those the refresh / sub_refresh proxy prolongs: due at the expiry itself.
+        self.refresh_due: Deadlines[str] = Deadlines()
+        self.sub_refresh_due: Deadlines[tuple[str, str]] = Deadlines()
+        self.refresher: Refresher | None = None
 
     def track(self, conn: ClientConnection) -> None:
         """A connection entered the hub: ping it, and expire it if its credentials do."""
         state = conn.state
         self.pings.add(conn, state.connected_at)
         if state.expire_at:
-            self.expiry.set(state.client, state.expire_at)
+            self.expiry_changed(conn)
 
     def untrack(self, conn: ClientConnection) -> None:
         """A connection left the hub: forget every timer it had."""
         state = conn.state
         self.pings.discard(conn, state.connected_at)
         self.expiry.discard(state.client)
+        self.refresh_due.discard(state.client)
         for channel in state.sub_expires or ():
             self.sub_expiry.discard((state.client, channel))
+            self.sub_refresh_due.discard((state.client, channel))
 
     def expiry_changed(self, conn: ClientConnection) -> None:
-        self.expiry.set(conn.state.client, conn.state.expire_at)
+        state = conn.state
+        by_proxy = state.refresh_by_proxy and self.refresher is not None
+        (self.refresh_due if by_proxy else self.expiry).set(state.client, state.expire_at)
+        (self.expiry if by_proxy else self.refresh_due).discard(state.client)
 
     def sub_expiry_changed(self, conn: ClientConnection, channel: str) -> None:
         expires = conn.state.sub_expires
         key = (conn.state.client, channel)
-        if expires and channel in expires:
-            self.sub_expiry.set(key, expires[channel])
-        else:
-            self.sub_expiry.discard(key)
+        if not expires or channel not in expires:
+            self.unsubscribed(conn, channel)
+            return
+        by_proxy = self.refresher is not None and self.refresher.by_proxy(conn, channel)
+        (self.sub_refresh_due if by_proxy else self.sub_expiry).set(key, expires[channel])
+        (self.sub_expiry if by_proxy else self.sub_refresh_due).discard(key)
 
     def unsubscribed(self, conn: ClientConnection, channel: str) -> None:
-        self.sub_expiry.discard((conn.state.client, channel))
+        key = (conn.state.client, channel)
+        self.sub_expiry.discard(key)
+        self.sub_refresh_due.discard(key)
 
     def tick(self, now: float) -> None:
         to_ping, to_check = self.pings.advance(now)
@@ -81,6 +105,23 @@ class ConnectionTimers:
             conn.check_pong(now)
         self._expire_connections(now)
         self._expire_subscriptions(now)
+        if self.refresher is not None:
+            self._refresh(self.refresher, now)
+
+    def _refresh(self, refresher: Refresher, now: float) -> None:
+        """Ask the proxies about what is due; each answer sets the next deadline (or ends it)."""
+        by_client = self.host.hub.by_client
+        for client, expire_at in self.refresh_due.pop_due(now):
+            conn = by_client.get(client)
+            if isinstance(conn, ClientConnection) and conn.state.expire_at == expire_at:
+                refresher.refresh(conn)
+        for (client, channel), expire_at in self.sub_refresh_due.pop_due(now):
+            conn = by_client.get(client)
+            if not isinstance(conn, ClientConnection):
+                continue
+            expires = conn.state.sub_expires
+            if expires and expires.get(channel) == expire_at:
+                refresher.sub_refresh(conn, channel)
 
     def _expire_connections(self, now: float) -> None:
         for client, expire_at in self.expiry.pop_due(now - self.cfg.client_expired_close_delay):

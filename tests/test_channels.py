@@ -420,7 +420,17 @@ def test_nothing_allows_means_permission_denied() -> None:
 
 
 def test_subscribe_proxy_only_when_available() -> None:
-    rules = one_ns(proxy_subscribe=True, allow_subscribe_for_client=True, allow_user_limited_channels=True)
+    rules = make_rules(
+        [
+            {
+                "name": "ns",
+                "proxy_subscribe": True,
+                "allow_subscribe_for_client": True,
+                "allow_user_limited_channels": True,
+            }
+        ],
+        proxy_subscribe_endpoint="http://127.0.0.1:9/subscribe",
+    )
     decision = subscribe(rules, "ns:x", proxy_available=True)
     assert decision.ask_proxy and decision.source == SOURCE_SUBSCRIBE_PROXY
     assert subscribe(rules, "ns:x").source == SOURCE_CLIENT_ALLOWED
@@ -536,7 +546,9 @@ def test_feature_off_comes_before_permission() -> None:
 
 
 def test_publish_proxy_only_when_available() -> None:
-    rules = one_ns(proxy_publish=True)
+    rules = make_rules(
+        [{"name": "ns", "proxy_publish": True}], proxy_publish_endpoint="http://127.0.0.1:9/publish"
+    )
     assert rules.check_publish("ns:x", "", subscribed=False, proxy_available=True).ask_proxy
     assert_client_error(103, rules.check_publish, "ns:x", "", subscribed=False)
     open_rules = one_ns(allow_publish_for_client=True)

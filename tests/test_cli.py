@@ -301,8 +301,15 @@ def test_checkconfig_bad(
         ({"broker": "nats"}, "broker is not supported yet"),
         ({"admin": True}, "admin is not supported yet"),
         ({"prometheus": True}, "prometheus is not supported yet"),
-        ({"proxy_publish_endpoint": "http://127.0.0.1:3000"}, "proxy_publish_endpoint is not supported yet"),
-        ({"namespaces": [{"name": "chat", "proxy_publish": True}]}, "proxy_publish is not supported yet"),
+        (
+            {"proxy_subscribe_stream_endpoint": "http://127.0.0.1:3000"},
+            "proxy_subscribe_stream_endpoint is not",
+        ),
+        ({"namespaces": [{"name": "chat", "proxy_subscribe_stream": True}]}, "proxy_subscribe_stream is not"),
+        (
+            {"namespaces": [{"name": "chat", "proxy_publish": True}]},
+            "proxy_publish is on but proxy_publish_endpoint",
+        ),
         ({"namespaces": [{"name": "chat", "history_size": 10}]}, "history_size and history_ttl"),
     ],
 )

@@ -234,23 +234,12 @@ NOT_SUPPORTED_YET = [
     ("user_personal_single_connection", True, False),
     ("client_connection_limit", 100, 0),
     ("token_jwks_public_endpoint", "https://auth.example/jwks", ""),
-    ("proxy_subscribe_endpoint", "http://127.0.0.1:3000/subscribe", ""),
-    ("proxy_refresh_endpoint", "http://127.0.0.1:3000/refresh", ""),
-    ("proxy_subscribe_endpoint", "http://127.0.0.1:3000/subscribe", ""),
-    ("proxy_subscribe_endpoint", "http://127.0.0.1:3000/subscribe", ""),
-    ("proxy_publish_endpoint", "http://127.0.0.1:3000/publish", ""),
-    ("proxy_sub_refresh_endpoint", "http://127.0.0.1:3000/sub_refresh", ""),
     ("proxy_subscribe_stream_endpoint", "grpc://127.0.0.1:3000", ""),
-    ("granular_proxy_mode", True, False),
-    ("proxies", [{"name": "p", "endpoint": "http://127.0.0.1:3000"}], []),
     ("rpc_ping", True, False),
     ("consumers", [{"name": "c", "type": "postgresql"}], []),
     ("log_file", "/var/log/switchboard.log", ""),
     ("allowed_delta_types", ["fossil"], []),
     ("delta_publish", True, False),
-    ("proxy_subscribe", True, False),
-    ("proxy_publish", True, False),
-    ("proxy_sub_refresh", True, False),
     ("proxy_subscribe_stream", True, False),
 ]
 
@@ -275,7 +264,7 @@ def test_not_supported_yet_key_switched_on_is_refused(key: str, on: Any, off: An
     assert cfg.unknown_keys == []
 
 
-@pytest.mark.parametrize("key", ["proxy_subscribe", "delta_publish", "subscribe_proxy_enabled"])
+@pytest.mark.parametrize("key", ["proxy_subscribe_stream", "delta_publish", "subscribe_stream_proxy_enabled"])
 def test_not_supported_yet_channel_option_is_refused_in_a_namespace(key: str) -> None:
     with pytest.raises(ConfigError, match=rf"^namespace 'chat': {key} is not supported yet"):
         build({"namespaces": [{"name": "chat", key: True}]}, {}, {})

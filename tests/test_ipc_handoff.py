@@ -24,6 +24,22 @@ def test_the_header_travels_with_one_letter_keys():
     assert message == b"\x00\x00\x00\x2a" + b'{"t":"websocket","c":"abc","p":"protobuf"}' + b"{}"
 
 
+def test_proxy_decision_kept_headers_and_a_call_to_make_travel_too():
+    header = Header(
+        "websocket",
+        "abc",
+        "json",
+        proxied=b'{"k":"ok","u":"42"}',
+        headers=({"cookie": "c=1"}, {"x-app": "web"}),
+        ask=b'{"b":{"client":"abc"},"h":{"x-static":"1"}}',
+    )
+    decoded, data = decode(encode(header, b"rest"))
+    assert decoded == header and data == b"rest"
+    # Malformed optional parts are dropped, not trusted.
+    raw = b'{"t":"websocket","c":"a","h":[1],"q":"x","x":[]}'
+    assert decode(len(raw).to_bytes(4, "big") + raw)[0] == Header("websocket", "a")
+
+
 def test_a_header_without_codec_means_json():
     assert decode(b"\x00\x00\x00\x17" + b'{"t":"uni_sse","c":"a"}')[0] == Header("uni_sse", "a", "json")
 

@@ -14,6 +14,7 @@ from broker.errors import ClientError, Disconnect
 from broker.protocol.client import CLOSED, CONNECTED, ClientSession, SessionStatus
 from broker.protocol.codec import get_codec
 from broker.protocol.state import SOURCE_CLIENT_ALLOWED, SOURCE_SUBSCRIPTION_TOKEN, ConnectionState
+from broker.proxy.table import ProxySpec, ProxyTable
 from broker.publication import Publication
 
 SECRET = "session-secret"
@@ -35,6 +36,8 @@ class Host:
         self.refuse: Disconnect | None = None
         self.expiry_changes = 0
         self.queries: list[tuple[str, str, dict[str, Any], Any]] = []
+        self.skipped_history: list[bool] = []
+        self.proxy_calls: list[tuple[str, dict[str, Any], Any]] = []
 
     def admit(self, session: ClientSession, ready: Any) -> Disconnect | None:
         self.admitted.append(session)
@@ -51,9 +54,18 @@ class Host:
         session.state.channels.pop(channel, None)
         self.unsubscribed.append(channel)
 
-    def publish(self, publication: Publication, done: Any) -> None:
+    def publish(self, publication: Publication, done: Any, skip_history: bool = False) -> None:
         self.published.append(publication)
         self.pending_done.append(done)
+        self.skipped_history.append(skip_history)
+
+    @property
+    def proxies(self) -> ProxyTable:
+        assert self.rules.proxies is not None
+        return self.rules.proxies
+
+    def proxy(self, spec: ProxySpec, body: dict[str, Any], done: Any) -> None:
+        self.proxy_calls.append((spec.name, body, done))
 
     def writer_query(self, channel: str, method: str, params: dict[str, Any], done: Any) -> None:
         self.queries.append((channel, method, params, done))

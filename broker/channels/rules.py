@@ -54,6 +54,7 @@ from broker.protocol.state import (
     SOURCE_SUBSCRIPTION_TOKEN,
     SOURCE_USER_LIMITED,
 )
+from broker.proxy.table import ProxySpec, ProxyTable, proxy_table
 
 _NAMESPACE_NAME = re.compile(r"[-a-zA-Z0-9_.]{2,}")
 
@@ -73,6 +74,9 @@ class SubscribeDecision:
     claims: SubscriptionTokenClaims | None = None
     expire_at: int = 0
     ask_proxy: bool = False
+    # Channel info and subscribe result data the subscribe proxy gave (a token carries its own).
+    granted_info: bytes | None = None
+    granted_data: bytes | None = None
 
     @property
     def token_uid(self) -> str:
@@ -86,12 +90,12 @@ class SubscribeDecision:
     @property
     def info(self) -> bytes | None:
         """Channel info for presence and join/leave (raw JSON bytes)."""
-        return self.claims.info if self.claims is not None else None
+        return self.claims.info if self.claims is not None else self.granted_info
 
     @property
     def data(self) -> bytes | None:
         """Data returned to the client in the subscribe result."""
-        return self.claims.data if self.claims is not None else None
+        return self.claims.data if self.claims is not None else self.granted_data
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +119,7 @@ class ChannelRules:
         "namespace_boundary",
         "personal_namespace",
         "private_prefix",
+        "proxies",
         "user_boundary",
         "user_separator",
         "verifier",
@@ -135,8 +140,11 @@ class ChannelRules:
         client_channel_limit: int = 128,
         history_max_publication_limit: int = 300,
         personal_namespace: str = "",
+        proxies: ProxyTable | None = None,
     ) -> None:
         self._top = top
+        # Which channel events a proxy answers; without a table, the options' flat switches say.
+        self.proxies = proxies
         self._namespaces = dict(namespaces)
         # Without a verifier every subscription token is refused (disconnect 3500), never trusted.
         self.verifier = verifier
@@ -194,7 +202,19 @@ class ChannelRules:
             client_channel_limit=cfg.client_channel_limit,
             history_max_publication_limit=cfg.client_history_max_publication_limit,
             personal_namespace=personal,
+            proxies=proxy_table(cfg),
         )
+
+    def proxy_for(self, kind: str, options: ChannelOptions) -> ProxySpec | None:
+        """The proxy of a channel event (subscribe, publish, sub_refresh) for channels with ``options``."""
+        if self.proxies is not None:
+            return self.proxies.for_channel(kind, options)
+        return None
+
+    def _proxied(self, kind: str, options: ChannelOptions) -> bool:
+        if self.proxies is not None:
+            return self.proxies.for_channel(kind, options) is not None
+        return bool(getattr(options, f"proxy_{kind}"))
 
     # ------------------------------------------------------------------ names and options
 
@@ -282,7 +302,7 @@ class ChannelRules:
         """Whether connection (``user``, ``client``) may subscribe to ``channel`` with ``token`` ("" = none).
 
         ``channel_count`` is the number of channels the connection is subscribed to already;
-        ``proxy_available`` says the caller can ask a subscribe proxy (namespaces with proxy_subscribe).
+        ``proxy_available`` says the caller can ask a subscribe proxy (where one is configured).
         Raises ClientError (103, 105, 106, 107, 109, 110, 102) or Disconnect (3500).
         """
         self._check_length(channel)
@@ -299,7 +319,7 @@ class ChannelRules:
             return self._subscribe_with_token(channel, user, client, token, now, options)
         if self.is_user_limited_allowed(channel, user, options):
             return SubscribeDecision(SOURCE_USER_LIMITED, options)
-        if proxy_available and options.proxy_subscribe:
+        if proxy_available and self._proxied("subscribe", options):
             return SubscribeDecision(SOURCE_SUBSCRIBE_PROXY, options, ask_proxy=True)
         if options.allow_subscribe_for_client and (user or options.allow_subscribe_for_anonymous):
             return SubscribeDecision(SOURCE_CLIENT_ALLOWED, options)
@@ -338,7 +358,7 @@ class ChannelRules:
     ) -> PublishDecision:
         """Whether a client may publish into ``channel``; raises 102, 103 or 107."""
         options = self.validate_name(channel)
-        if proxy_available and options.proxy_publish:
+        if proxy_available and self._proxied("publish", options):
             return PublishDecision(options, ask_proxy=True)
         if self._granted(
             options.allow_publish_for_client,

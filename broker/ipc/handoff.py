@@ -28,6 +28,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -52,12 +53,20 @@ class Header:
     protocol: str = "json"  # the bidirectional WebSocket's codec: "json" or "protobuf"
     # What the connect proxy decided for a client without a token (broker.proxy.connect.Outcome JSON).
     proxied: bytes = b""
+    # Request headers kept for later proxy calls: [real, client-supplied] (broker.proxy.http.kept_headers).
+    headers: tuple[dict[str, str], dict[str, str]] | None = None
+    # A connect proxy call for the shard to make ({"b": body, "h": headers}, JSON), before adopting.
+    ask: bytes = b""
 
     def to_json(self) -> bytes:
         # One-letter keys: the header travels with every connection.
         fields: dict[str, object] = {"t": self.transport, "c": self.client, "p": self.protocol}
         if self.proxied:
             fields["x"] = orjson.Fragment(self.proxied)
+        if self.headers is not None:
+            fields["h"] = self.headers
+        if self.ask:
+            fields["q"] = orjson.Fragment(self.ask)
         return orjson.dumps(fields)
 
     @classmethod
@@ -72,7 +81,26 @@ class Header:
         if not (isinstance(transport, str) and isinstance(client, str) and isinstance(protocol, str)):
             raise HandoffError("handoff header lacks a transport, a client id or a codec")
         proxied = fields.get("x")
-        return cls(transport, client, protocol, orjson.dumps(proxied) if isinstance(proxied, dict) else b"")
+        return cls(
+            transport,
+            client,
+            protocol,
+            orjson.dumps(proxied) if isinstance(proxied, dict) else b"",
+            _headers(fields.get("h")),
+            orjson.dumps(fields["q"]) if isinstance(fields.get("q"), dict) else b"",
+        )
+
+
+def _headers(value: Any) -> tuple[dict[str, str], dict[str, str]] | None:
+    if not isinstance(value, list) or len(value) != 2:
+        return None
+    real, supplied = value
+    if not isinstance(real, dict) or not isinstance(supplied, dict):
+        return None
+    return (
+        {str(k): v for k, v in real.items() if isinstance(v, str)},
+        {str(k): v for k, v in supplied.items() if isinstance(v, str)},
+    )
 
 
 def encode(header: Header, data: bytes) -> bytes:

@@ -24,6 +24,7 @@ the owner's timer, see :meth:`ClientSession.ping_due`).
 from __future__ import annotations
 
 import enum
+import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -42,11 +43,25 @@ from broker.protocol.connect import (
     subscription_data,
     ttl_seconds,
 )
-from broker.protocol.state import SERVER_SIDE_SOURCES, ConnectionState, position_boot
-from broker.protocol.subscribe_plan import SubscribePlan, held_to_deliver, plan_subscribe
+from broker.protocol.state import (
+    SERVER_SIDE_SOURCES,
+    SOURCE_SUBSCRIBE_PROXY,
+    ConnectionState,
+    position_boot,
+)
+from broker.protocol.subscribe_plan import (
+    SubscribePlan,
+    decide_subscribe,
+    granted_by_proxy,
+    held_to_deliver,
+    plan_for,
+)
 from broker.protocol.subscribe_plan import request_channel as _channel
 from broker.protocol.subscribe_plan import request_string as _string
-from broker.proxy.rpc import RpcOutcome
+from broker.proxy.events import Refusal, parse_publish, parse_subscribe, publish_request, subscribe_request
+from broker.proxy.fields import MalformedAnswer
+from broker.proxy.rpc import parse_rpc_answer, rpc_request
+from broker.proxy.table import ProxySpec, ProxyTable
 from broker.publication import (
     Publication,
     client_info_from_json,
@@ -83,6 +98,10 @@ _REQUEST_KEYS = (
 )
 
 Done = Callable[[ClientError | None, dict[str, Any] | None], None]
+# A proxy call's end: the backend's decoded JSON answer (None: the call failed) and the time it came.
+Answered = Callable[[Any, float], None]
+
+log = logging.getLogger("switchboard.proxy")
 
 
 class Codec(Protocol):
@@ -119,7 +138,7 @@ class SessionHost(Protocol):
 
     def unsubscribe(self, session: ClientSession, channel: str) -> None: ...
 
-    def publish(self, publication: Publication, done: Done) -> None: ...
+    def publish(self, publication: Publication, done: Done, skip_history: bool = False) -> None: ...
 
     def expiry_changed(self, session: ClientSession) -> None: ...
 
@@ -131,8 +150,12 @@ class SessionHost(Protocol):
 
     def sub_expiry_changed(self, session: ClientSession, channel: str) -> None: ...
 
-    def rpc(self, method: str, data: bytes, done: Callable[[RpcOutcome | None], None]) -> None:
-        """Ask the RPC proxy; ``done(None)`` when it could not decide."""
+    @property
+    def proxies(self) -> ProxyTable: ...
+
+    def proxy(self, spec: ProxySpec, body: dict[str, Any], done: Answered) -> None:
+        """POST ``body`` to the backend of ``spec`` with the connection's headers; ``done(answer, now)``
+        with the decoded JSON, ``done(None, now)`` when the call failed (the host logs why)."""
 
 
 class ClientSession:
@@ -212,7 +235,7 @@ class ClientSession:
             state.app_version = _string(request, "version")
             proxied, state.connect_proxy = state.connect_proxy, None
             creds = authenticate(token, host.verifier, host.cfg, now, proxied)
-            apply_credentials(state, creds, host.rules)
+            apply_credentials(state, creds, host.rules, refresh_proxy=host.proxies.refresh is not None)
             personal_subscription(state, host.rules, host.cfg)
             check_channel_limit(state, host.cfg)
         except ClientError as err:
@@ -230,24 +253,85 @@ class ClientSession:
     # -- channels --------------------------------------------------------------------------------
 
     def _on_subscribe(self, command_id: int, request: dict[str, Any], now: float) -> None:
-        plan = plan_subscribe(self.host.rules, self.state, request, now)
+        state = self.state
+        rules = self.host.rules
+        pending = state.proxy_pending
+        if pending and _channel(request) in pending:
+            raise errors.ALREADY_SUBSCRIBED()
+        decision = decide_subscribe(rules, state, request, now, waiting=len(pending) if pending else 0)
+        if not decision.ask_proxy:
+            self._start_subscription(command_id, plan_for(rules, state, request, decision), request, now)
+            return
+        channel = _channel(request)
+        spec = rules.proxy_for("subscribe", decision.options)
+        if spec is None:
+            raise errors.NOT_AVAILABLE()
+        data = request.get("data")
+        body = subscribe_request(
+            state, spec, channel, _string(request, "token"), data if isinstance(data, bytes) else None
+        )
+        if state.proxy_pending is None:
+            state.proxy_pending = set()
+        state.proxy_pending.add(channel)
+
+        def answered(answer: Any, at: float) -> None:
+            waiting = state.proxy_pending
+            if waiting is None or channel not in waiting:
+                return  # the client unsubscribed meanwhile: nothing to grant
+            waiting.discard(channel)
+            if not waiting:
+                state.proxy_pending = None
+            if self.status is not CONNECTED:
+                return
+            try:
+                outcome = _proxy_outcome("subscribe", answer, parse_subscribe)
+                if isinstance(outcome, Refusal):
+                    self._refused(command_id, outcome)
+                    return
+                granted = granted_by_proxy(rules, state, channel, decision, outcome, at)
+                self._start_subscription(command_id, plan_for(rules, state, request, granted), request, at)
+            except ClientError as err:
+                self._error(command_id, err)
+            except Disconnect as exc:
+                self.close(exc)
+
+        self.host.proxy(spec, body, answered)
+
+    def _start_subscription(
+        self, command_id: int, plan: SubscribePlan, request: dict[str, Any], now: float
+    ) -> None:
         self._record_subscription(plan)
         result = plan.result(now)
         channel = plan.channel
         source = plan.decision.source
+        options = plan.decision.options
+        if source == SOURCE_SUBSCRIBE_PROXY and self.host.rules.proxy_for("sub_refresh", options):
+            # The sub_refresh proxy prolongs it: the client has nothing to refresh.
+            result.pop("expires", None)
+            result.pop("ttl", None)
         if not plan.positioned:
             self.host.subscribe(
                 self, channel, source, lambda: self._deferred_reply(command_id, "subscribe", result)
             )
-            return
-        # Hold live publications until the stream position (and any recovery) is known, then merge.
-        state = self.state
-        if state.recovering is None:
-            state.recovering = {}
-        state.recovering[channel] = []
-        self.host.subscribe(
-            self, channel, source, lambda: self._ask_position(command_id, plan, request, result)
-        )
+        else:
+            # Hold live publications until the stream position (and any recovery) is known, then merge.
+            state = self.state
+            if state.recovering is None:
+                state.recovering = {}
+            state.recovering[channel] = []
+            self.host.subscribe(
+                self, channel, source, lambda: self._ask_position(command_id, plan, request, result)
+            )
+        # Armed once subscribed: what refreshes it depends on where the subscription came from.
+        if plan.decision.expire_at:
+            self._set_sub_expiry(channel, float(plan.decision.expire_at))
+
+    def _refused(self, command_id: int, refusal: Refusal) -> None:
+        """A proxy's ``error`` (a reply to the command) or ``disconnect`` (the connection ends)."""
+        if refusal.disconnect is not None:
+            self.close(refusal.disconnect)
+        elif refusal.error is not None:
+            self._error(command_id, refusal.error)
 
     def _record_subscription(self, plan: SubscribePlan) -> None:
         """Keep what the session must know of a granted subscription: token, expiry, join/leave."""
@@ -258,12 +342,10 @@ class ClientSession:
             if state.sub_tokens is None:
                 state.sub_tokens = {}
             state.sub_tokens[channel] = (decision.token_uid, decision.token_issued_at)
-            if decision.info is not None:
-                if state.chan_info is None:
-                    state.chan_info = {}
-                state.chan_info[channel] = decision.info
-        if decision.expire_at:
-            self._set_sub_expiry(channel, float(decision.expire_at))
+        if decision.info is not None:
+            if state.chan_info is None:
+                state.chan_info = {}
+            state.chan_info[channel] = decision.info
         if plan.join_leave:
             if state.join_leave is None:
                 state.join_leave = set()
@@ -336,6 +418,9 @@ class ClientSession:
 
     def _on_unsubscribe(self, command_id: int, request: dict[str, Any], now: float) -> None:
         channel = _channel(request)
+        pending = self.state.proxy_pending
+        if pending and channel in pending:
+            pending.discard(channel)  # the subscribe proxy's answer will find nothing to grant
         source = self.state.channels.get(channel)
         # Server-side subscriptions belong to the server: a client cannot drop them.
         if source is not None and source not in SERVER_SIDE_SOURCES:
@@ -364,7 +449,34 @@ class ClientSession:
         data = request.get("data")
         if not isinstance(data, bytes) or not data:
             raise errors.BAD_REQUEST()
-        self.host.rules.check_publish(channel, state.user, subscribed=channel in state.channels)
+        rules = self.host.rules
+        decision = rules.check_publish(
+            channel, state.user, subscribed=channel in state.channels, proxy_available=True
+        )
+        if not decision.ask_proxy:
+            self._publish(command_id, channel, data, False)
+            return
+        spec = rules.proxy_for("publish", decision.options)
+        if spec is None:
+            raise errors.NOT_AVAILABLE()
+
+        def answered(answer: Any, at: float) -> None:
+            if self.status is not CONNECTED:
+                return
+            try:
+                outcome = _proxy_outcome("publish", answer, parse_publish)
+            except ClientError as err:
+                self._error(command_id, err)
+                return
+            if isinstance(outcome, Refusal):
+                self._refused(command_id, outcome)
+                return
+            self._publish(command_id, channel, outcome.data or data, outcome.skip_history)
+
+        self.host.proxy(spec, publish_request(state, spec, channel, data), answered)
+
+    def _publish(self, command_id: int, channel: str, data: bytes, skip_history: bool) -> None:
+        state = self.state
         chan_info = state.chan_info.get(channel, b"") if state.chan_info else b""
         publication = Publication(
             channel,
@@ -383,7 +495,7 @@ class ClientSession:
             else:
                 self._reply(command_id, "publish", {})
 
-        self.host.publish(publication, done)
+        self.host.publish(publication, done, skip_history)
 
     def _on_presence(self, command_id: int, request: dict[str, Any], now: float) -> None:
         channel = _channel(request)
@@ -452,26 +564,37 @@ class ClientSession:
         self.host.writer_query(channel, "history", params, done)
 
     def _on_rpc(self, command_id: int, request: dict[str, Any], now: float) -> None:
-        if not self.host.cfg.proxy_rpc_endpoint:
-            raise errors.METHOD_NOT_FOUND()  # no RPC handler without the RPC proxy
         method = request.get("method", "")
         data = request.get("data", b"")
         if not isinstance(method, str) or not isinstance(data, bytes):
             raise errors.BAD_REQUEST()
+        spec = self.host.proxies.for_rpc(method)
+        if spec is None:
+            raise errors.METHOD_NOT_FOUND()  # no RPC handler for it without a proxy
 
-        def done(outcome: RpcOutcome | None) -> None:
+        def answered(answer: Any, at: float) -> None:
             if self.status is not CONNECTED:
                 return
-            if outcome is None:
-                self._error(command_id, errors.INTERNAL())
-            elif outcome.disconnect is not None:
+            try:
+                outcome = _proxy_outcome("rpc", answer, parse_rpc_answer)
+            except ClientError as err:
+                self._error(command_id, err)
+                return
+            if outcome.disconnect is not None:
                 self.close(outcome.disconnect)
             elif outcome.error is not None:
                 self._error(command_id, outcome.error)
             else:
                 self._reply(command_id, "rpc", {"data": outcome.data} if outcome.data is not None else {})
 
-        self.host.rpc(method, data, done)
+        body = rpc_request(
+            self.state,
+            method=method,
+            data=data,
+            binary_encoding=spec.binary_encoding,
+            include_meta=spec.include_connection_meta,
+        )
+        self.host.proxy(spec, body, answered)
 
     # -- token refresh ---------------------------------------------------------------------------
 
@@ -568,6 +691,17 @@ class ClientSession:
         data = self.codec.join(self._out)
         self._out.clear()
         return data
+
+
+def _proxy_outcome(kind: str, answer: Any, parse: Callable[[Any], Any]) -> Any:
+    """A proxy's answer parsed; a failed call or a malformed answer is 100 to the one command."""
+    if answer is None:
+        raise errors.INTERNAL()  # the host logged why the call failed
+    try:
+        return parse(answer)
+    except (MalformedAnswer, ValueError, TypeError) as exc:
+        log.error("%s proxy: malformed answer: %s", kind, exc)
+        raise errors.INTERNAL() from None
 
 
 def _offset(request: dict[str, Any]) -> int:

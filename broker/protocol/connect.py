@@ -178,10 +178,20 @@ def _raw_json_or_b64(spec: dict[str, Any], key: str) -> bytes | None:
     return None
 
 
-def apply_credentials(state: ConnectionState, creds: Credentials, channels: ChannelValidator) -> None:
-    """Copy verified credentials onto the connection; token channels become server-side subscriptions."""
+def refresh_proxy_configured(cfg: Config) -> bool:
+    return bool(cfg.refresh_proxy_name if cfg.granular_proxy_mode else cfg.proxy_refresh_endpoint)
+
+
+def apply_credentials(
+    state: ConnectionState, creds: Credentials, channels: ChannelValidator, *, refresh_proxy: bool = False
+) -> None:
+    """Copy verified credentials onto the connection; token channels become server-side subscriptions.
+
+    With ``refresh_proxy`` (one is configured), a connection the connect proxy let in with an expiry is
+    prolonged by the refresh proxy, as Centrifugo does, rather than by the client."""
     state.user = creds.user
     state.expire_at = creds.expire_at
+    state.refresh_by_proxy = refresh_proxy and creds.source == SOURCE_CONNECT_PROXY and bool(creds.expire_at)
     state.info = creds.info
     state.meta = creds.meta
     state.token_uid = creds.token_uid
@@ -291,7 +301,7 @@ def connect_result(
             channel_data = sub_data.get(channel) if sub_data else None
             subs[channel] = {"data": channel_data} if channel_data is not None else {}
         result["subs"] = subs
-    if state.expire_at:
+    if state.expire_at and not state.refresh_by_proxy:
         result["expires"] = True
         result["ttl"] = ttl_seconds(state.expire_at, now)
     if data is not None:

@@ -47,7 +47,10 @@ class ConnectionState:
         "position_boots",
         "positions",
         "protocol",
+        "proxy_headers",
+        "proxy_pending",
         "recovering",
+        "refresh_by_proxy",
         "session",
         "sub_expires",
         "sub_tokens",
@@ -86,6 +89,13 @@ class ConnectionState:
         self.expire_at = 0.0  # unix seconds; 0 = never
         # What the connect proxy decided before the handoff (a client without a token), until used.
         self.connect_proxy: Any = None
+        # Request headers kept for proxy calls: (real, client-supplied), when some proxy forwards any.
+        self.proxy_headers: tuple[dict[str, str], dict[str, str]] | None = None
+        # Channels whose subscribe waits for the subscribe proxy's answer.
+        self.proxy_pending: set[str] | None = None
+        # The refresh proxy, not the client, prolongs this connection (its credentials came from the
+        # connect proxy): the connect result does not tell the client to refresh.
+        self.refresh_by_proxy = False
 
     def client_info(self, channel: str = "") -> dict[str, Any]:
         """ClientInfo in the reply dict shape (bytes fields stay bytes)."""

@@ -8,6 +8,7 @@ branch without a host.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, NamedTuple
 
 from broker import errors
@@ -16,6 +17,7 @@ from broker.channels.rules import ChannelRules, SubscribeDecision
 from broker.errors import ClientError
 from broker.protocol.connect import ttl_seconds
 from broker.protocol.state import ConnectionState
+from broker.proxy.events import SubscribeGrant
 from broker.publication import Publication
 
 
@@ -62,17 +64,74 @@ class SubscribePlan(NamedTuple):
 def plan_subscribe(
     rules: ChannelRules, state: ConnectionState, request: dict[str, Any], now: float
 ) -> SubscribePlan:
-    """Decide a subscribe request; raises the refusal (a :class:`ClientError` or a disconnect)."""
+    """Decide a subscribe request without asking any proxy; raises the refusal."""
+    return plan_for(rules, state, request, decide_subscribe(rules, state, request, now, proxy=False))
+
+
+def decide_subscribe(
+    rules: ChannelRules,
+    state: ConnectionState,
+    request: dict[str, Any],
+    now: float,
+    *,
+    waiting: int = 0,
+    proxy: bool = True,
+) -> SubscribeDecision:
+    """Whether the subscription is granted (or, ``ask_proxy``, up to the subscribe proxy); raises the
+    refusal (a :class:`ClientError` or a disconnect). ``waiting``: subscriptions of the connection still
+    waiting for a proxy's answer, counted against the channel limit."""
     channel = request_channel(request)
-    decision = rules.check_subscribe(
+    return rules.check_subscribe(
         channel,
         state.user,
         state.client,
         request_string(request, "token"),
         now,
-        channel_count=len(state.channels),
+        channel_count=len(state.channels) + waiting,
         already_subscribed=channel in state.channels,
+        proxy_available=proxy,
     )
+
+
+def granted_by_proxy(
+    rules: ChannelRules,
+    state: ConnectionState,
+    channel: str,
+    decision: SubscribeDecision,
+    grant: SubscribeGrant,
+    now: float,
+) -> SubscribeDecision:
+    """The decision once the subscribe proxy granted it: its overrides, expiry, channel info and data.
+
+    Raises when the connection cannot take it any more (subscribed meanwhile by the server, or over
+    the channel limit) or when the grant has already expired.
+    """
+    if channel in state.channels:
+        raise errors.ALREADY_SUBSCRIBED()
+    limit = rules.client_channel_limit
+    if limit > 0 and len(state.channels) >= limit:
+        raise errors.LIMIT_EXCEEDED()
+    if grant.expire_at and grant.expire_at <= int(now):
+        raise errors.EXPIRED()
+    options = decision.options
+    if grant.override:
+        changes: dict[str, Any] = dict(grant.override)
+        options = dataclasses.replace(options, **changes)
+    return dataclasses.replace(
+        decision,
+        options=options,
+        expire_at=grant.expire_at,
+        ask_proxy=False,
+        granted_info=grant.info,
+        granted_data=grant.data,
+    )
+
+
+def plan_for(
+    rules: ChannelRules, state: ConnectionState, request: dict[str, Any], decision: SubscribeDecision
+) -> SubscribePlan:
+    """The shape of a granted subscription: join/leave, recovery and positioning, as asked and allowed."""
+    channel = request_channel(request)
     options = decision.options
     join_leave = (
         bool(request.get("join_leave")) and options.join_leave and _may(rules.check_presence, channel, state)

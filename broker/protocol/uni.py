@@ -25,6 +25,7 @@ from broker.protocol.connect import (
     check_channel_limit,
     connect_result,
     personal_subscription,
+    refresh_proxy_configured,
     subscription_data,
     uni_request_subscriptions,
 )
@@ -156,7 +157,7 @@ class UniSession:
             self.state.app_version = _string_field(request, "version")
             proxied, self.state.connect_proxy = self.state.connect_proxy, None
             creds = authenticate(token, verifier, cfg, now, proxied)
-            apply_credentials(self.state, creds, rules)
+            apply_credentials(self.state, creds, rules, refresh_proxy=refresh_proxy_configured(cfg))
             personal_subscription(self.state, rules, cfg)
             check_channel_limit(self.state, cfg)
             to_recover = uni_request_subscriptions(self.state, request.get("subs"), rules, now)

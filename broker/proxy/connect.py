@@ -15,21 +15,18 @@ passes the decided :class:`Outcome` to the shard with the socket, as JSON.
 from __future__ import annotations
 
 import base64
-import binascii
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+
+from broker.proxy.fields import MalformedAnswer, int_field, put_data, raw_field
 
 KIND_CREDENTIALS = "ok"
 KIND_NONE = "none"  # the backend gave no credentials
 KIND_ERROR = "error"
 KIND_DISCONNECT = "disconnect"
 KIND_FAILED = "failed"  # timeout, refused, non-200, malformed: the proxy could not decide
-
-
-class MalformedAnswer(ValueError):
-    """A proxy answer that is not one of Centrifugo's shapes."""
 
 
 @dataclass(slots=True)
@@ -49,10 +46,11 @@ class Outcome:
         out: dict[str, Any] = {"k": self.kind}
         if self.kind == KIND_CREDENTIALS:
             out.update(u=self.user, e=self.expire_at, c=self.channels, s=self.subs, m=self.meta)
+            # Base64: bytes from b64info / b64data need not be JSON, and are kept exactly.
             if self.info is not None:
-                out["i"] = orjson.Fragment(self.info)
+                out["i"] = base64.b64encode(self.info).decode()
             if self.data is not None:
-                out["d"] = orjson.Fragment(self.data)
+                out["d"] = base64.b64encode(self.data).decode()
         elif self.kind in (KIND_ERROR, KIND_DISCONNECT):
             out.update(code=self.code, message=self.message)
         return orjson.dumps(out)
@@ -67,8 +65,8 @@ class Outcome:
                 kind,
                 user=str(fields.get("u", "")),
                 expire_at=int(fields.get("e") or 0),
-                info=orjson.dumps(info) if info is not None else None,
-                data=orjson.dumps(data) if data is not None else None,
+                info=base64.b64decode(info) if isinstance(info, str) else None,
+                data=base64.b64decode(data) if isinstance(data, str) else None,
                 channels=list(fields.get("c") or ()),
                 subs=dict(fields.get("s") or {}),
                 meta=fields.get("m"),
@@ -99,11 +97,7 @@ def connect_request(
         request["name"] = name
     if version:
         request["version"] = version
-    if data:
-        if binary_encoding:
-            request["b64data"] = base64.b64encode(data).decode()
-        else:
-            request["data"] = orjson.Fragment(data)
+    put_data(request, data, binary_encoding)
     if channels:
         request["channels"] = channels
     return request
@@ -146,25 +140,3 @@ def parse_answer(answer: Any) -> Outcome:
         subs=dict(subs),
         meta=meta,
     )
-
-
-def int_field(spec: dict[str, Any], key: str) -> int:
-    value = spec.get(key, 0)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise MalformedAnswer(f"{key} must be an integer")
-    return value
-
-
-def raw_field(result: dict[str, Any], key: str) -> bytes | None:
-    """``key`` as raw JSON bytes, from the JSON value or from ``b64<key>``."""
-    if result.get(key) is not None:
-        return orjson.dumps(result[key])
-    encoded = result.get("b64" + key)
-    if encoded is None:
-        return None
-    if not isinstance(encoded, str):
-        raise MalformedAnswer(f"b64{key} must be a string")
-    try:
-        return base64.b64decode(encoded, validate=True)
-    except (binascii.Error, ValueError):
-        raise MalformedAnswer(f"b64{key} is not base64") from None

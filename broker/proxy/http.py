@@ -56,6 +56,19 @@ def forwarded_headers(
     return out
 
 
+def kept_headers(
+    request_headers: Mapping[str, str],
+    emulated: Mapping[str, Any] | None,
+    real_names: frozenset[str],
+    emulated_names: frozenset[str],
+) -> tuple[dict[str, str], dict[str, str]]:
+    """What a connection keeps of its request for later proxy calls: the real headers some proxy
+    forwards, and the client-supplied ones some proxy allows (each proxy filters again per call)."""
+    real = {name: request_headers[name] for name in real_names if name in request_headers}
+    supplied = forwarded_headers({}, emulated, frozenset(), emulated_names, {})
+    return real, supplied
+
+
 class ProxyClient:
     """Calls to one backend endpoint (created inside the running loop)."""
 

@@ -54,9 +54,13 @@ def backend() -> Iterator[Backend]:
         yield running
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, backend: Backend) -> Iterator[Server]:
+@pytest.fixture(scope="module", params=["router", "shard"])
+def server(
+    tmp_path_factory: pytest.TempPathFactory, backend: Backend, request: pytest.FixtureRequest
+) -> Iterator[Server]:
+    """Both placements of the call: the router, or a shard that hands the socket on to the user's."""
     extra = {
+        "proxy_connect_placement": request.param,
         "proxy_connect_endpoint": backend.url("/connect"),
         "proxy_connect_timeout": "0.5s",
         "proxy_http_headers": ["Cookie", "X-Real-Ip"],
@@ -88,7 +92,7 @@ def test_a_client_without_token_becomes_the_user_the_backend_names(server: Serve
         result = reply["connect"]
         assert result["data"] == {"welcome": "proxied-alice"}
         assert b"server-only" not in orjson.dumps(reply)  # meta never reaches a client
-        [seen] = seen_by_name(backend, "alice")
+        seen = seen_by_name(backend, "alice")[-1]  # the backend serves both placements
         assert seen.path == "/connect"
         assert seen.body["client"] == result["client"] and seen.body["transport"] == "websocket"
         assert seen.body["protocol"] == "json" and seen.body["encoding"] == "json"
@@ -115,7 +119,7 @@ def test_spoofed_and_unlisted_headers_never_reach_the_backend(server: Server, ba
         client, _ = await ws_connect(
             server, "spoofer", headers={"X-Real-Ip": "6.6.6.6", "Authorization": "x"}
         )
-        [seen] = seen_by_name(backend, "spoofer")
+        seen = seen_by_name(backend, "spoofer")[-1]
         # X-Real-Ip is allowed as emulated, but it is a client address: never taken from emulation.
         assert "x-real-ip" not in seen.headers and "authorization" not in seen.headers
         await client.close()
@@ -165,7 +169,7 @@ def test_a_client_with_a_token_skips_the_proxy(server: Server, backend: Backend)
 def test_uni_and_emulated_streams_go_through_the_proxy(server: Server, backend: Backend) -> None:
     uni = StreamClient(server.port, {"name": "unistream"})
     assert uni.connect()["data"] == {"welcome": "proxied-unistream"}
-    assert [s.body["transport"] for s in seen_by_name(backend, "unistream")] == ["uni_http_stream"]
+    assert seen_by_name(backend, "unistream")[-1].body["transport"] == "uni_http_stream"
     assert len(server.connections(user="proxied-unistream")) == 1
     uni.close()
     refused = StreamClient(server.port, {"name": "disconnect"})
