@@ -3,7 +3,8 @@
 A call is ``POST <endpoint>`` with a JSON body; it fails (:class:`ProxyFailed`) on timeout, a refused
 or broken connection, a status other than 200, or a body that is not JSON. At most ``POOL_SIZE``
 requests to one backend are in flight from one process; more wait for a free connection within their
-deadline, so a slow backend delays its own calls and nothing else.
+deadline, so a slow backend delays its own calls and nothing else; beyond ``MAX_WAITING`` waiting
+calls a new one fails at once.
 
 Headers (Centrifugo v6.9's fixed design): a header of the client's real HTTP request is forwarded when
 ``proxy_http_headers`` names it; a header the client supplied itself (the SDK's ``headers`` option,
@@ -25,6 +26,9 @@ import orjson
 log = logging.getLogger("switchboard.proxy")
 
 POOL_SIZE = 64
+# Calls to one backend that may wait for a pool connection at once; more fail at once rather than
+# pile up (a burst of commands from hostile clients must not grow memory until their deadlines).
+MAX_WAITING = 4096
 NEVER_EMULATED = frozenset(
     {"x-forwarded-for", "x-real-ip", "x-forwarded-host", "x-forwarded-proto", "forwarded", "host"}
 )
@@ -72,9 +76,11 @@ def kept_headers(
 class ProxyClient:
     """Calls to one backend endpoint (created inside the running loop)."""
 
-    def __init__(self, endpoint: str, timeout: float) -> None:
+    def __init__(self, endpoint: str, timeout: float, max_waiting: int = MAX_WAITING) -> None:
         self.endpoint = endpoint
         self.timeout = timeout
+        self.max_waiting = max_waiting
+        self.in_flight = 0
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:
@@ -84,6 +90,15 @@ class ProxyClient:
         return self._session
 
     async def call(self, body: dict[str, Any], headers: Mapping[str, str]) -> Any:
+        if self.in_flight >= POOL_SIZE + self.max_waiting:
+            raise ProxyFailed(f"{self.endpoint}: {self.in_flight} calls in flight already")
+        self.in_flight += 1
+        try:
+            return await self._call(body, headers)
+        finally:
+            self.in_flight -= 1
+
+    async def _call(self, body: dict[str, Any], headers: Mapping[str, str]) -> Any:
         payload = orjson.dumps(body)
         try:
             async with asyncio.timeout(self.timeout):

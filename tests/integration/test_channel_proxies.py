@@ -42,6 +42,8 @@ def answer(path: str, body: Any) -> dict[str, Any] | Reply:
             return {"result": {"expire_at": int(time.time()) + 2, "meta": {"n": meta.get("n", 0) + 1}}}
         if user.startswith("expire"):
             return {"result": {"expired": True}}
+        if user.startswith("kick"):
+            return {"disconnect": {"code": 4503, "reason": "kicked"}}
         return Reply(status=500)  # failing backend: the connection must live on
     if case in FAILURES:
         return FAILURES[case]
@@ -175,10 +177,16 @@ def test_publish_proxy_replaces_data_and_may_skip_history(server: Server, backen
         assert delivered == {"text": "ephemeral"}
         history = (await api(server, "history", {"channel": "px:skip", "limit": 10}))["result"]
         assert history.get("publications", []) == []
-        # Refusals answer the publish only.
+        # Refusals and failures answer the publish only; nothing is published.
         assert (await client.publish("px:deny", {"t": 1}))["error"]["code"] == 1403
-        assert (await client.publish("px:500", {"t": 1}))["error"]["code"] == 100
-        await client.close()
+        for failing in ("px:500", "px:slow", "px:garbage"):
+            assert (await client.publish(failing, {"t": 1}))["error"]["code"] == 100
+        history = (await api(server, "history", {"channel": "px:500", "limit": 10}))["result"]
+        assert history.get("publications", []) == []
+        await client.send_commands(
+            {"id": client.next_id(), "publish": {"channel": "px:bye", "data": {"t": 1}}}
+        )
+        assert await client.closed() == (4501, "banned")
 
     run(scenario())
 
@@ -213,7 +221,10 @@ def test_refresh_proxy_prolongs_connections_of_the_connect_proxy(server: Server,
         assert "connect" in await expire.connect("", data={"user": "expire-1"})
         failing = await WsClient.open(server.port)
         assert "connect" in await failing.connect("", data={"user": "failing-1"})
+        kicked = await WsClient.open(server.port)
+        assert "connect" in await kicked.connect("", data={"user": "kick-1"})
         assert await expire.closed(timeout=8) == (3005, "connection expired")
+        assert await kicked.closed(timeout=8) == (4503, "kicked")
         # Prolonged twice or more (every 2 s), with the meta the previous refresh answer set.
         deadline = time.monotonic() + 10
         refreshes = refreshes_of(backend, "extend-1")
