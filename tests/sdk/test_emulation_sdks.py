@@ -2,20 +2,23 @@
 
 The client is given Centrifugo's transport list; with WebSocket disabled on the server (or listed
 first and refused) it falls back to http_stream, or to SSE, and does what it does over WebSocket:
-subscribe, receive, publish, history, presence, recovery after a reconnect, a server disconnect. Its
+subscribe, receive, publish, history, presence, recovery after a reconnect, a server disconnect, a
+token refresh. Its
 commands travel by ``POST /emulation`` to the shard holding its session, across 2 shards.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from tests.sdk import scenarios
-from tests.sdk.common import SHARDS, api, connection_token, run, unique
+from tests.sdk.common import EXPIRED_CLOSE_DELAY, SHARDS, api, connection_token, run, unique
 from tests.sdk.drivers import NodeClient
 from tests.sdk.scenarios import numbers_received, publish_numbers, subscribed
 from tests.support.server import Server
@@ -93,3 +96,30 @@ def test_falls_back_to_http_stream_when_websocket_is_refused(server: Server, pro
 
 def test_falls_back_to_sse(server: Server) -> None:
     run(_everything_over(server, ["websocket", "sse"], "json", "sse"), 90)
+
+
+def test_token_refresh_travels_by_emulation(server: Server) -> None:
+    """A token that expires in ~3 s: centrifuge-js refreshes it over http_stream (the refresh command
+    goes by /emulation) and the session outlives the first token."""
+
+    async def scenario() -> None:
+        user = unique("emu-refresh")
+        lifetime = 3
+        expires_at = time.time() + lifetime
+        short = connection_token(user, ttl=lifetime)
+        spec = {
+            **transports(server, ["http_stream"]),
+            "protocol": "json",
+            "token": short,
+            "refresh_tokens": [connection_token(user, ttl=3600)],
+        }
+        async with NodeClient("emulated-refresh", spec) as client:
+            await client.log.wait("connected")
+            await client.log.wait("get_token", timeout=lifetime + 10, n=1)
+            await asyncio.sleep(max(0.0, expires_at + EXPIRED_CLOSE_DELAY + 2.0 - time.time()))
+            assert not client.log.all("disconnected"), client.log.describe()
+            assert len(client.log.all("connected")) == 1, client.log.describe()
+            [info] = (await api(server, "connections", {"user": user}))["connections"].values()
+            assert info["transport"] == "http_stream"
+
+    run(scenario(), 60)
