@@ -80,7 +80,17 @@ ACTIVATIONS: list[dict[str, Any]] = [
     },
 ]
 
+# The v6 variables: labels (the token's), when the connection started and its last ping round trip.
+for _index, _values in enumerate(ACTIVATIONS):
+    _values.setdefault("labels", {"region": "eu", "tier": "gold"} if _index == 0 else {})
+    _values.setdefault("connected_at_ms", 1_700_000_000_000 + _index * 1000)
+    _values.setdefault("ping_pong_latency_ms", 12 if _index == 0 else -1)
+
 EXPRESSIONS = [
+    'labels.region == "eu"',
+    '"tier" in labels && labels.tier != "free"',
+    "ping_pong_latency_ms >= 0 && ping_pong_latency_ms < 50",
+    "connected_at_ms > 1700000000500",
     # equality and the fused literal fast paths
     'user == "42"',
     '"42" == user',

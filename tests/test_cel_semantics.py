@@ -735,6 +735,9 @@ def test_public_api() -> None:
         "channels",
         "meta",
         "info",
+        "labels",
+        "connected_at_ms",
+        "ping_pong_latency_ms",
     )
     with pytest.raises(AttributeError):
         compiled.hints.users = frozenset()  # type: ignore[misc]

@@ -289,7 +289,7 @@ def test_features_not_enabled() -> None:
         (reply,) = send(session, {"id": 9, request: {"channel": "chat"}})
         assert reply["error"]["code"] == 108, request
     (rpc,) = send(session, {"id": 10, "rpc": {"method": "x"}})
-    assert rpc["error"]["code"] == 104
+    assert rpc["error"]["code"] == 108  # no RPC handler: not available, as in Centrifugo v6
     send(session, {"send": {"data": {}}})
     assert session.disconnect is not None and session.disconnect.code == 3508
 
@@ -385,6 +385,38 @@ def test_held_publication_of_a_superseded_epoch_is_dropped() -> None:
     assert [r["id"] for r in replies] == [2], replies
     assert replies[0]["subscribe"]["epoch"] == "new" and "recovered" not in replies[0]["subscribe"]
     assert session.state.positions == {"hist:a": (0, "new")}
+
+
+def test_reject_unrecovered_turns_a_failed_recovery_into_112() -> None:
+    """With flag 2 (the SDKs' getState), a gap is error 112 and the subscription is dropped, so that the
+    SDK reloads its state; without it, the subscribe succeeds with recovered: false."""
+    for flag, expected in ((3, "error"), (1, "subscribe")):
+        host, session = connected(Host(namespaces=[HISTORY_NAMESPACE]))
+        request = {
+            "channel": "hist:a",
+            "recoverable": True,
+            "recover": True,
+            "offset": 5,
+            "epoch": "e",
+            "flag": flag,
+        }
+        send(session, {"id": 2, "subscribe": request})
+        ((_, _, _, answered),) = host.queries
+        answered(None, {"epoch": "e", "offset": 9, "recovered": False, "publications": []})
+        (reply,) = [orjson.loads(line) for line in session.data_to_send().split(b"\n") if line]
+        assert expected in reply, reply
+        if expected == "error":
+            assert reply["error"]["code"] == 112
+            assert host.unsubscribed == ["hist:a"] and "hist:a" not in session.state.channels
+        else:
+            assert reply["subscribe"]["was_recovering"] is True and "recovered" not in reply["subscribe"]
+
+
+@pytest.mark.parametrize(("kind", "code"), [(4, 108), (1, 103), (2, 103)])
+def test_subscription_types_other_than_stream_are_refused(kind: int, code: int) -> None:
+    host, session = connected()
+    (reply,) = send(session, {"id": 2, "subscribe": {"channel": "chat", "type": kind}})
+    assert reply["error"]["code"] == code and host.subscribed == []
 
 
 def test_session_status_names_itself() -> None:

@@ -196,4 +196,4 @@ def test_granular_mode_picks_the_proxy_by_namespace() -> None:
     assert "meta" in host.proxy_calls[0][1] and "meta" not in host.proxy_calls[1][1]
     # An rpc namespace without a proxy has no handler.
     (reply,) = send(session, {"id": 5, "rpc": {"method": "none:x"}})
-    assert reply["error"]["code"] == 104
+    assert reply["error"]["code"] == 108

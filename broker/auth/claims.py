@@ -57,6 +57,7 @@ class ConnectTokenClaims:
     expire_at: int | None = None  # overrides exp for the connection's lifetime; 0 = never expires
     channels: list[str] = field(default_factory=list)
     subs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    labels: dict[str, str] | None = None  # immutable for the connection's life (v6)
 
 
 @dataclass(slots=True)
@@ -90,7 +91,17 @@ def connect_claims(payload: dict[str, Any], user_id_claim: str = "") -> ConnectT
         expire_at=_optional_int(payload, "expire_at"),
         channels=_channels(payload),
         subs=_subs(payload),
+        labels=labels_of(payload.get("labels")),
     )
+
+
+def labels_of(value: Any) -> dict[str, str] | None:
+    """A ``labels`` claim (or connect proxy field): an object of strings; anything else is refused."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise TokenInvalid("labels claim must be an object of strings")
+    return dict(value) or None
 
 
 def subscription_claims(payload: dict[str, Any], user_id_claim: str = "") -> SubscriptionTokenClaims:

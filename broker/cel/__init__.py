@@ -53,6 +53,8 @@ __all__ = [
 #   user, client, session, app_name, app_version, transport, protocol: strings ("" when unknown)
 #   channels: list of the channel names the session is subscribed to
 #   meta, info: maps (connection meta and connection info), {} when there is none
+#   labels: map of strings (the token's or the connect proxy's labels), {} when there are none
+#   connected_at_ms: int (Unix ms); ping_pong_latency_ms: int (-1 until a pong was measured)
 CONNECTION_VARIABLES = (
     "user",
     "client",
@@ -64,6 +66,9 @@ CONNECTION_VARIABLES = (
     "channels",
     "meta",
     "info",
+    "labels",
+    "connected_at_ms",
+    "ping_pong_latency_ms",
 )
 
 

@@ -89,6 +89,7 @@ class CostEstimator:
             "channels": Shape(channels_size, Shape(STRING_SIZE)),
             "meta": self._dynamic,
             "info": self._dynamic,
+            "labels": self._dynamic,
         }
         self._locals: dict[str, list[Shape]] = {}
 

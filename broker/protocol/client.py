@@ -190,7 +190,7 @@ class ClientSession:
         if request_key is None:
             if command_id:
                 raise errors.DISCONNECT_BAD_REQUEST()  # a command without a known request
-            self._on_pong()
+            self._on_pong(now)
             return
         request = command[request_key]
         if not isinstance(request, dict):
@@ -217,9 +217,11 @@ class ClientSession:
         if self.status is not CONNECTED:
             raise errors.DISCONNECT_BAD_REQUEST()
 
-    def _on_pong(self) -> None:
+    def _on_pong(self, now: float) -> None:
         if self.status is not CONNECTED:
             raise errors.DISCONNECT_BAD_REQUEST()
+        if self.ping_sent_at:
+            self.state.ping_pong_latency_ms = max(0, int((now - self.ping_sent_at) * 1000))
         self.ping_sent_at = 0.0  # an extra pong (no ping outstanding) changes nothing
 
     # -- connect ---------------------------------------------------------------------------------
@@ -253,6 +255,10 @@ class ClientSession:
     # -- channels --------------------------------------------------------------------------------
 
     def _on_subscribe(self, command_id: int, request: dict[str, Any], now: float) -> None:
+        kind = request.get("type") or 0
+        if kind:
+            # Only streams are served: shared poll is not available, other types (map) not permitted.
+            raise errors.NOT_AVAILABLE() if kind == SHARED_POLL else errors.PERMISSION_DENIED()
         state = self.state
         rules = self.host.rules
         pending = state.proxy_pending
@@ -398,6 +404,12 @@ class ClientSession:
         result["offset"] = top
         if recovering:
             recovered = bool(found.get("recovered"))
+            if not recovered and _flags(request) & REJECT_UNRECOVERED:
+                # The SDK reloads its state (getState) rather than go on with a gap.
+                self._error(command_id, errors.UNRECOVERABLE_POSITION())
+                self.host.unsubscribe(self, channel)
+                self.forget_channel(channel)
+                return
             publications = publications_of(found)
             result["was_recovering"] = True
             if recovered:
@@ -570,7 +582,7 @@ class ClientSession:
             raise errors.BAD_REQUEST()
         spec = self.host.proxies.for_rpc(method)
         if spec is None:
-            raise errors.METHOD_NOT_FOUND()  # no RPC handler for it without a proxy
+            raise errors.NOT_AVAILABLE()  # no RPC handler for it (Centrifugo v6 answers 108)
 
         def answered(answer: Any, at: float) -> None:
             if self.status is not CONNECTED:
@@ -691,6 +703,16 @@ class ClientSession:
         data = self.codec.join(self._out)
         self._out.clear()
         return data
+
+
+# SubscribeRequest.type of a shared poll subscription, and the flag asking for 112 over a gap.
+SHARED_POLL = 4
+REJECT_UNRECOVERED = 2
+
+
+def _flags(request: dict[str, Any]) -> int:
+    value = request.get("flag") or 0
+    return value if isinstance(value, int) else 0
 
 
 def _proxy_outcome(kind: str, answer: Any, parse: Callable[[Any], Any]) -> Any:

@@ -40,6 +40,7 @@ class Credentials:
     subs: dict[str, dict[str, Any]] = field(default_factory=dict)
     source: int = SOURCE_CONNECTION_TOKEN  # of the server-side subscriptions it brings
     data: bytes | None = None  # raw JSON for ConnectResult.data (the connect proxy's result)
+    labels: dict[str, str] | None = None
 
 
 class ConnectClaims(Protocol):
@@ -52,6 +53,7 @@ class ConnectClaims(Protocol):
     expire_at: int | None
     channels: list[str]
     subs: dict[str, dict[str, Any]]
+    labels: dict[str, str] | None
 
 
 class ConnectVerifier(Protocol):
@@ -94,6 +96,7 @@ def authenticate(
         token_issued_at=int(claims.iat or 0),
         channels=list(claims.channels),
         subs=dict(claims.subs),
+        labels=claims.labels,
     )
 
 
@@ -118,6 +121,7 @@ def proxy_credentials(outcome: Outcome, cfg: Config, now: float) -> Credentials:
         meta=outcome.meta,
         channels=list(outcome.channels),
         subs=dict(outcome.subs),
+        labels=outcome.labels,
         source=SOURCE_CONNECT_PROXY,
         data=outcome.data,
     )
@@ -134,6 +138,7 @@ class _UncheckedClaims:
     expire_at: int | None = None
     channels: list[str] = field(default_factory=list)
     subs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    labels: dict[str, str] | None = None
 
 
 def _unchecked_claims(token: str) -> _UncheckedClaims:
@@ -194,6 +199,7 @@ def apply_credentials(
     state.refresh_by_proxy = refresh_proxy and creds.source == SOURCE_CONNECT_PROXY and bool(creds.expire_at)
     state.info = creds.info
     state.meta = creds.meta
+    state.labels = creds.labels
     state.token_uid = creds.token_uid
     state.token_issued_at = creds.token_issued_at
     for channel in creds.channels:

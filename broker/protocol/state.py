@@ -43,7 +43,9 @@ class ConnectionState:
         "expire_at",
         "info",
         "join_leave",
+        "labels",
         "meta",
+        "ping_pong_latency_ms",
         "position_boots",
         "positions",
         "protocol",
@@ -71,6 +73,8 @@ class ConnectionState:
         self.app_version = ""
         self.channels: dict[str, int] = {}
         self.meta: dict[str, Any] | None = None
+        self.labels: dict[str, str] | None = None  # from the token or the connect proxy, never changed
+        self.ping_pong_latency_ms = -1  # from the last ping to its pong; -1 until one was answered
         self.info: bytes | None = None
         self.token_uid = ""
         self.token_issued_at = 0
@@ -113,6 +117,10 @@ class ConnectionState:
         out["protocol"] = self.protocol
         if self.user:
             out["user"] = self.user
+        out["connected_at_ms"] = int(self.connected_at * 1000)
+        out["ping_pong_latency_ms"] = self.ping_pong_latency_ms
+        if self.labels:
+            out["labels"] = self.labels
         state: dict[str, Any] = {}
         if self.channels:
             state["channels"] = {ch: ({"source": src} if src else {}) for ch, src in self.channels.items()}
@@ -164,6 +172,9 @@ CEL_GETTERS: dict[str, Callable[[ConnectionState], Any]] = {
     "channels": lambda s: list(s.channels),
     "meta": lambda s: s.meta if s.meta is not None else {},
     "info": _info_map,
+    "labels": lambda s: s.labels if s.labels is not None else {},
+    "connected_at_ms": lambda s: int(s.connected_at * 1000),
+    "ping_pong_latency_ms": lambda s: s.ping_pong_latency_ms,
 }
 
 

@@ -136,9 +136,11 @@ def plan_for(
     join_leave = (
         bool(request.get("join_leave")) and options.join_leave and _may(rules.check_presence, channel, state)
     )
+    # A client asking to recover wants a recoverable subscription: the SDKs' state loaders (getState,
+    # get_state) send ``recover`` with the position they loaded and no ``recoverable``.
+    asks = bool(request.get("recoverable")) or bool(request.get("recover"))
     recoverable = options.history_enabled and (
-        options.force_recovery
-        or (bool(request.get("recoverable")) and _history_permitted(rules, channel, state, options))
+        options.force_recovery or (asks and _history_permitted(rules, channel, state, options))
     )
     positioned = recoverable or (
         options.history_enabled

@@ -39,6 +39,7 @@ class Outcome:
     channels: list[str] = field(default_factory=list)
     subs: dict[str, dict[str, Any]] = field(default_factory=dict)
     meta: dict[str, Any] | None = None
+    labels: dict[str, str] | None = None
     code: int = 0
     message: str = ""
 
@@ -46,6 +47,8 @@ class Outcome:
         out: dict[str, Any] = {"k": self.kind}
         if self.kind == KIND_CREDENTIALS:
             out.update(u=self.user, e=self.expire_at, c=self.channels, s=self.subs, m=self.meta)
+            if self.labels:
+                out["l"] = self.labels
             # Base64: bytes from b64info / b64data need not be JSON, and are kept exactly.
             if self.info is not None:
                 out["i"] = base64.b64encode(self.info).decode()
@@ -70,6 +73,7 @@ class Outcome:
                 channels=list(fields.get("c") or ()),
                 subs=dict(fields.get("s") or {}),
                 meta=fields.get("m"),
+                labels=fields.get("l"),
             )
         return cls(kind, code=int(fields.get("code", 0)), message=str(fields.get("message", "")))
 
@@ -122,6 +126,11 @@ def parse_answer(answer: Any) -> Outcome:
     channels = result.get("channels") or []
     subs = result.get("subs") or {}
     meta = result.get("meta")
+    labels = result.get("labels")
+    if labels is not None and (
+        not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values())
+    ):
+        raise MalformedAnswer("labels must be an object of strings")
     if not isinstance(user, str):
         raise MalformedAnswer("user must be a string")
     if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):
@@ -139,4 +148,5 @@ def parse_answer(answer: Any) -> Outcome:
         channels=list(channels),
         subs=dict(subs),
         meta=meta,
+        labels=dict(labels) if labels else None,
     )

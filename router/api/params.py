@@ -68,7 +68,16 @@ def _present(params: Params, keys: tuple[str, ...]) -> Params:
 
 def _targets(params: Params) -> Params:
     """Which of a user's connections: ``client`` and ``session`` narrow it down when given."""
+    refuse_label_targets(params)
     return {key: string(params, key) for key in ("client", "session")}
+
+
+def refuse_label_targets(params: Params) -> None:
+    """v6 PRO's ``label_filter`` / ``all_users`` targets are refused, never ignored: an operation meant for
+    some connections must not silently reach others (or none)."""
+    for key in ("label_filter", "all_users"):
+        if params.get(key) not in (None, False, {}, ""):
+            raise errors.BAD_REQUEST.with_message(f"{key} is not supported yet")
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +199,7 @@ class DisconnectParams:
 
     @classmethod
     def from_json(cls, params: Params, rules: ChannelNames) -> Self:
+        refuse_label_targets(params)
         user = string(params, "user", required=True)
         string(params, "client")
         string(params, "session")
@@ -256,6 +266,7 @@ class ConnectionsParams:
 
     @classmethod
     def from_json(cls, params: Params, rules: ChannelNames) -> Self:
+        refuse_label_targets(params)
         user = string(params, "user")
         expression = string(params, "expression")
         if not user and not expression:

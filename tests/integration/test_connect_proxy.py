@@ -43,6 +43,7 @@ def answer(path: str, body: Any) -> dict[str, Any] | Reply:
             "data": {"welcome": user},
             "channels": ["news"],
             "meta": {"tenant": "acme", "secret": "server-only"},
+            "labels": {"via": "proxy"},
             "expire_at": int(time.time()) + 3600,
         }
     }
@@ -103,6 +104,7 @@ def test_a_client_without_token_becomes_the_user_the_backend_names(server: Serve
         found = await asyncio.to_thread(server.connections, user="proxied-alice")
         [info] = found.values()
         assert info["state"]["meta"] == {"tenant": "acme", "secret": "server-only"}
+        assert info["labels"] == {"via": "proxy"}  # the v6 connect proxy field
         assert info["state"]["channels"]["news"] == {"source": 2}  # a connect proxy subscription
         expression = 'meta.tenant == "acme" && user == "proxied-alice"'
         assert set(await asyncio.to_thread(server.connections, expression=expression)) == set(found)

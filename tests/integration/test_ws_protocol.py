@@ -579,7 +579,7 @@ async def case_features_off(server: Server) -> None:
         reply = await client.command(method, {"channel": "feat"})
         assert reply["error"]["code"] == 108, (method, reply)
     reply = await client.command("rpc", {"method": "nothing", "data": {}})
-    assert reply["error"]["code"] == 104, reply
+    assert reply["error"]["code"] == 108, reply
     reply = await client.publish("nowhere:chat", {"x": 1})
     assert reply["error"]["code"] == 102, reply
     assert client.is_open

@@ -122,6 +122,20 @@ def test_good_params_reach_the_shard_as_given(kind: Any, params: dict[str, Any],
         (p.ChannelsParams, {"pattern": 1}, BAD, "pattern must be a string"),
         (p.ConnectionsParams, {}, BAD, "user or expression required"),
         (p.ConnectionsParams, {"user": DEEP}, BAD, "user must be a string"),
+        # v6 PRO targets by label: refused, never silently ignored.
+        (
+            p.ConnectionsParams,
+            {"label_filter": {"key": "region", "cmp": "eq", "val": "eu"}},
+            BAD,
+            "label_filter is not supported yet",
+        ),
+        (p.DisconnectParams, {"user": "", "all_users": True}, BAD, "all_users is not supported yet"),
+        (
+            p.SubscribeParams,
+            {"user": "u", "channel": "a", "label_filter": {"op": "and"}},
+            BAD,
+            "label_filter is not supported yet",
+        ),
         (p.BatchParams, {"commands": {}}, BAD, "commands required"),
     ],
 )

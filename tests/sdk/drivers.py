@@ -29,6 +29,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import aiohttp
 from centrifuge import (
     Client,
     ClientEventHandler,
@@ -133,6 +134,19 @@ class NodeClient:
         assert result["event"] == "done", f"{op} {fields} failed: {result}\n{self.log.describe()}"
         return result
 
+    async def attempt(self, op: str, timeout: float = 10.0, **fields: Any) -> Event:
+        """Run one scenario command expected to fail; its ``failed`` event (with the error's code)."""
+        self._next_id += 1
+        ident = self._next_id
+        await self._write({"op": op, "id": ident, **fields})
+        result = await self.log.wait_until(
+            lambda e: e.get("event") in ("done", "failed") and e.get("id") == ident,
+            f"completion of {op} {fields}",
+            timeout,
+        )
+        assert result["event"] == "failed", f"{op} {fields} succeeded: {result}"
+        return result
+
     async def subscribe(
         self,
         channel: str,
@@ -141,10 +155,13 @@ class NodeClient:
         recoverable: bool = False,
         positioned: bool = False,
         join_leave: bool = False,
+        get_state: dict[str, str] | None = None,
     ) -> None:
         options: dict[str, Any] = {}
         if token:
             options["token"] = token
+        if get_state:
+            options["get_state"] = get_state
         if refresh_tokens:
             options["refresh_tokens"] = refresh_tokens
         flags = {"recoverable": recoverable, "positioned": positioned, "join_leave": join_leave}
@@ -299,8 +316,12 @@ class PyClient:
         recoverable: bool = False,
         positioned: bool = False,
         join_leave: bool = False,
+        get_state: dict[str, str] | None = None,
     ) -> Subscription:
-        """Create the subscription and start subscribing (``subscribed`` tells when it is done)."""
+        """Create the subscription and start subscribing (``subscribed`` tells when it is done).
+
+        ``get_state`` (``{"api": base URL, "key": API key}``): the app's state is the channel's current
+        stream position, read from the server API, and every call is logged as ``get_state``."""
         get_token = self._token_supplier(
             refresh_tokens, lambda n: self.log.add({"event": "sub_get_token", "channel": channel, "n": n})
         )
@@ -312,9 +333,30 @@ class PyClient:
             recoverable=recoverable,
             positioned=positioned,
             join_leave=join_leave,
+            get_state=self._state_loader(channel, get_state) if get_state else None,
         )
         await sub.subscribe()
         return sub
+
+    def _state_loader(self, channel: str, api: dict[str, str]) -> Any:
+        calls = 0
+
+        async def load(_: str) -> StreamPosition:
+            nonlocal calls
+            calls += 1
+            self.log.add({"event": "get_state", "channel": channel, "n": calls})
+            async with (
+                aiohttp.ClientSession() as session,
+                session.post(
+                    f"{api['api']}/history",
+                    json={"channel": channel, "limit": 0},
+                    headers={"X-API-Key": api["key"]},
+                ) as response,
+            ):
+                result = (await response.json())["result"]
+            return StreamPosition(offset=int(result.get("offset", 0)), epoch=str(result.get("epoch", "")))
+
+        return load
 
     async def unsubscribe(self, channel: str) -> None:
         sub = self.client.get_subscription(channel)

@@ -195,6 +195,21 @@ async function main() {
     if (spec.recoverable) subOptions.recoverable = true;
     if (spec.positioned) subOptions.positioned = true;
     if (spec.join_leave) subOptions.joinLeave = true;
+    if (spec.get_state) {
+      // The app's state: here the channel's current stream position, read from the server API.
+      let calls = 0;
+      subOptions.getState = async () => {
+        calls += 1;
+        emit('get_state', { channel: spec.channel, n: calls });
+        const response = await fetch(`${spec.get_state.api}/history`, {
+          method: 'POST',
+          headers: { 'X-API-Key': spec.get_state.key, 'Content-Type': 'application/json' },
+          body: JSON.stringify({ channel: spec.channel, limit: 0 }),
+        });
+        const { result } = await response.json();
+        return { offset: Number(result.offset ?? 0), epoch: result.epoch ?? '' };
+      };
+    }
     const sub = client.newSubscription(spec.channel, subOptions);
     sub.on('subscribing', (ctx) =>
       emit('subscribing', { channel: spec.channel, code: ctx.code, reason: ctx.reason, server_side: false }),

@@ -1,0 +1,63 @@
+"""The connection fields of Centrifugo v6.3+ in ``connections`` and in CEL: when a connection started,
+its last ping round trip, and the labels its token gave it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.integration.wsclient import WsClient, api, run
+from tests.support.server import Server
+from tests.support.tokens import make_token
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with Server(tmp_path_factory.mktemp("fields"), shards=2, ping_interval="1s", pong_timeout="1s") as srv:
+        yield srv
+
+
+def test_connected_at_latency_and_labels(server: Server) -> None:
+    async def scenario() -> None:
+        before = int(time.time() * 1000)
+        client = await WsClient.connected(
+            server.port, make_token("fields-ann", labels={"region": "eu", "tier": "gold"})
+        )
+        after = int(time.time() * 1000)
+        found = (await api(server, "connections", {"user": "fields-ann"}))["result"]["connections"]
+        [(client_id, info)] = found.items()
+        assert before - 1000 <= info["connected_at_ms"] <= after + 1000
+        assert info["labels"] == {"region": "eu", "tier": "gold"}
+        assert info["ping_pong_latency_ms"] == -1  # no ping answered yet
+        # After a ping and its pong (every second here), the round trip is known.
+        deadline = time.monotonic() + 5
+        while True:
+            found = (await api(server, "connections", {"user": "fields-ann"}))["result"]["connections"]
+            if found[client_id]["ping_pong_latency_ms"] >= 0:
+                break
+            assert time.monotonic() < deadline, found
+            await asyncio.sleep(0.2)
+        # The same fields as CEL variables.
+        for expression in (
+            'labels.region == "eu" && user == "fields-ann"',
+            f'connected_at_ms >= {before - 1000} && ping_pong_latency_ms >= 0 && user == "fields-ann"',
+        ):
+            matched = (await api(server, "connections", {"expression": expression}))["result"]
+            assert list(matched["connections"]) == [client_id], expression
+        none = (await api(server, "connections", {"expression": 'labels.region == "us"'}))["result"]
+        assert none["connections"] == {}
+        await client.close()
+
+    run(scenario())
+
+
+def test_labels_that_are_not_strings_make_the_token_invalid(server: Server) -> None:
+    async def scenario() -> None:
+        client = await WsClient.open(server.port)
+        await client.send_commands({"id": 1, "connect": {"token": make_token("fields-bad", labels={"n": 1})}})
+        assert (await client.closed())[0] == 3500
+
+    run(scenario())
