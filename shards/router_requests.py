@@ -24,6 +24,7 @@ from broker.config import Config
 from broker.connections_filter import Scan, ScanStopped, compile_connections_filter
 from broker.errors import Disconnect
 from broker.ipc.control import Raw
+from broker.label_filter import compile_label_filter
 from broker.merge import glob_matcher
 from broker.protocol.connect import ttl_seconds
 from broker.protocol.state import SOURCE_SERVER_API
@@ -79,10 +80,14 @@ def connections(shard: RouterHost, params: dict[str, Any]) -> Raw | Awaitable[Ra
     expression = params.get("expression") or ""
     limit = params.get("limit") or 0
     hub = shard.hub
-    if not expression:
+    labelled = _labelled(params.get("label_filter"))
+    if not expression and user:
         found = hub.user_connections(user)
-        return _connections_answer(found, limit)
-    flt = compile_connections_filter(expression, shard.cfg)
+        if labelled is None:
+            return _connections_answer(found, limit)
+        return _connections_answer([conn for conn in found if labelled(conn)], limit)
+    # A label filter alone scans like the expression "true": in slices, within the deadline.
+    flt = compile_connections_filter(expression or "true", shard.cfg)
     hints = flt.hints
     users: set[str] | frozenset[str] | None = hints.users
     if user:
@@ -94,7 +99,7 @@ def connections(shard: RouterHost, params: dict[str, Any]) -> Raw | Awaitable[Ra
         flt,
         list(hub.candidates(users=users, clients=hints.clients, channels=hints.channels)),
         state=_state,
-        is_open=_is_open,
+        is_open=_is_open if labelled is None else lambda conn: not conn.closed and labelled(conn),
         max_cost=shard.cfg.connections_expression_max_cost,
         deadline=time.monotonic() + timeout,
     )
@@ -121,6 +126,17 @@ def _run_slice(scan: Scan) -> bool:
     except errors.ClientError as err:
         log.warning("connections scan over budget: %s", err.message)
         raise
+
+
+def _labelled(spec: Any) -> Callable[[Any], bool] | None:
+    """The label filter as a test of a connection (checked again here: shards trust no sender)."""
+    if not spec:
+        return None
+    match = compile_label_filter(spec)
+    return lambda conn: match(conn.state.labels or _NO_LABELS)
+
+
+_NO_LABELS: dict[str, str] = {}
 
 
 def _state(conn: Any) -> Any:

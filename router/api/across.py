@@ -29,6 +29,7 @@ from broker.config import Config
 from broker.connections_filter import compile_connections_filter
 from broker.engine.presence import PresenceManager
 from broker.engine.redis_users import RedisUsers
+from broker.label_filter import compile_label_filter
 from broker.publication import client_info_json
 from router.api.merge import limit_connections, splice_connections
 from router.nodes import Asked, Nodes
@@ -65,6 +66,8 @@ async def connections(ctx: Across, local: Local, raw: Params) -> orjson.Fragment
     expression = raw.get("expression") if isinstance(raw.get("expression"), str) else ""
     if expression:
         compile_connections_filter(expression, ctx.cfg)  # 107 here, before any node sees it
+    if raw.get("label_filter"):
+        compile_label_filter(raw["label_filter"])
     timeout = float(ctx.cfg.api_node_timeout)
     nodes = ctx.nodes
     # This node's part is asked at once, beside the index lookup (its connections are always asked:

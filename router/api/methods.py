@@ -173,6 +173,8 @@ async def connections(ctx: Context, params: p.ConnectionsParams) -> orjson.Fragm
         "timeout": timeout,
         "limit": params.limit,
     }
+    if params.label_filter is not None:
+        shard_params["label_filter"] = params.label_filter
     index = shard_for_user(params.user, ctx.cluster.size)
     if index is not None:
         # Every connection of a named user lives on that user's shard.

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, Self
 
 from broker import errors
+from broker.label_filter import compile_label_filter
 
 Params = dict[str, Any]
 
@@ -263,18 +264,23 @@ class ConnectionsParams:
     user: str
     expression: str
     limit: int  # 0: every match; otherwise at most this many, and the answer carries "total"
+    label_filter: Params | None = None  # a FilterNode over the connections' labels
 
     @classmethod
     def from_json(cls, params: Params, rules: ChannelNames) -> Self:
-        refuse_label_targets(params)
+        if params.get("all_users") not in (None, False):
+            raise errors.BAD_REQUEST.with_message("all_users is not supported yet")
         user = string(params, "user")
         expression = string(params, "expression")
-        if not user and not expression:
-            raise errors.BAD_REQUEST.with_message("user or expression required")
+        label_filter = params.get("label_filter") or None
+        if label_filter is not None:
+            compile_label_filter(label_filter)  # 107 with the reason
+        if not user and not expression and label_filter is None:
+            raise errors.BAD_REQUEST.with_message("user, expression or label_filter required")
         limit = params.get("limit", 0)
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
             raise errors.BAD_REQUEST.with_message("limit must be a non-negative integer")
-        return cls(user, expression, limit)
+        return cls(user, expression, limit, label_filter)
 
 
 @dataclass(frozen=True, slots=True)

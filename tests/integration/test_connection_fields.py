@@ -61,3 +61,37 @@ def test_labels_that_are_not_strings_make_the_token_invalid(server: Server) -> N
         assert (await client.closed())[0] == 3500
 
     run(scenario())
+
+
+def test_label_filter_alone_with_a_user_and_with_an_expression(server: Server) -> None:
+    async def scenario() -> None:
+        gold = {"key": "tier", "cmp": "eq", "val": "gold"}
+        clients = {
+            name: await WsClient.connected(server.port, make_token(name, labels=labels))
+            for name, labels in (
+                ("lf-a", {"tier": "gold", "region": "eu"}),
+                ("lf-b", {"tier": "gold", "region": "us"}),
+                ("lf-c", {"tier": "free"}),
+                ("lf-d", {}),
+            )
+        }
+        ids = {name: client.connect_result["client"] for name, client in clients.items()}
+
+        async def listed(params: dict[str, object]) -> set[str]:
+            answer = (await api(server, "connections", params))["result"]["connections"]
+            return {cid for cid in answer if cid in ids.values()}
+
+        assert await listed({"label_filter": gold}) == {ids["lf-a"], ids["lf-b"]}
+        assert await listed({"user": "lf-b", "label_filter": gold}) == {ids["lf-b"]}
+        assert await listed({"user": "lf-c", "label_filter": gold}) == set()
+        europe = {"op": "and", "nodes": [gold, {"key": "region", "cmp": "sw", "val": "e"}]}
+        assert await listed({"label_filter": europe}) == {ids["lf-a"]}
+        assert await listed({"expression": 'user != "lf-a"', "label_filter": gold}) == {ids["lf-b"]}
+        unlabelled = {"key": "tier", "cmp": "nex"}
+        assert ids["lf-d"] in await listed({"label_filter": unlabelled})
+        bad = await api(server, "connections", {"label_filter": {"key": "tier", "cmp": "~"}})
+        assert bad["error"]["code"] == 107 and "label_filter" in bad["error"]["message"]
+        for client in clients.values():
+            await client.close()
+
+    run(scenario())
