@@ -160,21 +160,12 @@ def _connections_answer(found: Iterable[Any], limit: int = 0) -> Raw:
 
 
 def disconnect(shard: RouterHost, params: dict[str, Any]) -> dict[str, Any]:
-    user = params.get("user") or ""
-    client = params.get("client") or ""
-    session = params.get("session") or ""
     whitelist = set(params.get("whitelist") or ())
     spec = params.get("disconnect") or {}
     reason = Disconnect(int(spec.get("code", errors.FORCE_DISCONNECT.code)), str(spec.get("reason", "")))
     if not spec:
         reason = errors.FORCE_DISCONNECT
-    targets = [
-        conn
-        for conn in shard.hub.user_connections(user)
-        if (not client or conn.state.client == client)
-        and (not session or conn.state.session == session)
-        and conn.state.client not in whitelist
-    ]
+    targets = [conn for conn in _targets(shard, params) if conn.state.client not in whitelist]
     for conn in targets:
         shard.disconnect(conn, reason)
     return {"disconnected": len(targets)}
@@ -211,13 +202,21 @@ async def history_remove(shard: RouterHost, params: dict[str, Any]) -> dict[str,
 
 
 def _targets(shard: RouterHost, params: dict[str, Any]) -> list[Any]:
+    """The connections a targeted operation is for: the user's (or, with ``all_users``, every one this
+    shard holds), narrowed by ``client``, ``session`` and ``label_filter``."""
     user = params.get("user") or ""
     client = params.get("client") or ""
     session = params.get("session") or ""
+    labelled = _labelled(params.get("label_filter"))
+    pool: Iterable[Any] = (
+        list(shard.hub.by_client.values()) if params.get("all_users") else shard.hub.user_connections(user)
+    )
     return [
         conn
-        for conn in shard.hub.user_connections(user)
-        if (not client or conn.state.client == client) and (not session or conn.state.session == session)
+        for conn in pool
+        if (not client or conn.state.client == client)
+        and (not session or conn.state.session == session)
+        and (labelled is None or labelled(conn))
     ]
 
 

@@ -270,7 +270,11 @@ async def run_method(ctx: Context, name: str, raw: Any, *, here_only: bool = Fal
             return await across.user_command(ctx.across, local, name, raw)
     if method.route is Route.USER:
         index = shard_for_user(params.user, ctx.cluster.size)
-        assert index is not None  # the params types require a user for these methods
+        if index is None:
+            # all_users (v6 PRO): every shard does it to the connections it holds.
+            gathered = await ctx.cluster.gather(name, params.to_shard())
+            raise_first_error(gathered.errors)
+            return {}
         await ask_one(ctx, index, name, params.to_shard())
         return {}
     if method.route is Route.WRITER:

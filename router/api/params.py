@@ -68,17 +68,32 @@ def _present(params: Params, keys: tuple[str, ...]) -> Params:
 
 
 def _targets(params: Params) -> Params:
-    """Which of a user's connections: ``client`` and ``session`` narrow it down when given."""
-    refuse_label_targets(params)
-    return {key: string(params, key) for key in ("client", "session")}
+    """Which connections: ``client`` and ``session`` narrow a user's down when given; ``label_filter``
+    (v6 PRO) narrows them by labels, and ``all_users`` takes every user's instead of one."""
+    out: Params = {key: string(params, key) for key in ("client", "session")}
+    label_filter = params.get("label_filter") or None
+    if label_filter is not None:
+        compile_label_filter(label_filter)  # 107 with the reason
+        out["label_filter"] = label_filter
+    if _all_users(params):
+        out["all_users"] = True
+    return out
 
 
-def refuse_label_targets(params: Params) -> None:
-    """v6 PRO's ``label_filter`` / ``all_users`` targets are refused, never ignored: an operation meant for
-    some connections must not silently reach others (or none)."""
-    for key in ("label_filter", "all_users"):
-        if params.get(key) not in (None, False, {}, ""):
-            raise errors.BAD_REQUEST.with_message(f"{key} is not supported yet")
+def _all_users(params: Params) -> bool:
+    value = params.get("all_users", False)
+    if not isinstance(value, bool):
+        raise errors.BAD_REQUEST.with_message("all_users must be a boolean")
+    return value
+
+
+def target_user(params: Params) -> str:
+    """The user a targeted operation is about; "" with ``all_users`` (every user's connections)."""
+    if _all_users(params):
+        if string(params, "user"):
+            raise errors.BAD_REQUEST.with_message("user and all_users exclude each other")
+        return ""
+    return string(params, "user", required=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +156,7 @@ class SubscribeParams:
 
     @classmethod
     def from_json(cls, params: Params, rules: ChannelNames) -> Self:
-        user = string(params, "user", required=True)
+        user = target_user(params)
         out: Params = {"user": user, "channel": channel_name(params, rules), **_targets(params)}
         out.update(
             _present(params, ("info", "b64info", "data", "b64data", "expire_at", "override", "recover_since"))
@@ -163,7 +178,7 @@ class UnsubscribeParams:
 
     @classmethod
     def from_json(cls, params: Params, rules: ChannelNames) -> Self:
-        user = string(params, "user", required=True)
+        user = target_user(params)
         channel = channel_name(params, rules)
         return cls(user, channel, _targets(params))
 
@@ -178,7 +193,7 @@ class RefreshParams:
 
     @classmethod
     def from_json(cls, params: Params, rules: ChannelNames) -> Self:
-        user = string(params, "user", required=True)
+        user = target_user(params)
         out: Params = {"user": user, **_targets(params)}
         expired = params.get("expired", False)
         if not isinstance(expired, bool):
@@ -200,10 +215,8 @@ class DisconnectParams:
 
     @classmethod
     def from_json(cls, params: Params, rules: ChannelNames) -> Self:
-        refuse_label_targets(params)
-        user = string(params, "user", required=True)
-        string(params, "client")
-        string(params, "session")
+        user = target_user(params)
+        _targets(params)
         whitelist = params.get("whitelist") or []
         if not isinstance(whitelist, list) or not all(isinstance(c, str) for c in whitelist):
             raise errors.BAD_REQUEST.with_message("whitelist must be a list of client ids")

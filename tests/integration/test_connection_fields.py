@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from broker.hashing import shard_for_user
 from tests.integration.wsclient import WsClient, api, run
 from tests.support.server import Server
 from tests.support.tokens import make_token
@@ -93,5 +94,42 @@ def test_label_filter_alone_with_a_user_and_with_an_expression(server: Server) -
         assert bad["error"]["code"] == 107 and "label_filter" in bad["error"]["message"]
         for client in clients.values():
             await client.close()
+
+    run(scenario())
+
+
+def test_operations_targeted_by_labels_across_shards(server: Server) -> None:
+    async def scenario() -> None:
+        beta = {"key": "ring", "cmp": "eq", "val": "beta"}
+        names = [f"lt-{n}" for n in range(6)]  # users spread over both shards
+        clients = {
+            name: await WsClient.connected(
+                server.port, make_token(name, labels={"ring": "beta" if n % 2 else "stable"})
+            )
+            for n, name in enumerate(names)
+        }
+        betas = [name for n, name in enumerate(names) if n % 2]
+        assert {shard_for_user(name, 2) for name in betas} == {0, 1}  # both shards take part
+        # subscribe: every user's connections with the label, server-side.
+        answer = await api(
+            server, "subscribe", {"all_users": True, "label_filter": beta, "channel": "beta-news"}
+        )
+        assert answer.get("result") == {}, answer
+        for name in betas:
+            push = await clients[name].push("subscribe", "beta-news")
+            assert push["channel"] == "beta-news"
+        # One user's connections, narrowed by labels: nothing for a stable user.
+        await api(server, "disconnect", {"user": "lt-0", "label_filter": beta})
+        await asyncio.sleep(0.3)
+        assert clients["lt-0"].is_open
+        # disconnect: every connection with the label, and nothing else.
+        await api(server, "disconnect", {"all_users": True, "label_filter": beta})
+        for name in betas:
+            assert (await clients[name].closed())[0] == 3503
+        assert all(clients[name].is_open for name in names if name not in betas)
+        without = (await api(server, "subscribe", {"channel": "x"}))["error"]
+        assert without["code"] == 107 and without["message"] == "user required"
+        for name in names:
+            await clients[name].close()
 
     run(scenario())
