@@ -123,29 +123,25 @@ class NodeClient:
 
     async def command(self, op: str, timeout: float = 10.0, **fields: Any) -> Event:
         """Run one scenario command and wait until the script reports it done (or failed)."""
-        self._next_id += 1
-        ident = self._next_id
-        await self._write({"op": op, "id": ident, **fields})
-        result = await self.log.wait_until(
-            lambda e: e.get("event") in ("done", "failed") and e.get("id") == ident,
-            f"completion of {op} {fields}",
-            timeout,
-        )
+        result = await self._run(op, timeout, fields)
         assert result["event"] == "done", f"{op} {fields} failed: {result}\n{self.log.describe()}"
         return result
 
     async def attempt(self, op: str, timeout: float = 10.0, **fields: Any) -> Event:
         """Run one scenario command expected to fail; its ``failed`` event (with the error's code)."""
+        result = await self._run(op, timeout, fields)
+        assert result["event"] == "failed", f"{op} {fields} succeeded: {result}"
+        return result
+
+    async def _run(self, op: str, timeout: float, fields: dict[str, Any]) -> Event:
         self._next_id += 1
         ident = self._next_id
         await self._write({"op": op, "id": ident, **fields})
-        result = await self.log.wait_until(
+        return await self.log.wait_until(
             lambda e: e.get("event") in ("done", "failed") and e.get("id") == ident,
             f"completion of {op} {fields}",
             timeout,
         )
-        assert result["event"] == "failed", f"{op} {fields} succeeded: {result}"
-        return result
 
     async def subscribe(
         self,
