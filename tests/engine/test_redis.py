@@ -166,6 +166,34 @@ def test_a_deleted_meta_starts_a_new_epoch_and_old_positions_do_not_recover(flus
     run(scenario)
 
 
+def test_publications_made_while_recovering_do_not_spoil_the_recovery(flushed_redis: RedisServer):
+    """A publication that lands between the position read and the stream read is past the reported
+    position: the recovery is still complete (the subscriber gets that one live)."""
+
+    async def scenario() -> None:
+        client = Redis(host="127.0.0.1", port=flushed_redis.port)
+        engine = RedisHistory(client)
+        try:
+            for i in range(5):
+                top = await engine.publish(Publication("ch", b"%d" % i), **OPTIONS)
+            read_position = engine.position
+
+            async def position_then_a_publication(channel: str, **kwargs: Any) -> StreamPosition:
+                position = await read_position(channel, **kwargs)
+                await engine.publish(Publication("ch", b"late"), **OPTIONS)
+                return position
+
+            engine.position = position_then_a_publication  # type: ignore[method-assign]
+            since = StreamPosition(2, top.epoch)
+            recovery = await engine.recover("ch", since=since, limit=0, now=0.0, history_meta_ttl=META_TTL)
+            assert recovery.recovered and recovery.position == StreamPosition(5, top.epoch)
+            assert [p.offset for p in recovery.publications] == [3, 4, 5]
+        finally:
+            await client.aclose()
+
+    run(scenario)
+
+
 def test_scripts_lost_by_redis_are_loaded_again(flushed_redis: RedisServer):
     async def scenario() -> None:
         client = Redis(host="127.0.0.1", port=flushed_redis.port)
