@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 CONFIG ?= config.json
 NODE_DIR := tests/sdk/node
 
-.PHONY: run test lint fmt bench test-scale install clean sdk-deps services
+.PHONY: run test lint fmt docs bench test-scale install clean sdk-deps services
 
 $(BIN)/python:
 	@echo "==> creating $(VENV)"
@@ -48,6 +48,10 @@ lint: $(STAMP)
 fmt: $(STAMP)
 	$(BIN)/ruff format broker router shards tests bench
 	$(BIN)/ruff check --fix broker router shards tests bench
+
+# The README's option tables, generated from the option declarations (a test checks they are current).
+docs: $(STAMP)
+	$(BIN)/python -m broker.config_docs README.md
 
 # Services the tests start themselves (never the system's): Debian's redis-server and redis-cli, and
 # openssl for the certificate of the TLS test.

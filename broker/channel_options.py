@@ -20,56 +20,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, get_type_hints
 
 import re2
 
-from broker.config_values import ConfigError, parse_duration
+from broker.config_values import ConfigError, coerce, opt
 
-RECOVERY_MODES = frozenset({"", "stream", "cache"})
-DELTA_TYPES = frozenset({"fossil"})
-
-_BOOL_OPTIONS = frozenset(
-    {
-        "presence",
-        "join_leave",
-        "force_push_join_leave",
-        "force_positioning",
-        "allow_positioning",
-        "force_recovery",
-        "allow_recovery",
-        "delta_publish",
-        "allow_subscribe_for_anonymous",
-        "allow_subscribe_for_client",
-        "allow_publish_for_anonymous",
-        "allow_publish_for_subscriber",
-        "allow_publish_for_client",
-        "allow_presence_for_anonymous",
-        "allow_presence_for_subscriber",
-        "allow_presence_for_client",
-        "allow_history_for_anonymous",
-        "allow_history_for_subscriber",
-        "allow_history_for_client",
-        "allow_user_limited_channels",
-        "proxy_subscribe",
-        "proxy_publish",
-        "proxy_sub_refresh",
-        "proxy_subscribe_stream",
-        "proxy_subscribe_stream_bidirectional",
-    }
-)
-_STRING_OPTIONS = frozenset(
-    {"subscribe_proxy_name", "publish_proxy_name", "sub_refresh_proxy_name", "subscribe_stream_proxy_name"}
-)
-_DURATION_OPTIONS = frozenset({"history_ttl", "history_meta_ttl"})
-
-# v6 renamed the proxy switches; everything else kept its v5 name.
-V6_ALIASES = {
-    "subscribe_proxy_enabled": "proxy_subscribe",
-    "publish_proxy_enabled": "proxy_publish",
-    "sub_refresh_proxy_enabled": "proxy_sub_refresh",
-    "subscribe_stream_proxy_enabled": "proxy_subscribe_stream",
-}
+RECOVERY_MODES = ("", "stream", "cache")
+DELTA_TYPES = ("fossil",)
 
 # v3 names that map one to one onto a v4 option.
 V3_RENAMES = {
@@ -94,42 +52,63 @@ V3_KEYS = frozenset(V3_RENAMES) | V3_NEGATIONS
 
 @dataclass(frozen=True, slots=True)
 class ChannelOptions:
-    presence: bool = False
-    join_leave: bool = False
-    force_push_join_leave: bool = False
-    history_size: int = 0
-    history_ttl: float = 0.0  # seconds
-    history_meta_ttl: float = 0.0  # seconds; 0 = the global history_meta_ttl (filled in by from_mapping)
-    force_positioning: bool = False
-    allow_positioning: bool = False
-    force_recovery: bool = False
-    allow_recovery: bool = False
-    force_recovery_mode: str = ""
-    allowed_delta_types: tuple[str, ...] = ()
-    delta_publish: bool = False
-    allow_subscribe_for_anonymous: bool = False
-    allow_subscribe_for_client: bool = False
-    allow_publish_for_anonymous: bool = False
-    allow_publish_for_subscriber: bool = False
-    allow_publish_for_client: bool = False
-    allow_presence_for_anonymous: bool = False
-    allow_presence_for_subscriber: bool = False
-    allow_presence_for_client: bool = False
-    allow_history_for_anonymous: bool = False
-    allow_history_for_subscriber: bool = False
-    allow_history_for_client: bool = False
-    allow_user_limited_channels: bool = False
-    channel_regex: str = ""
-    # Proxy switches are stored so that configs load unchanged; the proxy calls themselves live elsewhere.
-    proxy_subscribe: bool = False
-    proxy_publish: bool = False
-    proxy_sub_refresh: bool = False
-    proxy_subscribe_stream: bool = False
-    proxy_subscribe_stream_bidirectional: bool = False
-    subscribe_proxy_name: str = ""
-    publish_proxy_name: str = ""
-    sub_refresh_proxy_name: str = ""
-    subscribe_stream_proxy_name: str = ""
+    # Each option's v6 metadata is its name inside a v6 namespace object (the same as v5's except for
+    # the proxy switches); the README's option table is generated from these declarations.
+    presence: bool = opt(False, "presence", "keep who is subscribed (presence, presence_stats)")
+    join_leave: bool = opt(False, "join_leave", "send join/leave events to subscribers who ask")
+    force_push_join_leave: bool = opt(False, "force_push_join_leave", "send join/leave to every subscriber")
+    history_size: int = opt(0, "history_size", "publications kept per channel (0: no history)", minimum=0)
+    history_ttl: float = opt(0.0, "history_ttl", "how long publications stay in history", minimum=0)
+    history_meta_ttl: float = opt(
+        0.0, "history_meta_ttl", "how long a stream position is kept (0: channel.history_meta_ttl)", minimum=0
+    )
+    force_positioning: bool = opt(False, "force_positioning", "check every subscriber's position")
+    allow_positioning: bool = opt(False, "allow_positioning", "let a subscriber ask for positioning")
+    force_recovery: bool = opt(False, "force_recovery", "recover every subscriber after a reconnect")
+    allow_recovery: bool = opt(False, "allow_recovery", "let a subscriber ask for recovery")
+    force_recovery_mode: str = opt(
+        "", "force_recovery_mode", "recovery mode forced on subscribers", choices=RECOVERY_MODES
+    )
+    allowed_delta_types: tuple[str, ...] = opt(
+        (), "allowed_delta_types", "delta encodings subscribers may ask for", choices=DELTA_TYPES
+    )
+    delta_publish: bool = opt(False, "delta_publish", "publish as delta-capable by default")
+    allow_subscribe_for_anonymous: bool = opt(
+        False, "allow_subscribe_for_anonymous", "anonymous may subscribe"
+    )
+    allow_subscribe_for_client: bool = opt(False, "allow_subscribe_for_client", "clients may subscribe")
+    allow_publish_for_anonymous: bool = opt(False, "allow_publish_for_anonymous", "anonymous may publish")
+    allow_publish_for_subscriber: bool = opt(False, "allow_publish_for_subscriber", "subscribers may publish")
+    allow_publish_for_client: bool = opt(False, "allow_publish_for_client", "clients may publish")
+    allow_presence_for_anonymous: bool = opt(
+        False, "allow_presence_for_anonymous", "anonymous may ask presence"
+    )
+    allow_presence_for_subscriber: bool = opt(
+        False, "allow_presence_for_subscriber", "subscribers may ask presence"
+    )
+    allow_presence_for_client: bool = opt(False, "allow_presence_for_client", "clients may ask presence")
+    allow_history_for_anonymous: bool = opt(
+        False, "allow_history_for_anonymous", "anonymous may read history"
+    )
+    allow_history_for_subscriber: bool = opt(
+        False, "allow_history_for_subscriber", "subscribers may read history"
+    )
+    allow_history_for_client: bool = opt(False, "allow_history_for_client", "clients may read history")
+    allow_user_limited_channels: bool = opt(
+        False, "allow_user_limited_channels", "user-limited channels (#user) are open to their users"
+    )
+    channel_regex: str = opt("", "channel_regex", "RE2 pattern channel names must match")
+    proxy_subscribe: bool = opt(False, "subscribe_proxy_enabled", "ask the subscribe proxy")
+    proxy_publish: bool = opt(False, "publish_proxy_enabled", "ask the publish proxy")
+    proxy_sub_refresh: bool = opt(False, "sub_refresh_proxy_enabled", "ask the sub_refresh proxy")
+    proxy_subscribe_stream: bool = opt(False, "subscribe_stream_proxy_enabled", "not supported yet")
+    proxy_subscribe_stream_bidirectional: bool = opt(
+        False, "subscribe_stream_proxy_bidirectional", "not supported yet"
+    )
+    subscribe_proxy_name: str = opt("", "subscribe_proxy_name", "named proxy for subscribe")
+    publish_proxy_name: str = opt("", "publish_proxy_name", "named proxy for publish")
+    sub_refresh_proxy_name: str = opt("", "sub_refresh_proxy_name", "named proxy for sub_refresh")
+    subscribe_stream_proxy_name: str = opt("", "subscribe_stream_proxy_name", "not supported yet")
     # The compiled channel_regex. Carried as a field so that dataclasses.replace (token overrides) copies
     # it instead of compiling the pattern again on every subscription.
     compiled_regex: Any = field(default=None, compare=False, repr=False)
@@ -161,7 +140,7 @@ class ChannelOptions:
         canonical = _canonical_values(values, where)
         kwargs: dict[str, Any] = {}
         for name, value in canonical.items():
-            kwargs[name] = _coerce(name, value, where)
+            kwargs[name] = coerce(f"{where}: {name}", _FIELDS[name], _TYPES[name], value)
         if kwargs.get("channel_regex"):
             kwargs["compiled_regex"] = compile_channel_regex(
                 kwargs["channel_regex"], f"{where}: channel_regex"
@@ -205,7 +184,14 @@ def compile_channel_regex(pattern: str, what: str) -> Any:
         raise ConfigError(f"{what}: invalid regular expression {pattern!r}: {detail}") from exc
 
 
-_OPTION_NAMES = frozenset(f.name for f in fields(ChannelOptions)) - {"compiled_regex"}
+_FIELDS = {f.name: f for f in fields(ChannelOptions) if f.name != "compiled_regex"}
+_TYPES = {name: kind for name, kind in get_type_hints(ChannelOptions).items() if name in _FIELDS}
+_OPTION_NAMES = frozenset(_FIELDS)
+# v6 renamed the proxy switches (``subscribe_proxy_enabled``); everything else kept its v5 name.
+V6_ALIASES = {f.metadata["v6"]: name for name, f in _FIELDS.items() if f.metadata["v6"] != name}
+# Every option: its name in a v6 namespace object → its field; and each field's type.
+CHANNEL_V6_NAMES = {f.metadata["v6"]: name for name, f in _FIELDS.items()}
+CHANNEL_OPTION_TYPES = dict(_TYPES)
 
 
 def _canonical_values(values: Mapping[str, Any], where: str) -> dict[str, Any]:
@@ -262,52 +248,3 @@ def _from_v3(v3: Mapping[str, Any], explicit: Mapping[str, Any], where: str) -> 
         # v3 pushed join/leave to every subscriber; v4 made it opt-in per subscriber.
         implied["force_push_join_leave"] = True
     return implied
-
-
-def _coerce(name: str, value: Any, where: str) -> Any:
-    if name in _BOOL_OPTIONS:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: {name} must be a boolean, got {value!r}")
-        return value
-    if name in _STRING_OPTIONS:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: {name} must be a string, got {value!r}")
-        return value
-    if name in _DURATION_OPTIONS:
-        if value is None:
-            return 0.0
-        try:
-            seconds = float(parse_duration(value))
-        except ConfigError as exc:
-            raise ConfigError(f"{where}: {name}: {exc}") from exc
-        if seconds < 0:
-            raise ConfigError(f"{where}: {name} must not be negative, got {value!r}")
-        return seconds
-    if name == "history_size":
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: history_size must be an integer, got {value!r}")
-        if value < 0:
-            raise ConfigError(f"{where}: history_size must not be negative, got {value}")
-        return value
-    if name == "force_recovery_mode":
-        if not isinstance(value, str) or value not in RECOVERY_MODES:
-            raise ConfigError(f'{where}: force_recovery_mode must be "", "stream" or "cache", got {value!r}')
-        return value
-    if name == "allowed_delta_types":
-        if value is None:
-            return ()
-        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"{where}: allowed_delta_types must be a list of strings, got {value!r}")
-        unknown = [v for v in value if v not in DELTA_TYPES]
-        if unknown:
-            raise ConfigError(f"{where}: unknown delta type {unknown[0]!r} (supported: fossil)")
-        return tuple(value)
-    if name == "channel_regex":
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: channel_regex must be a string, got {value!r}")
-        return value
-    raise ConfigError(
-        f"{where}: unknown channel option {name!r}"
-    )  # pragma: no cover - names are checked first

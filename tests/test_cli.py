@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import string
 import sys
 import time
 import types
@@ -15,7 +16,7 @@ import pytest
 import broker
 from broker.auth import TokenVerifier, encode_token
 from broker.cli import main
-from broker.config import Config
+from broker.config import Config, build, load
 
 SECRET = "cli-secret-0123456789abcdef0123456789"
 
@@ -44,11 +45,41 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 # --- genconfig -----------------------------------------------------------------------------------------
 
 
-def test_genconfig_writes_template(isolated: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_genconfig_writes_v6_template(isolated: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(capsys, "genconfig")
     assert (code, out, err) == (0, "", "")
-    text = (isolated / "config.json").read_text()
+    path = isolated / "config.json"
+    assert path.stat().st_mode & 0o777 == 0o600
+    text = path.read_text()
     data = json.loads(text)
+    assert list(data) == ["client", "admin", "http_api"]
+    assert list(data["client"]) == ["token", "allowed_origins"] and data["client"]["allowed_origins"] == []
+    assert list(data["admin"]) == ["enabled", "password", "secret"] and data["admin"]["enabled"] is False
+    secrets = [
+        data["client"]["token"]["hmac_secret_key"],
+        data["admin"]["password"],
+        data["admin"]["secret"],
+        data["http_api"]["key"],
+    ]
+    assert [len(s) for s in secrets] == [86, 22, 86, 86]  # base64url of 64 / 16 random bytes
+    assert all(set(s) <= set(string.ascii_letters + string.digits + "-_") for s in secrets)
+    assert len(set(secrets)) == 4
+    assert text == json.dumps(data, indent=2) + "\n"
+    cfg = Config()
+    assert main(["checkconfig"]) == 0
+    assert cfg.api_key == ""
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "config.yml", "config.toml"])
+def test_genconfig_yaml_and_toml(isolated: Path, capsys: pytest.CaptureFixture[str], name: str) -> None:
+    assert run(capsys, "genconfig", "-c", name) == (0, "", "")
+    cfg = load(isolated / name, {}, {})
+    assert len(cfg.token_hmac_secret_key) == 86 and len(cfg.api_key) == 86
+
+
+def test_genconfig_v5_format_and_bad_extension(isolated: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, "genconfig", "--format", "v5", "-c", "old.json") == (0, "", "")
+    data = json.loads((isolated / "old.json").read_text())
     assert list(data) == [
         "token_hmac_secret_key",
         "admin_password",
@@ -56,13 +87,10 @@ def test_genconfig_writes_template(isolated: Path, capsys: pytest.CaptureFixture
         "api_key",
         "allowed_origins",
     ]
-    assert data["allowed_origins"] == []
-    secrets = [data[key] for key in ("token_hmac_secret_key", "admin_password", "admin_secret", "api_key")]
-    for secret in secrets:
-        assert len(secret) == 36 and secret[14] == "4"  # UUIDv4 text
-    assert len(set(secrets)) == 4
-    assert text == json.dumps(data, indent=2) + "\n"
-    assert '\n  "api_key": ' in text
+    code, out, err = run(capsys, "genconfig", "-c", "config.ini")
+    assert (code, out) == (1, "")
+    assert err == "error: output config file must have one of supported extensions: json, toml, yaml, yml\n"
+    assert not (isolated / "config.ini").exists()
 
 
 def test_genconfig_custom_path_and_refusal(isolated: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -131,8 +159,8 @@ def test_gentoken_quiet(isolated: Path, capsys: pytest.CaptureFixture[str]) -> N
     write_config(isolated / "config.json", token_hmac_secret_key=SECRET)
     code, out, _ = run(capsys, "gentoken", "-u", "42", "-q")
     assert code == 0
-    token = out.strip()
-    assert out == token + "\n" and token.count(".") == 2
+    token = out
+    assert token.strip() == token and token.count(".") == 2  # the token only, not even a newline
     assert jwt.decode(token, SECRET, algorithms=["HS256"])["sub"] == "42"
 
 
@@ -152,7 +180,12 @@ def test_gentoken_uses_explicit_config_and_env(
 
 def test_gentoken_without_secret(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(capsys, "gentoken", "-u", "1")
-    assert (code, out, err) == (1, "", "error: no HMAC secret key set\n")
+    assert (code, out) == (1, "")
+    assert err == (
+        "error: gentoken only supports generating HMAC-signed tokens, but no HMAC secret key is set in the "
+        "configuration (client.token.hmac_secret_key) \u2013 if you use RSA/ECDSA/JWKS token verification "
+        "you need to generate the JWT with your own tooling\n"
+    )
 
 
 def test_gentoken_explicit_missing_config(capsys: pytest.CaptureFixture[str]) -> None:
@@ -279,7 +312,7 @@ def test_checkconfig_good(isolated: Path, capsys: pytest.CaptureFixture[str]) ->
         ('{"port": "eighty"}', "port"),
         ('{"port": 70000}', "port"),
         ("{not json", "not valid JSON"),
-        ("[1, 2]", "JSON object"),
+        ("[1, 2]", "must hold an object"),
         ('{"namespaces": [{"name": "x"}]}', "namespace"),
         ('{"token_rsa_public_key": "not a key"}', "token_rsa_public_key"),
         ('{"ping_interval": "soon"}', "duration"),
@@ -291,7 +324,7 @@ def test_checkconfig_bad(
     (isolated / "config.json").write_text(content)
     code, out, err = run(capsys, "checkconfig")
     assert code == 1 and out == ""
-    assert err.startswith("error: ") and needle in err
+    assert err.startswith("error validating config: ") and needle in err
     assert "Traceback" not in err
 
 
@@ -324,7 +357,7 @@ def test_checkconfig_and_serve_refuse_what_is_not_supported_yet(
     for command in ("checkconfig", "serve"):
         code, out, err = run(capsys, command)
         assert code == 1 and out == "", command
-        assert err.startswith("error: ") and message in err, (command, err)
+        assert err.startswith(("error: ", "error validating config: ")) and message in err, (command, err)
     assert "serve" not in fake_roles
 
 
@@ -338,17 +371,15 @@ def test_checkconfig_accepts_features_left_off_and_warns_about_unknown_keys(
         admin_password="p",
         proxy_connect_endpoint="",
         mystery=1,
-        client={"insecure": True},
     )
     code, out, err = run(capsys, "checkconfig")
     assert code == 0 and out == ""
-    assert "warning: unknown config keys ignored: mystery" in err
-    assert "warning: Centrifugo v6 config sections ignored: client" in err
+    assert "warning: unknown keys in configuration file: mystery" in err
 
 
 def test_checkconfig_missing_file(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "checkconfig", "-c", "nope.json")
-    assert code == 1 and "nope.json" in err
+    assert (code, err) == (1, "config file not found\n")
 
 
 # --- version, usage ------------------------------------------------------------------------------------
@@ -357,7 +388,7 @@ def test_checkconfig_missing_file(capsys: pytest.CaptureFixture[str]) -> None:
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "version")
     assert code == 0
-    assert out == f"Switchboard v{broker.__version__} (Python {platform.python_version()})\n"
+    assert out == f"Switchboard v{broker.__version__} (Python version: {platform.python_version()})\n"
 
 
 def test_usage_errors_return_codes(capsys: pytest.CaptureFixture[str]) -> None:
@@ -418,7 +449,7 @@ def test_serve_flags_override_env_and_file(
     )
     cfg = fake_roles["serve"]
     assert cfg.port == 8300  # flag
-    assert cfg.name == "env"  # env over file
+    assert cfg.node_name == "env"  # env over file
     assert cfg.address == "10.0.0.1"  # file
     assert cfg.shards == 2
     assert cfg.uni_sse is True and cfg.uni_websocket is True
@@ -432,7 +463,7 @@ def test_root_flags_before_command(fake_roles: dict[str, Any], capsys: pytest.Ca
         == 0
     )
     cfg = fake_roles["serve"]
-    assert (cfg.port, cfg.address, cfg.name, cfg.log_level, cfg.health) == (
+    assert (cfg.port, cfg.address, cfg.node_name, cfg.log_level, cfg.health) == (
         9001,
         "127.0.0.1",
         "node1",
@@ -502,3 +533,97 @@ def test_router_and_shard(fake_roles: dict[str, Any], capsys: pytest.CaptureFixt
     assert main(["shard"]) == 2  # --index is required
     code, _, err = run(capsys, "shard", "--index", "-1")
     assert code == 1 and "--index" in err
+
+
+# --- v6 commands and flags -----------------------------------------------------------------------------
+
+
+def test_defaultconfig_writes_every_option_and_it_loads_back(
+    isolated: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(capsys, "defaultconfig", "-c", "all.json") == (0, "", "")
+    data = json.loads((isolated / "all.json").read_text())
+    assert data["http_server"]["port"] == 8000 and data["client"]["ping_interval"] == "25s"
+    assert data["channel"]["without_namespace"]["presence"] is False
+    cfg = load(isolated / "all.json", {}, {})
+    assert cfg.unknown_keys == [] and cfg.port == 8000
+    assert run(capsys, "defaultconfig", "-c", "all.json")[0] == 1  # never overwrites
+    code, out, _ = run(capsys, "defaultconfig", "-c", "all.yaml", "--dry-run")
+    assert code == 0 and "http_server:" in out and not (isolated / "all.yaml").exists()
+
+
+def test_defaultconfig_with_base(isolated: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_config(isolated / "base.json", http_api={"key": "from-base"})
+    code, out, _ = run(capsys, "defaultconfig", "-c", "x.json", "--dry-run", "--base", "base.json")
+    assert code == 0
+    data = json.loads(out)
+    assert data["http_api"]["key"] == "from-base" and data["http_server"]["port"] == 8000
+
+
+def test_defaultenv(isolated: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "defaultenv")
+    lines = out.splitlines()
+    assert code == 0
+    assert "CENTRIFUGO_HTTP_SERVER_PORT=8000" in lines
+    assert 'CENTRIFUGO_ENGINE_REDIS_ADDRESS="127.0.0.1:6379"' in lines
+    assert "CENTRIFUGO_UNI_HTTP_STREAM_ENABLED=false" in lines
+    assert 'CENTRIFUGO_CLIENT_PING_INTERVAL="25s"' in lines
+    write_config(isolated / "base.json", http_api={"key": "k"}, uni_http_stream={"enabled": True})
+    code, out, _ = run(capsys, "defaultenv", "--base", "base.json", "--base-non-zero-only")
+    assert 'CENTRIFUGO_HTTP_API_KEY="k"' in out.splitlines()
+    assert "CENTRIFUGO_UNI_HTTP_STREAM_ENABLED=true" in out.splitlines()
+    assert "CENTRIFUGO_CLIENT_INSECURE=false" not in out.splitlines()
+
+
+def test_defaultenv_lines_configure_the_same_server(capsys: pytest.CaptureFixture[str]) -> None:
+    _, out, _ = run(capsys, "defaultenv")
+    environ = {}
+    for line in out.splitlines():
+        name, _, value = line.partition("=")
+        environ[name] = json.loads(value.strip("'")) if value.startswith(("'", '"')) else value
+        if isinstance(environ[name], list | dict):
+            environ[name] = json.dumps(environ[name])
+    cfg = build({}, environ, {})
+    assert cfg.unknown_env == [] and cfg.port == 8000
+
+
+def test_checkconfig_strict(isolated: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_config(isolated / "config.json", client={"insecure": True, "typo": 1}, mystery=2)
+    code, _, err = run(capsys, "checkconfig", "--strict")
+    assert (code, err) == (1, "unknown keys in config: client.typo, mystery\n")
+    assert run(capsys, "checkconfig")[0] == 0
+
+
+def test_nested_flags(fake_roles: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["--http_server.port", "8400", "--log.level=debug", "--uni_http_stream.enabled"]
+    argv += ["--http_stream.enabled=false", "--client.insecure=true", "--engine.type", "memory"]
+    code, _, err = run(capsys, *argv)
+    assert code == 0, err
+    cfg = fake_roles["serve"]
+    assert (cfg.port, cfg.log_level, cfg.uni_http_stream, cfg.http_stream) == (8400, "debug", True, False)
+    assert cfg.client_insecure is True
+    code, _, err = run(capsys, "--admin.enabled")
+    assert code == 1 and "admin is not supported yet" in err
+    code, _, err = run(capsys, "--http_server.port=eighty")
+    assert code == 1 and "http_server.port" in err
+
+
+def test_dotenv_file_is_read_and_the_environment_wins(
+    isolated: Path,
+    fake_roles: dict[str, Any],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    (isolated / ".env").write_text("CENTRIFUGO_HTTP_API_KEY=from-dotenv\nCENTRIFUGO_HTTP_SERVER_PORT=8500\n")
+    monkeypatch.setenv("CENTRIFUGO_HTTP_SERVER_PORT", "8600")
+    assert run(capsys, "serve")[0] == 0
+    cfg = fake_roles["serve"]
+    assert (cfg.api_key, cfg.port) == ("from-dotenv", 8600)
+
+
+def test_serve_warns_about_unknown_env(
+    fake_roles: dict[str, Any], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CENTRIFUGO_NO_SUCH_THING", "1")
+    code, _, err = run(capsys, "serve")
+    assert code == 0 and "warning: unknown vars in environment: CENTRIFUGO_NO_SUCH_THING" in err

@@ -44,37 +44,49 @@ def shell(line: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProc
     return subprocess.run(["bash", "-c", line], cwd=cwd, env=env, capture_output=True, text=True, timeout=30)
 
 
-@pytest.fixture
-def walkthrough_server(tmp_path: Path):
+# How the walkthrough's server is started: the README's line (v6 names), the same with the v5 alias
+# the README mentions, and a server configured by v6 environment variables alone (no file).
+FORMS = ["v6", "v5-alias", "env-only"]
+
+
+@pytest.fixture(params=FORMS)
+def walkthrough_server(tmp_path: Path, request: pytest.FixtureRequest):
     """What `make run` leaves behind (config.json), then the README walkthrough's commands verbatim.
 
     The walkthrough's server runs on :8000; here the environment moves it to a free loopback port and a
     private runtime directory, which the README's command line does not set, so it still wins over them.
     """
+    form = request.param
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     (tmp_path / ".venv").symlink_to(sys.prefix)  # the walkthrough runs in the repository directory
     made = shell(makefile_config_command(), tmp_path, env)
     assert made.returncode == 0, made.stderr
-    config = json.loads((tmp_path / "config.json").read_text())
-    assert set(config) == {
-        "token_hmac_secret_key",
-        "admin_password",
-        "admin_secret",
-        "api_key",
-        "allowed_origins",
+    document = json.loads((tmp_path / "config.json").read_text())
+    assert list(document) == ["client", "admin", "http_api"]
+    config = {
+        "api_key": document["http_api"]["key"],
+        "secret": document["client"]["token"]["hmac_secret_key"],
     }
     refused = run_cli("genconfig", cwd=tmp_path)
     assert refused.returncode == 1 and "already exists" in refused.stderr
     port = free_port()
     server_env = dict(
         env,
-        SWITCHBOARD_PORT=str(port),
-        SWITCHBOARD_ADDRESS="127.0.0.1",
-        SWITCHBOARD_SHARDS="2",
-        SWITCHBOARD_RUNTIME_DIR=str(tmp_path / "run"),
+        CENTRIFUGO_HTTP_SERVER_PORT=str(port),
+        CENTRIFUGO_HTTP_SERVER_ADDRESS="127.0.0.1",
+        SWITCHBOARD_NODE_SHARDS="2",
+        SWITCHBOARD_NODE_RUNTIME_DIR=str(tmp_path / "run"),
     )
     *steps, serve = readme_walkthrough_commands()
-    assert serve.endswith("switchboard -c config.json"), serve
+    assert serve == "CENTRIFUGO_UNI_HTTP_STREAM_ENABLED=true switchboard -c config.json", serve
+    if form == "v5-alias":
+        serve = serve.replace("CENTRIFUGO_UNI_HTTP_STREAM_ENABLED=true", "CENTRIFUGO_UNI_HTTP_STREAM=1")
+    elif form == "env-only":
+        (tmp_path / "config.json").unlink()
+        env["CENTRIFUGO_CLIENT_TOKEN_HMAC_SECRET_KEY"] = config["secret"]
+        server_env["CENTRIFUGO_CLIENT_TOKEN_HMAC_SECRET_KEY"] = config["secret"]
+        server_env["CENTRIFUGO_HTTP_API_KEY"] = config["api_key"]
+        serve = serve.replace(" -c config.json", "")
     for step in steps:
         done = shell(step, tmp_path, env)
         assert done.returncode == 0, (step, done.stderr)
@@ -89,14 +101,14 @@ def walkthrough_server(tmp_path: Path):
     except AssertionError as failure:
         server.kill()
         raise AssertionError(f"{failure}\n{server.log_tail()}") from None
-    yield url, config, tmp_path
+    yield url, config, tmp_path, env
     server.stop()
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 def test_readme_walkthrough_with_curl_and_cent(walkthrough_server) -> None:
-    url, config, cwd = walkthrough_server
-    gentoken = run_cli("gentoken", "-u", "42", cwd=cwd)
+    url, config, cwd, env = walkthrough_server
+    gentoken = run_cli("gentoken", "-u", "42", cwd=cwd, env=env)
     assert gentoken.returncode == 0
     first_line, token = gentoken.stdout.strip().split("\n")
     assert first_line == 'HMAC SHA-256 JWT for user "42" with expiration TTL 168h0m0s:'
