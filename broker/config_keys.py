@@ -61,8 +61,6 @@ UNSUPPORTED_SWITCHES: dict[str, tuple[Any, ...]] = {
 UNSUPPORTED_CHANNEL_SWITCHES: dict[str, tuple[Any, ...]] = {
     "proxy_subscribe_stream": OFF_FALSE,
     "proxy_subscribe_stream_bidirectional": OFF_FALSE,
-    "delta_publish": OFF_FALSE,
-    "allowed_delta_types": (*OFF_EMPTY_LIST_OR_NULL, ()),
 }
 
 # Switch → the settings that only configure it.

@@ -128,6 +128,7 @@ class Publication:
     chan_info: bytes = b""
     time_ms: int = 0
     kind: str = ""  # "" publication, "join" or "leave"
+    delta: bool = False  # may go to delta subscribers as a delta against the channel's previous one
 
     def to_frames(self) -> list[bytes]:
         """ZeroMQ frames ``[topic, header (JSON), data, conn_info, chan_info]``: bytes travel as they are."""
@@ -144,6 +145,8 @@ class Publication:
             header["tm"] = self.time_ms
         if self.kind:
             header["k"] = self.kind
+        if self.delta:
+            header["d"] = 1
         return [topic(self.channel), orjson.dumps(header), self.data, self.conn_info, self.chan_info]
 
     @classmethod
@@ -163,6 +166,7 @@ class Publication:
             chan_info=frames[4],
             time_ms=header.get("tm", 0),
             kind=header.get("k", ""),
+            delta=bool(header.get("d")),
         )
 
     def client_info(self) -> Json | None:
@@ -217,7 +221,7 @@ def publication_from_params(params: Json) -> Publication:
         data = data or b""  # join / leave carry only the ClientInfo
     if not isinstance(channel, str) or not channel or data is None:
         raise errors.BAD_REQUEST()
-    publication = Publication(channel, data, kind=kind)
+    publication = Publication(channel, data, kind=kind, delta=params.get("delta") is True)
     tags = params.get("tags")
     if tags:
         publication.tags = {str(k): str(v) for k, v in tags.items()}

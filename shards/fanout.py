@@ -24,6 +24,7 @@ import orjson
 
 from broker import errors
 from broker.channels import ChannelRules
+from broker.delta import bodies as delta_bodies
 from broker.errors import ClientError
 from broker.protocol.state import SERVER_SIDE_SOURCES
 from broker.publication import Publication, publication_body
@@ -78,37 +79,40 @@ class FanOut:
         self.rules = rules
         self.host = host
         self._next_position_check = time.time() + POSITION_CHECK_INTERVAL
+        # Channels with delta subscribers here: (sequence number, data) of the last publication fanned
+        # out, the base of the next one's delta.
+        self._delta_last: dict[str, tuple[int, bytes]] = {}
 
     def deliver(self, publication: Publication) -> None:
         """Fan a publication (or a join / leave) out to this shard's subscribers of its channel."""
-        members = self.hub.by_channel.get(publication.channel)
+        channel = publication.channel
+        members = self.hub.by_channel.get(channel)
         if not members:
+            self._delta_last.pop(channel, None)
             return
         if publication.kind:
             self._deliver_presence_event(publication, members)
             return
-        encoded: dict[str, bytes] = {}
-        body: dict[str, Any] | None = None
-        json_ok: bool | None = None
+        frames = _Frames(publication, self._delta_last.get(channel))
         for conn in list(members):
             assert isinstance(conn, ClientConnection)
             state = conn.state
             ordered = state.recovering is None and state.positions is None
             if not ordered and not self._in_stream_order(conn, publication):
                 continue
-            kind = conn.kind
-            frame = encoded.get(kind)
+            frame = frames.for_connection(conn)
             if frame is None:
-                if kind in JSON_KINDS:
-                    if json_ok is None:
-                        json_ok = _is_json(publication.data)
-                    if not json_ok:
-                        conn.close_with(errors.INAPPROPRIATE_PROTOCOL)
-                        continue
-                if body is None:
-                    body = publication_push(publication.channel, publication_body(publication))
-                frame = encoded[kind] = ENCODERS[kind](body)
+                conn.close_with(errors.INAPPROPRIATE_PROTOCOL)
+                continue
             conn.enqueue(frame)
+        if frames.delta_subscribers:
+            self._delta_last[channel] = (frames.seq, publication.data)
+        else:
+            self._delta_last.pop(channel, None)
+
+    def channel_gone(self, channel: str) -> None:
+        """The shard's last subscriber of ``channel`` left: its delta base goes too."""
+        self._delta_last.pop(channel, None)
 
     def _in_stream_order(self, conn: ClientConnection, publication: Publication) -> bool:
         """For positioned subscriptions: hold publications during a subscribe, detect gaps after it."""
@@ -255,6 +259,60 @@ class FanOut:
             kind=kind,
         )
         self.host.publish(event, _ignore_result)
+
+
+class _Frames:
+    """One publication's frames, encoded once per connection kind (and per delta form) as needed."""
+
+    __slots__ = ("_encoded", "_json_ok", "_last", "_patch", "delta_subscribers", "publication", "seq")
+
+    def __init__(self, publication: Publication, last: tuple[int, bytes] | None) -> None:
+        self.publication = publication
+        self._last = last
+        self.seq = last[0] + 1 if last is not None else 1  # this publication's number for delta bases
+        self._encoded: dict[tuple[str, int], bytes] = {}
+        self._json_ok: bool | None = None
+        self._patch: bytes | bool | None = False  # False: not computed yet; None: send in full
+        self.delta_subscribers = False
+
+    def for_connection(self, conn: ClientConnection) -> bytes | None:
+        """The frame for ``conn``; None when it speaks JSON and the data is not JSON (it must go)."""
+        kind = conn.kind
+        if kind in JSON_KINDS:
+            if self._json_ok is None:
+                self._json_ok = _is_json(self.publication.data)
+            if not self._json_ok:
+                return None
+        deltas = conn.state.delta
+        form = 0  # 0: plain, 1: full payload in delta form, 2: delta against the previous publication
+        if deltas is not None:
+            base = deltas.get(self.publication.channel)
+            if base is not None:
+                self.delta_subscribers = True
+                form = 2 if self._last is not None and base == self._last[0] and self._delta() else 1
+                if base != delta_bodies.PENDING:
+                    deltas[self.publication.channel] = self.seq
+        frame = self._encoded.get((kind, form))
+        if frame is None:
+            frame = self._encoded[(kind, form)] = ENCODERS[kind](self._body(kind, form))
+        return frame
+
+    def _delta(self) -> bool:
+        if self._patch is False:
+            assert self._last is not None
+            use = self.publication.delta
+            self._patch = delta_bodies.patch(self._last[1], self.publication.data) if use else None
+        return self._patch is not None
+
+    def _body(self, kind: str, form: int) -> dict[str, Any]:
+        body = publication_body(self.publication)
+        binary = kind not in JSON_KINDS
+        if form == 1:
+            body = delta_bodies.full_body(body, binary)
+        elif form == 2:
+            assert isinstance(self._patch, bytes)
+            body = delta_bodies.patch_body(body, self._patch, binary)
+        return publication_push(self.publication.channel, body)
 
 
 def _is_json(data: bytes) -> bool:

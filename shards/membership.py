@@ -34,9 +34,11 @@ class DataPlane(Protocol):
 
 
 class Announcing(Protocol):
-    """Join/leave announcements (``shards.fanout.FanOut``)."""
+    """Join/leave announcements, and what fan-out keeps per channel (``shards.fanout.FanOut``)."""
 
     def presence_event(self, conn: ClientConnection, channel: str, kind: str) -> None: ...
+
+    def channel_gone(self, channel: str) -> None: ...
 
 
 class Roster(Protocol):
@@ -206,6 +208,8 @@ class Membership:
     def _channel_removed(self, channel: str) -> None:
         if self.data_plane is not None:
             self.data_plane.release(channel)
+        if self.fanout is not None:
+            self.fanout.channel_gone(channel)
 
     def _channel_count(self, channel: str, count: int) -> None:
         assert self.counts is not None

@@ -109,6 +109,7 @@ class ChannelWriter:
         publication.time_ms = int(now * 1000)
         if not publication.kind:
             options = self.rules.options_for(publication.channel)
+            publication.delta = publication.delta or options.delta_publish
             result = await self.engine.publish(
                 publication,
                 history_size=options.history_size,

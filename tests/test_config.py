@@ -245,8 +245,6 @@ NOT_SUPPORTED_YET = [
     ("rpc_ping", True, False),
     ("consumers", [{"name": "c", "type": "postgresql"}], []),
     ("log_file", "/var/log/switchboard.log", ""),
-    ("allowed_delta_types", ["fossil"], []),
-    ("delta_publish", True, False),
     ("proxy_subscribe_stream", True, False),
 ]
 
@@ -271,7 +269,7 @@ def test_not_supported_yet_key_switched_on_is_refused(key: str, on: Any, off: An
     assert cfg.unknown_keys == []
 
 
-@pytest.mark.parametrize("key", ["proxy_subscribe_stream", "delta_publish", "subscribe_stream_proxy_enabled"])
+@pytest.mark.parametrize("key", ["proxy_subscribe_stream", "subscribe_stream_proxy_enabled"])
 def test_not_supported_yet_channel_option_is_refused_in_a_namespace(key: str) -> None:
     with pytest.raises(ConfigError, match=rf"^namespace 'chat': {key} is not supported yet"):
         build({"namespaces": [{"name": "chat", key: True}]}, {}, {})

@@ -31,6 +31,7 @@ from typing import Any, Protocol
 from broker import errors
 from broker.auth import TokenExpired, TokenInvalid
 from broker.config import Config
+from broker.delta import bodies as delta_bodies
 from broker.errors import ClientError, Disconnect
 from broker.merge import merge_presence, merge_presence_stats
 from broker.protocol.codec import history_result
@@ -106,6 +107,7 @@ log = logging.getLogger("switchboard.proxy")
 
 class Codec(Protocol):
     name: str
+    binary: bool  # Protobuf: payloads travel as bytes (delta subscribers' data too)
 
     def decode_commands(self, data: bytes) -> list[dict[str, Any]]: ...
 
@@ -259,6 +261,9 @@ class ClientSession:
         if kind:
             # Only streams are served: shared poll is not available, other types (map) not permitted.
             raise errors.NOT_AVAILABLE() if kind == SHARED_POLL else errors.PERMISSION_DENIED()
+        delta = request.get("delta") or ""
+        if delta and delta not in delta_bodies.ALLOWED_TYPES:
+            raise errors.DISCONNECT_BAD_REQUEST()  # a delta type no server knows, as Centrifugo answers
         state = self.state
         rules = self.host.rules
         pending = state.proxy_pending
@@ -311,14 +316,17 @@ class ClientSession:
         channel = plan.channel
         source = plan.decision.source
         options = plan.decision.options
+        if request.get("delta") and request["delta"] in options.allowed_delta_types:
+            result["delta"] = True
+            if self.state.delta is None:
+                self.state.delta = {}
+            self.state.delta[channel] = delta_bodies.PENDING
         if source == SOURCE_SUBSCRIBE_PROXY and self.host.rules.proxy_for("sub_refresh", options):
             # The sub_refresh proxy prolongs it: the client has nothing to refresh.
             result.pop("expires", None)
             result.pop("ttl", None)
         if not plan.positioned:
-            self.host.subscribe(
-                self, channel, source, lambda: self._deferred_reply(command_id, "subscribe", result)
-            )
+            self.host.subscribe(self, channel, source, lambda: self._subscribed(command_id, channel, result))
         else:
             # Hold live publications until the stream position (and any recovery) is known, then merge.
             state = self.state
@@ -331,6 +339,16 @@ class ClientSession:
         # Armed once subscribed: what refreshes it depends on where the subscription came from.
         if plan.decision.expire_at:
             self._set_sub_expiry(channel, float(plan.decision.expire_at))
+
+    def _subscribed(self, command_id: int, channel: str, result: dict[str, Any]) -> None:
+        self._deferred_reply(command_id, "subscribe", result)
+        self._delta_ready(channel)
+
+    def _delta_ready(self, channel: str) -> None:
+        """The subscribe reply is out: a delta subscription takes its next publication as its base."""
+        deltas = self.state.delta
+        if deltas is not None and deltas.get(channel) == delta_bodies.PENDING:
+            deltas[channel] = delta_bodies.NO_BASE
 
     def _refused(self, command_id: int, refusal: Refusal) -> None:
         """A proxy's ``error`` (a reply to the command) or ``disconnect`` (the connection ends)."""
@@ -411,6 +429,8 @@ class ClientSession:
                 self.forget_channel(channel)
                 return
             publications = publications_of(found)
+            if result.get("delta"):
+                publications = [delta_bodies.full_body(p, self.codec.binary) for p in publications]
             result["was_recovering"] = True
             if recovered:
                 result["recovered"] = True
@@ -422,9 +442,11 @@ class ClientSession:
         self._reply(command_id, "subscribe", result)
         live, last = held_to_deliver(held, epoch, top)
         for publication in live:
-            self._out.append(
-                self.codec.encode_push({"channel": channel, "pub": publication_body(publication)})
-            )
+            body = publication_body(publication)
+            if result.get("delta"):
+                body = delta_bodies.full_body(body, self.codec.binary)
+            self._out.append(self.codec.encode_push({"channel": channel, "pub": body}))
+        self._delta_ready(channel)
         state.positions[channel] = (last, epoch)
         state.position_boots = position_boot(state.position_boots, channel, found)
 
@@ -454,6 +476,10 @@ class ClientSession:
             state.position_boots.pop(channel, None)
         if state.recovering is not None:
             state.recovering.pop(channel, None)
+        if state.delta is not None:
+            state.delta.pop(channel, None)
+            if not state.delta:
+                state.delta = None
 
     def _on_publish(self, command_id: int, request: dict[str, Any], now: float) -> None:
         state = self.state

@@ -40,6 +40,7 @@ class ConnectionState:
         "client",
         "connect_proxy",
         "connected_at",
+        "delta",
         "expire_at",
         "info",
         "join_leave",
@@ -90,6 +91,9 @@ class ConnectionState:
         self.position_boots: dict[str, str] | None = None
         # Subscriptions waiting for their position or recovery: live publications are held here.
         self.recovering: dict[str, list[Any]] | None = None
+        # Subscriptions that negotiated delta: channel → the shard's sequence number of the last
+        # publication sent to it (broker.delta.bodies: PENDING before the reply, NO_BASE for none yet).
+        self.delta: dict[str, int] | None = None
         self.expire_at = 0.0  # unix seconds; 0 = never
         # What the connect proxy decided before the handoff (a client without a token), until used.
         self.connect_proxy: Any = None

@@ -58,7 +58,9 @@ def _publication(params: Params) -> Params:
         if not isinstance(tags, dict) or not all(isinstance(v, str) for v in tags.values()):
             raise errors.BAD_REQUEST.with_message("tags must map strings to strings")
         out["tags"] = tags
-    out.update(_present(params, ("skip_history", "idempotency_key")))
+    if params.get("delta") is not None and not isinstance(params["delta"], bool):
+        raise errors.BAD_REQUEST.with_message("delta must be a boolean")
+    out.update(_present(params, ("skip_history", "idempotency_key", "delta")))
     return out
 
 

@@ -35,6 +35,7 @@ from centrifuge import (
     ClientEventHandler,
     ConnectedContext,
     ConnectingContext,
+    DeltaType,
     DisconnectedContext,
     ErrorContext,
     JoinContext,
@@ -90,6 +91,7 @@ class NodeClient:
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
+            limit=16 * 1024 * 1024,  # an event carries a publication's data, which may be large
         )
         assert self.proc.stdout is not None and self.proc.stderr is not None
         self._readers = [
@@ -152,10 +154,13 @@ class NodeClient:
         positioned: bool = False,
         join_leave: bool = False,
         get_state: dict[str, str] | None = None,
+        delta: str = "",
     ) -> None:
         options: dict[str, Any] = {}
         if token:
             options["token"] = token
+        if delta:
+            options["delta"] = delta
         if get_state:
             options["get_state"] = get_state
         if refresh_tokens:
@@ -313,6 +318,7 @@ class PyClient:
         positioned: bool = False,
         join_leave: bool = False,
         get_state: dict[str, str] | None = None,
+        delta: str = "",
     ) -> Subscription:
         """Create the subscription and start subscribing (``subscribed`` tells when it is done).
 
@@ -330,6 +336,7 @@ class PyClient:
             positioned=positioned,
             join_leave=join_leave,
             get_state=self._state_loader(channel, get_state) if get_state else None,
+            delta=DeltaType(delta) if delta else None,
         )
         await sub.subscribe()
         return sub

@@ -6,9 +6,12 @@ import asyncio
 from types import SimpleNamespace
 from typing import Any
 
+import orjson
+
 from broker import errors
 from broker.channels import ChannelRules
 from broker.config import build
+from broker.delta.fossil import apply
 from broker.protocol.state import ConnectionState
 from broker.publication import Publication
 from shards.connection import ClientConnection
@@ -198,5 +201,45 @@ def test_the_position_check_cuts_subscribers_behind_but_not_ones_positioned_anew
 
         loop.run_until_complete(scenario())
         assert ended == [("behind", 2500)]
+    finally:
+        loop.close()
+
+
+def _pub(frame: bytes) -> dict[str, Any]:
+    """The publication in a WebSocket text frame of the JSON protocol (the frame header comes first)."""
+    pub: dict[str, Any] = orjson.loads(frame[frame.index(b"{") :])["push"]["pub"]
+    return pub
+
+
+def test_delta_is_computed_once_per_publication_and_follows_each_subscribers_base():
+    fanout, hub, shard, loop = setup()
+    try:
+        early = [subscribe(hub, shard, f"d{i}", "ws-json") for i in range(3)]
+        for conn in early:
+            conn.state.delta = {"news": 0}  # subscribed with delta, no base yet
+        plain = subscribe(hub, shard, "plain", "ws-json")
+        doc = b'{"rows": [' + b",".join(b'{"id": %d, "v": "value %d"}' % (i, i) for i in range(50)) + b"]}"
+        fanout.deliver(Publication("news", doc, delta=True))
+        late = subscribe(hub, shard, "late", "ws-json")
+        late.state.delta = {"news": 0}
+        pending = subscribe(hub, shard, "pending", "ws-json")
+        pending.state.delta = {"news": -1}  # its subscribe reply is not out yet
+        edited = doc.replace(b"value 7", b"value 70")
+        fanout.deliver(Publication("news", edited, delta=True))
+        second = [_pub(conn.queued[1]) for conn in early]
+        assert all(conn.queued[1] is early[0].queued[1] for conn in early)  # one delta, shared
+        assert second[0]["delta"] is True and apply(doc, second[0]["data"].encode()) == edited
+        assert _pub(late.queued[0]) == {"data": edited.decode()}  # no base yet: in full, as a string
+        assert _pub(pending.queued[0]) == {"data": edited.decode()} and pending.state.delta == {"news": -1}
+        assert late.state.delta == early[0].state.delta
+        assert _pub(plain.queued[1])["data"] == orjson.loads(edited)
+        # Not delta-capable: in full for everyone, and still the base of the next one.
+        fanout.deliver(Publication("news", doc))
+        assert _pub(late.queued[1]) == {"data": doc.decode()}
+        fanout.deliver(Publication("news", edited, delta=True))
+        assert _pub(late.queued[2])["delta"] is True
+        # The last subscriber leaving drops what the channel kept.
+        fanout.channel_gone("news")
+        assert "news" not in fanout._delta_last
     finally:
         loop.close()

@@ -12,7 +12,7 @@
 //   refresh_tokens  tokens handed out by getToken, in order (the last one is repeated); without it
 //                   there is no getToken
 //   name, version   sent in the connect request
-//   subscriptions   [{channel, token?, refresh_tokens?, recoverable?, positioned?, join_leave?}] created
+//   subscriptions   [{channel, token?, refresh_tokens?, recoverable?, positioned?, join_leave?, delta?}] created
 //                   (and subscribed) before connecting
 //   actions         commands run in order once the client is first connected
 //   timeout         seconds after which the script reports {"event":"timeout"} and exits 3 (default 30)
@@ -21,7 +21,7 @@
 //
 // Commands (in `actions`, or one JSON object per stdin line after the scenario):
 //   {"op":"subscribe","channel":c,"token"?:t,"refresh_tokens"?:[...],"recoverable"?:b,"positioned"?:b,
-//    "join_leave"?:b}   {"op":"unsubscribe","channel":c}
+//    "join_leave"?:b, "delta"?:"fossil"}   {"op":"unsubscribe","channel":c}
 //   {"op":"publish","channel":c,"data":d}   {"op":"sleep","ms":n}   {"op":"state"}
 //   {"op":"history","channel":c,"limit"?:n,"since"?:{offset,epoch},"reverse"?:b}
 //   {"op":"presence","channel":c}   {"op":"presence_stats","channel":c}   {"op":"rpc","method":m,"data":d}
@@ -195,6 +195,7 @@ async function main() {
     if (spec.recoverable) subOptions.recoverable = true;
     if (spec.positioned) subOptions.positioned = true;
     if (spec.join_leave) subOptions.joinLeave = true;
+    if (spec.delta) subOptions.delta = spec.delta;
     if (spec.get_state) {
       // The app's state: here the channel's current stream position, read from the server API.
       let calls = 0;

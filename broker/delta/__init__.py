@@ -1,0 +1,1 @@
+"""Delta compression of publications (the fossil format both official SDKs decode)."""
