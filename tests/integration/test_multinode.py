@@ -21,8 +21,10 @@ import orjson
 import pytest
 import requests
 
+from broker.delta.fossil import apply
 from broker.hashing import shard_for_user
 from tests.integration.streamclient import StreamClient
+from tests.integration.wsclient import WsClient, api, run
 from tests.support import redis_server as redis_support
 from tests.support.redis_server import RedisServer, command
 from tests.support.server import Process, Server, free_port
@@ -38,6 +40,12 @@ NAMESPACES = [
         "allow_subscribe_for_client": True,
     },
     {"name": "room", "presence": True, "join_leave": True, "force_push_join_leave": True},
+    {
+        "name": "doc",
+        "allow_subscribe_for_client": True,
+        "allowed_delta_types": ["fossil"],
+        "delta_publish": True,
+    },
 ]
 
 
@@ -136,6 +144,36 @@ def test_publications_from_any_node_reach_every_node_in_one_order(nodes: list[Se
         assert [p["data"]["n"] for p in got] == list(range(30))
         assert [p["offset"] for p in got] == offsets
         client.close()
+
+
+def test_delta_subscribers_on_every_node_decode_publications_from_any_node(nodes: list[Server]) -> None:
+    versions = [
+        orjson.dumps({"rows": [{"id": i, "v": 1000 + n if i == n else i} for i in range(100)]})
+        for n in range(12)
+    ]
+
+    async def scenario() -> None:
+        clients = []
+        for i, node in enumerate(nodes):
+            client = await WsClient.connected(node.port, make_token(f"delta-{i}"))
+            assert (await client.subscribe("doc:multi", delta="fossil"))["subscribe"]["delta"] is True
+            clients.append(client)
+        for n, data in enumerate(versions):
+            await api(nodes[n % 3], "publish", {"channel": "doc:multi", "data": orjson.loads(data)})
+        for client in clients:
+            previous, deltas = b"", 0
+            for data in versions:
+                pub = (await client.push("pub", "doc:multi"))["pub"]
+                if pub.get("delta"):
+                    deltas += 1
+                    previous = apply(previous, pub["data"].encode())
+                else:
+                    previous = pub["data"].encode()
+                assert orjson.loads(previous) == orjson.loads(data)
+            assert deltas == len(versions) - 1
+            await client.close()
+
+    run(scenario())
 
 
 def test_a_client_recovers_on_another_node_what_it_missed(nodes: list[Server]) -> None:
