@@ -15,6 +15,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
@@ -78,14 +79,14 @@ def connections(shard: RouterHost, params: dict[str, Any]) -> Raw | Awaitable[Ra
     """
     user = params.get("user") or ""
     expression = params.get("expression") or ""
-    limit = params.get("limit") or 0
+    answer = _Answer(params.get("limit") or 0, params.get("exclude_client") or "", params.get("sort") or "")
     hub = shard.hub
     labelled = _labelled(params.get("label_filter"))
     if not expression and user:
         found = hub.user_connections(user)
         if labelled is None:
-            return _connections_answer(found, limit)
-        return _connections_answer([conn for conn in found if labelled(conn)], limit)
+            return answer.of(found)
+        return answer.of([conn for conn in found if labelled(conn)])
     # A label filter alone scans like the expression "true": in slices, within the deadline.
     flt = compile_connections_filter(expression or "true", shard.cfg)
     hints = flt.hints
@@ -104,15 +105,15 @@ def connections(shard: RouterHost, params: dict[str, Any]) -> Raw | Awaitable[Ra
         deadline=time.monotonic() + timeout,
     )
     if _run_slice(scan):
-        return _connections_answer(scan.matched(), limit)
-    return _finish_scan(scan, limit)
+        return answer.of(scan.matched())
+    return _finish_scan(scan, answer)
 
 
-async def _finish_scan(scan: Scan, limit: int) -> Raw:
+async def _finish_scan(scan: Scan, answer: _Answer) -> Raw:
     while True:
         await asyncio.sleep(0)
         if _run_slice(scan):
-            return _connections_answer(scan.matched(), limit)
+            return answer.of(scan.matched())
 
 
 def _run_slice(scan: Scan) -> bool:
@@ -147,16 +148,26 @@ def _is_open(conn: Any) -> bool:
     return not conn.closed
 
 
-def _connections_answer(found: Iterable[Any], limit: int = 0) -> Raw:
-    """The matches as ``{"connections": {...}}``; with a ``limit``, at most that many described (the
-    costly part) and ``total`` counting them all."""
-    if not limit:
-        return Raw(
-            orjson.dumps({"connections": {conn.state.client: conn.state.connection_info() for conn in found}})
-        )
-    matched = list(found)
-    kept = {conn.state.client: conn.state.connection_info() for conn in matched[:limit]}
-    return Raw(orjson.dumps({"connections": kept, "total": len(matched)}))
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """How matches become the answer: ``exclude_client`` left out, ordered by ``sort``, and with a
+    ``limit`` at most that many described (the costly part) and ``total`` counting them all."""
+
+    limit: int = 0
+    exclude_client: str = ""
+    sort: str = ""
+
+    def of(self, found: Iterable[Any]) -> Raw:
+        matched = [conn for conn in found if conn.state.client != self.exclude_client]
+        if self.sort:
+            matched.sort(key=lambda conn: conn.state.connected_at, reverse=self.sort.startswith("-"))
+        kept = matched[: self.limit] if self.limit else matched
+        answer: dict[str, Any] = {
+            "connections": {conn.state.client: conn.state.connection_info() for conn in kept}
+        }
+        if self.limit:
+            answer["total"] = len(matched)
+        return Raw(orjson.dumps(answer))
 
 
 def disconnect(shard: RouterHost, params: dict[str, Any]) -> dict[str, Any]:

@@ -91,8 +91,9 @@ async def connections(ctx: Across, local: Local, raw: Params) -> orjson.Fragment
     _raise_first(asked)
     answers = [orjson.loads(_raw_json(mine)), *(asked.results[uid] for uid in others if uid in asked.results)]
     limit = raw.get("limit") or 0
-    if limit:
-        merged = orjson.dumps(limit_connections(answers, limit))
+    sort = raw.get("sort") or ""
+    if limit or sort:
+        merged = orjson.dumps(limit_connections(answers, limit, sort))
     else:
         merged = splice_connections(
             [orjson.dumps({"connections": a.get("connections", {})}) for a in answers]

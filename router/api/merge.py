@@ -21,17 +21,22 @@ def splice_connections(parts: list[bytes]) -> bytes:
     return _CONNECTIONS_PREFIX + b",".join(chunk for chunk in inner if chunk) + b"}}"
 
 
-def limit_connections(answers: list[dict[str, Any]], limit: int) -> dict[str, Any]:
-    """Answers made with a ``limit`` as one: at most ``limit`` connections, ``total`` over them all."""
-    kept: dict[str, Any] = {}
+def limit_connections(answers: list[dict[str, Any]], limit: int, sort: str = "") -> dict[str, Any]:
+    """Answers made with a ``limit`` and/or a ``sort`` as one: in that order, at most ``limit``
+    connections (0: all), and with a limit ``total`` over them all."""
+    found: list[tuple[str, Any]] = []
     total = 0
     for answer in answers:
-        found = answer.get("connections", {})
-        total += int(answer.get("total", len(found)))
-        for client, info in found.items():
-            if len(kept) < limit:
-                kept[client] = info
-    return {"connections": kept, "total": total}
+        part = answer.get("connections", {})
+        total += int(answer.get("total", len(part)))
+        found += part.items()
+    if sort:
+        # Each answer is sorted already; the merged one is sorted again as a whole.
+        found.sort(key=lambda item: int(item[1].get("connected_at_ms", 0)), reverse=sort.startswith("-"))
+    merged: dict[str, Any] = {"connections": dict(found[:limit] if limit else found)}
+    if limit:
+        merged["total"] = total
+    return merged
 
 
 def with_unavailable_shards(merged: bytes, missing: list[int]) -> bytes:

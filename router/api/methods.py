@@ -167,14 +167,7 @@ async def connections(ctx: Context, params: p.ConnectionsParams) -> orjson.Fragm
         compile_connections_filter(params.expression, ctx.cfg)
     # The shards stop scanning when the router stops waiting for them.
     timeout = float(ctx.cfg.api_shard_timeout)
-    shard_params = {
-        "user": params.user,
-        "expression": params.expression,
-        "timeout": timeout,
-        "limit": params.limit,
-    }
-    if params.label_filter is not None:
-        shard_params["label_filter"] = params.label_filter
+    shard_params = params.shard_params(timeout)
     index = shard_for_user(params.user, ctx.cluster.size)
     if index is not None:
         # Every connection of a named user lives on that user's shard.
@@ -186,8 +179,9 @@ async def connections(ctx: Context, params: p.ConnectionsParams) -> orjson.Fragm
     gathered = await ctx.cluster.gather("connections", shard_params, timeout, raw=True)
     raise_first_error(gathered.errors)
     parts = [gathered.results[i].json for i in sorted(gathered.results)]
-    if params.limit:
-        merged = orjson.dumps(limit_connections([orjson.loads(part) for part in parts], params.limit))
+    if params.limit or params.sort:
+        answers = [orjson.loads(part) for part in parts]
+        merged = orjson.dumps(limit_connections(answers, params.limit, params.sort))
     else:
         merged = splice_connections(parts)
     return orjson.Fragment(with_unavailable_shards(merged, gathered.missing))

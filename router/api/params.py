@@ -280,6 +280,10 @@ class ConnectionsParams:
     expression: str
     limit: int  # 0: every match; otherwise at most this many, and the answer carries "total"
     label_filter: Params | None = None  # a FilterNode over the connections' labels
+    # Switchboard extensions: leave one connection out (a messenger's "other sessions" list), and order
+    # the answer by connection time ("connected_at_ms" oldest first, "-connected_at_ms" newest first).
+    exclude_client: str = ""
+    sort: str = ""
 
     @classmethod
     def from_json(cls, params: Params, rules: ChannelNames) -> Self:
@@ -295,7 +299,29 @@ class ConnectionsParams:
         limit = params.get("limit", 0)
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
             raise errors.BAD_REQUEST.with_message("limit must be a non-negative integer")
-        return cls(user, expression, limit, label_filter)
+        sort = string(params, "sort")
+        if sort not in CONNECTION_SORTS:
+            raise errors.BAD_REQUEST.with_message('sort must be "connected_at_ms" or "-connected_at_ms"')
+        return cls(user, expression, limit, label_filter, string(params, "exclude_client"), sort)
+
+    def shard_params(self, timeout: float) -> Params:
+        """What each shard (and each other node) is asked."""
+        out: Params = {
+            "user": self.user,
+            "expression": self.expression,
+            "timeout": timeout,
+            "limit": self.limit,
+        }
+        if self.label_filter is not None:
+            out["label_filter"] = self.label_filter
+        if self.exclude_client:
+            out["exclude_client"] = self.exclude_client
+        if self.sort:
+            out["sort"] = self.sort
+        return out
+
+
+CONNECTION_SORTS = ("", "connected_at_ms", "-connected_at_ms")
 
 
 @dataclass(frozen=True, slots=True)

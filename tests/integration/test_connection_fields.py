@@ -133,3 +133,43 @@ def test_operations_targeted_by_labels_across_shards(server: Server) -> None:
             await clients[name].close()
 
     run(scenario())
+
+
+def test_exclude_client_and_sort_by_connection_time(server: Server) -> None:
+    """Switchboard extensions: a messenger's "your other sessions" list, newest first."""
+
+    async def scenario() -> None:
+        clients = []
+        for _ in range(3):
+            clients.append(await WsClient.connected(server.port, make_token("fields-sessions")))
+            await asyncio.sleep(0.02)  # distinct connection times
+        ids = [c.connect_result["client"] for c in clients]
+        by_user = {"user": "fields-sessions"}
+        newest_first = await api(server, "connections", {**by_user, "sort": "-connected_at_ms"})
+        assert list(newest_first["result"]["connections"]) == ids[::-1]
+        oldest_first = await api(server, "connections", {**by_user, "sort": "connected_at_ms", "limit": 2})
+        assert list(oldest_first["result"]["connections"]) == ids[:2]
+        assert oldest_first["result"]["total"] == 3
+        others = await api(
+            server, "connections", {**by_user, "exclude_client": ids[1], "sort": "connected_at_ms"}
+        )
+        assert list(others["result"]["connections"]) == [ids[0], ids[2]]
+        # Across shards (an expression scans every shard), the merged answer is in order too.
+        home = shard_for_user("fields-sessions", 2)
+        elsewhere = next(
+            u for u in (f"fields-elsewhere-{i}" for i in range(100)) if shard_for_user(u, 2) != home
+        )
+        await asyncio.sleep(0.02)
+        clients.append(await WsClient.connected(server.port, make_token(elsewhere)))
+        expression = f'user == "fields-sessions" || user == "{elsewhere}"'
+        spread = await api(
+            server, "connections", {"expression": expression, "sort": "-connected_at_ms", "limit": 2}
+        )
+        newest = clients[-1].connect_result["client"]
+        assert list(spread["result"]["connections"]) == [newest, ids[2]] and spread["result"]["total"] == 4
+        bad = await api(server, "connections", {**by_user, "sort": "user"})
+        assert bad["error"]["code"] == 107
+        for client in clients:
+            await client.close()
+
+    run(scenario())

@@ -70,3 +70,16 @@ def test_an_api_publication_keeps_json_as_is_and_binary_as_base64():
     assert orjson.loads(orjson.dumps(api_publication(wire))) == {"data": {"a": 1}, "offset": 3}
     binary = {"b64data": base64.b64encode(b"\xff\x00").decode(), "offset": 4}
     assert api_publication(binary)["data"] == base64.b64encode(b"\xff\x00").decode()
+
+
+def test_limit_connections_sorts_the_merged_answers_by_connection_time() -> None:
+    from router.api.merge import limit_connections
+
+    answers = [
+        {"connections": {"a": {"connected_at_ms": 1}, "c": {"connected_at_ms": 5}}, "total": 3},
+        {"connections": {"b": {"connected_at_ms": 3}}, "total": 1},
+    ]
+    newest = limit_connections(answers, 2, "-connected_at_ms")
+    assert list(newest["connections"]) == ["c", "b"] and newest["total"] == 4
+    oldest = limit_connections(answers, 0, "connected_at_ms")
+    assert list(oldest["connections"]) == ["a", "b", "c"] and "total" not in oldest
