@@ -53,13 +53,14 @@ fmt: $(STAMP)
 docs: $(STAMP)
 	$(BIN)/python -m broker.config_docs README.md
 
-# Services the tests start themselves (never the system's): Debian's redis-server and redis-cli, and
-# openssl for the certificate of the TLS test.
+# Services the tests start themselves (never the system's): Debian's redis-server and redis-cli,
+# openssl for the certificate of the TLS test, and systemd-analyze to verify the units in deploy/systemd.
 services:
-	@command -v redis-server >/dev/null && command -v redis-cli >/dev/null && command -v openssl >/dev/null || { \
-		echo "==> installing redis-server, redis-tools and openssl"; \
+	@command -v redis-server >/dev/null && command -v redis-cli >/dev/null && command -v openssl >/dev/null \
+		&& command -v systemd-analyze >/dev/null || { \
+		echo "==> installing redis-server, redis-tools, openssl and systemd (for systemd-analyze)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-			redis-server redis-tools openssl >/dev/null; }
+			redis-server redis-tools openssl systemd >/dev/null; }
 
 test: lint sdk-deps services
 	$(BIN)/pytest -q
