@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any, Protocol, cast
 
 from broker import errors
+from broker.access.rules import AccessRules
 from broker.auth import TokenVerifier
 from broker.channels import ChannelRules
 from broker.config import Config
@@ -45,6 +46,9 @@ class ConnectionHost(Protocol):
 
     @property
     def verifier(self) -> TokenVerifier: ...
+
+    @property
+    def access(self) -> AccessRules: ...
 
     @property
     def rules(self) -> ChannelRules: ...

@@ -62,7 +62,7 @@ from shards.proxies import ProxyCalls
 from shards.proxy_refresh import ProxyRefresher
 from shards.redis_node import RedisNode
 from shards.rehome import Rehoming
-from shards.restarts import PeerRestarts, announce_start
+from shards.restarts import PeerRestarts, announce_start, load_access_rules
 from shards.router_requests import ROUTER_HANDLERS, warm_up
 from shards.timers import every_second
 from shards.writer import ChannelWriter
@@ -91,6 +91,7 @@ class Shard:
         self.server_unsubscribe = self.membership.server_unsubscribe
         self.expiry_changed = self.membership.expiry_changed
         self.sub_expiry_changed = self.membership.sub_expiry_changed
+        self.access = self.membership.access
         self.verifier = TokenVerifier.for_connections(cfg)
         self.rules = ChannelRules.from_config(cfg)
         # The channels this shard writes (see broker.hashing.writer_for), their streams and members.
@@ -188,6 +189,7 @@ class Shard:
             self.redis.start()
         ticker = self.loop.create_task(every_second(self._tick))
         self.spawn(announce_start(self.writer, self.mesh, self.boot_id, self.loop))
+        self.spawn(load_access_rules(self.access, self.mesh))
         await self._stopping.wait()
         ticker.cancel()
         await self._drain()
@@ -315,6 +317,7 @@ class Shard:
             return
         self.timers.tick(now)
         self.writer.maintain(now)
+        self.access.forget_expired(time.time())
         if self.redis is not None:
             self.redis.tick(now)
         if self.fanout.position_check_due(now):

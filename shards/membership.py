@@ -9,10 +9,12 @@ channel counts the router reads.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Protocol
 
 from broker import errors
+from broker.access.rules import AccessRules
 from broker.config import Config
 from broker.errors import Disconnect
 from broker.ipc.shm_index import CountIndex
@@ -72,6 +74,7 @@ class Membership:
             on_count=self._channel_count if counts is not None else None,
         )
         self.timers = ConnectionTimers(cfg, self, now)
+        self.access = AccessRules()
 
     def admit(self, conn: ClientConnection, ready: Callable[[], None] | None = None) -> Disconnect | None:
         """Enter a connection that passed connect into every index; refuse it over the user's limit.
@@ -80,6 +83,11 @@ class Membership:
         server-side subscriptions), so that the connect reply never precedes a lost publication.
         """
         state = conn.state
+        # Blocked users, revoked and invalidated tokens (the session management API) stop here, after
+        # the token was read or the connect proxy answered, whichever transport the client came by.
+        refused = self.access.refuses(state.user, state.token_uid, state.token_issued_at, time.time())
+        if refused is not None:
+            return refused
         limit = self.cfg.client_user_connection_limit
         # All of a user's connections live on this shard, so the count here is the user's count.
         if limit and state.user and len(self.hub.user_connections(state.user)) >= limit:

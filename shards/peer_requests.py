@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import orjson
 
 from broker import errors
+from broker.access.rules import AccessRules
 from broker.engine.base import RecoveryResult, StreamPosition
 from broker.ipc.control import Raw
 from broker.protocol.state import ConnectionState
@@ -40,6 +41,9 @@ class PeerHost(Protocol):
 
     @property
     def hub(self) -> ChannelMembers: ...
+
+    @property
+    def access(self) -> AccessRules: ...
 
     def peer_restarted(self, index: int, boot: str) -> Awaitable[dict[str, Any]]: ...
 
@@ -142,7 +146,13 @@ def shard_started(host: PeerHost, params: dict[str, Any]) -> Any:
     return host.peer_restarted(int(params.get("index", -1)), str(params.get("boot", "")))
 
 
+def access_rules(host: PeerHost, params: dict[str, Any]) -> Any:
+    """Every session management entry this shard holds, for a shard that just started."""
+    return {"entries": host.access.snapshot()}
+
+
 PEER_HANDLERS = {
+    "access_rules": access_rules,
     "publish": publish,
     "presence": presence,
     "presence_stats": presence_stats,

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from broker.access.rules import AccessRules, BadEntry
 from broker.hashing import writer_for
 from shards.connection import ClientConnection
 from shards.peer_mesh import PEER_TIMEOUT, PeerMesh
@@ -64,6 +65,25 @@ async def announce_start(
         else:
             await asyncio.sleep(0.2)
     writer.open_writing("announcement over")
+
+
+async def load_access_rules(rules: AccessRules, mesh: PeerMesh) -> None:
+    """A shard that starts takes the session management entries (blocked users, revoked tokens) from
+    the first peer that answers: they are kept by every shard, and live as long as one of them does."""
+    for index in mesh.others():
+        try:
+            answer = await mesh.request(index, "access_rules", {}, PEER_TIMEOUT)
+        except Exception as exc:  # a peer that is down or starting too: ask the next one
+            log.debug("shard %d has no access rules for us: %r", index, exc)
+            continue
+        entries = answer.get("entries", []) if isinstance(answer, dict) else []
+        for entry in entries:
+            try:
+                rules.apply(entry)
+            except BadEntry as exc:
+                log.warning("access rule from shard %d skipped: %s", index, exc)
+        log.info("access rules loaded from shard %d: %d entries", index, len(entries))
+        return
 
 
 class Subscriptions(Protocol):

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import orjson
 
 from broker import errors
+from broker.access.rules import AccessRules, BadEntry
 from broker.config import Config
 from broker.connections_filter import Scan, ScanStopped, compile_connections_filter
 from broker.errors import Disconnect
@@ -45,6 +46,9 @@ class RouterHost(PeerHost, Protocol):
 
     @property
     def index(self) -> int: ...
+
+    @property
+    def access(self) -> AccessRules: ...
 
     @property
     def pid(self) -> int: ...
@@ -326,7 +330,30 @@ def emulation(shard: RouterHost, params: dict[str, Any]) -> dict[str, Any]:
     return {"found": True}
 
 
+def access(shard: RouterHost, params: dict[str, Any]) -> dict[str, Any]:
+    """A session management change: keep it, and close the connections here that it now refuses."""
+    rules = shard.access
+    try:
+        rules.apply(params)
+    except BadEntry as exc:
+        raise errors.BAD_REQUEST.with_message(str(exc)) from None
+    user = params.get("user")
+    candidates = (
+        shard.hub.user_connections(user) if isinstance(user, str) else list(shard.hub.by_client.values())
+    )
+    now = time.time()
+    closed = 0
+    for conn in list(candidates):
+        state = conn.state
+        refusal = rules.refuses(state.user, state.token_uid, state.token_issued_at, now)
+        if refusal is not None:
+            shard.disconnect(conn, refusal)
+            closed += 1
+    return {"disconnected": closed}
+
+
 ROUTER_HANDLERS = {
+    "access": access,
     "emulation": emulation,
     "connections": connections,
     "disconnect": disconnect,

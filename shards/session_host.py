@@ -88,6 +88,11 @@ class SessionHosting(ClientConnection):
     def publish(self, publication: Publication, done: Done, skip_history: bool = False) -> None:
         self.shard.publish(publication, self._replying(done), skip_history)
 
+    def access_refuses(
+        self, user: str, token_uid: str, token_issued_at: int, now: float
+    ) -> Disconnect | None:
+        return self.shard.access.refuses(user, token_uid, token_issued_at, now)
+
     def expiry_changed(self, session: ClientSession) -> None:
         self.shard.expiry_changed(self)
 

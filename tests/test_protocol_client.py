@@ -70,6 +70,9 @@ class Host:
     def writer_query(self, channel: str, method: str, params: dict[str, Any], done: Any) -> None:
         self.queries.append((channel, method, params, done))
 
+    def access_refuses(self, user: str, token_uid: str, token_issued_at: int, now: float) -> Any:
+        return None
+
     def expiry_changed(self, session: ClientSession) -> None:
         self.expiry_changes += 1
 

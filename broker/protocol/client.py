@@ -144,6 +144,12 @@ class SessionHost(Protocol):
 
     def expiry_changed(self, session: ClientSession) -> None: ...
 
+    def access_refuses(
+        self, user: str, token_uid: str, token_issued_at: int, now: float
+    ) -> Disconnect | None:
+        """Why the session management API refuses this user or token (blocked, revoked), or None."""
+        ...
+
     def cluster_query(self, method: str, params: dict[str, Any], merge: Any, done: Done) -> None:
         """Ask every shard and merge the answers (presence)."""
 
@@ -652,7 +658,13 @@ class ClientSession:
         expire_at = float(claims.expire_at) if claims.expire_at is not None else float(claims.exp or 0)
         if expire_at and expire_at <= now:
             raise errors.CONNECTION_EXPIRED()
+        issued_at = int(claims.iat or 0)
+        refused = self.host.access_refuses(state.user, claims.jti, issued_at, now)
+        if refused is not None:
+            raise refused()
         state.expire_at = expire_at
+        # The connection now holds this token: revoking it (by jti) or invalidating by iat applies to it.
+        state.token_uid, state.token_issued_at = claims.jti, issued_at
         if claims.info is not None:
             state.info = claims.info
         if claims.meta is not None:

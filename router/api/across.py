@@ -3,8 +3,9 @@
 Each handler runs the method on this node as it would alone (``local``, the single-node table of
 :mod:`router.api.methods`) and adds the other nodes through :class:`router.nodes.Nodes`:
 
-* ``disconnect`` / ``unsubscribe`` / ``subscribe`` / ``refresh`` — done here, and sent to every other
-  node as a command (each does it to the user's connections it holds);
+* ``disconnect`` / ``unsubscribe`` / ``subscribe`` / ``refresh`` and the session management changes
+  (``revoke_token``, ``invalidate_user_tokens``, ``block_user``, ``unblock_user``) — done here, and sent
+  to every other node as a command (each does it to the connections it holds);
 * ``connections`` by ``user`` — only the nodes the user → nodes index in Redis names; by
   ``expression`` — every live node; one deadline (``api_node_timeout``), and the nodes that did not
   answer are listed in ``unavailable_nodes`` instead of failing the call;
@@ -167,7 +168,12 @@ def _raw_json(value: Any) -> bytes:
     return orjson.dumps(value)  # a Fragment (a local answer spliced from shards) is written as it is
 
 
-USER_COMMANDS = frozenset({"disconnect", "unsubscribe", "subscribe", "refresh"})
+# Done here and sent to every other node: commands on users' connections, and session management
+# changes (every node refuses a revoked token, not only the one that was told).
+USER_COMMANDS = frozenset(
+    {"disconnect", "unsubscribe", "subscribe", "refresh", "revoke_token", "invalidate_user_tokens"}
+    | {"block_user", "unblock_user"}
+)
 HANDLERS: dict[str, Callable[[Across, Local, Params], Awaitable[Any]]] = {
     "connections": connections,
     "channels": channels,

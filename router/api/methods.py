@@ -27,6 +27,7 @@ from broker.merge import merge_channels, merge_presence, merge_presence_stats
 from broker.publication import api_publication
 from router.api import across
 from router.api import params as p
+from router.api.access import ACCESS_PARAMS, AccessParams
 from router.api.http import batch_too_large
 from router.api.merge import (
     first_client_error,
@@ -222,6 +223,13 @@ async def batch(ctx: Context, params: p.BatchParams) -> Params:
     return {"replies": replies}
 
 
+async def access_change(ctx: Context, params: AccessParams) -> Params:
+    """Session management: every shard applies the change and closes the connections it now refuses."""
+    gathered = await ctx.cluster.gather("access", params.to_shard())
+    raise_first_error(gathered.errors)
+    return {}
+
+
 METHODS: dict[str, Method] = {
     "publish": Method(p.PublishParams, Route.WRITER),
     "broadcast": Method(p.BroadcastParams, Route.OWN, broadcast),
@@ -237,6 +245,7 @@ METHODS: dict[str, Method] = {
     "connections": Method(p.ConnectionsParams, Route.OWN, connections),
     "info": Method(p.NoParams, Route.OWN, info),
     "batch": Method(p.BatchParams, Route.OWN, batch),
+    **{name: Method(params, Route.OWN, access_change) for name, params in ACCESS_PARAMS.items()},
 }
 
 

@@ -176,6 +176,26 @@ def test_delta_subscribers_on_every_node_decode_publications_from_any_node(nodes
     run(scenario())
 
 
+def test_session_management_reaches_every_node(nodes: list[Server]) -> None:
+    async def scenario() -> None:
+        token = make_token("mn-revoked", jti="mn-token")
+        clients = [await WsClient.connected(node.port, token) for node in nodes[1:]]
+        await api(nodes[0], "revoke_token", {"uid": "mn-token"})
+        for client in clients:
+            assert (await client.closed(timeout=2.0))[0] == 3500
+        await api(nodes[0], "block_user", {"user": "mn-blocked"})
+        for node in nodes:
+            refused = await WsClient.open(node.port)
+            with pytest.raises(AssertionError):
+                await refused.connect(make_token("mn-blocked"))
+            assert (await refused.closed())[0] == 3503
+        await api(nodes[2], "unblock_user", {"user": "mn-blocked"})
+        allowed = await WsClient.connected(nodes[0].port, make_token("mn-blocked"))
+        await allowed.close()
+
+    run(scenario())
+
+
 def test_a_client_recovers_on_another_node_what_it_missed(nodes: list[Server]) -> None:
     first = stream(nodes[0], "mover", ["hist:move"])
     first.connect()

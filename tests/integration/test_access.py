@@ -1,0 +1,145 @@
+"""Session management through the server API (with the `cent` client): revoked tokens, invalidated user
+tokens and blocked users, on connections spread over two shards, and after a shard restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Iterator
+
+import pytest
+from cent import (
+    BlockUserRequest,
+    Client,
+    InvalidateUserTokensRequest,
+    RevokeTokenRequest,
+    UnblockUserRequest,
+)
+
+from tests.integration.wsclient import WsClient, run, users_on_shards
+from tests.support.server import API_KEY, Server
+from tests.support.tokens import make_token
+from tests.support.waiting import eventually
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with Server(tmp_path_factory.mktemp("access"), shards=2) as srv:
+        yield srv
+
+
+def cent(server: Server) -> Client:
+    return Client(f"{server.url}/api", API_KEY, timeout=5)
+
+
+async def refused_code(server: Server, token: str) -> int:
+    """Connect with ``token``; the close code the server answers with (0: connected)."""
+    client = await WsClient.open(server.port)
+    try:
+        reply = await client.connect(token)
+    except AssertionError:  # closed instead of answering: the code says why
+        return (await client.closed())[0]
+    assert "connect" in reply, reply
+    await client.close()
+    return 0
+
+
+def test_revoking_a_token_closes_every_connection_using_it_and_refuses_it_later(server: Server) -> None:
+    first, second = users_on_shards("revoke")
+
+    async def scenario() -> None:
+        shared = {"jti": "token-to-revoke"}
+        tokens = [make_token(first, **shared), make_token(first, **shared), make_token(second, **shared)]
+        clients = [await WsClient.connected(server.port, token) for token in tokens]
+        bystander = await WsClient.connected(server.port, make_token(first, jti="another-token"))
+        started = time.monotonic()
+        await asyncio.to_thread(cent(server).revoke_token, RevokeTokenRequest(uid="token-to-revoke"))
+        for client in clients:
+            assert (await client.closed(timeout=1.0))[0] == 3500
+        elapsed = time.monotonic() - started
+        print(f"revoke to close: {elapsed * 1000:.1f} ms for 3 connections on 2 shards")
+        assert elapsed < 1.0
+        assert bystander.is_open
+        assert await refused_code(server, tokens[0]) == 3500
+        assert await refused_code(server, make_token(first, jti="fresh")) == 0  # a new token works
+        await bystander.close()
+
+    run(scenario())
+
+
+def test_invalidating_a_users_tokens_logs_them_out_everywhere(server: Server) -> None:
+    async def scenario() -> None:
+        old = make_token("invalidate-me", iat=int(time.time()) - 100)
+        client = await WsClient.connected(server.port, old)
+        other = await WsClient.connected(
+            server.port, make_token("invalidate-other", iat=int(time.time()) - 100)
+        )
+        request = InvalidateUserTokensRequest(user="invalidate-me", issued_before=int(time.time()) - 10)
+        await asyncio.to_thread(cent(server).invalidate_user_tokens, request)
+        assert (await client.closed(timeout=1.0))[0] == 3500
+        assert other.is_open
+        assert await refused_code(server, old) == 3500
+        assert await refused_code(server, make_token("invalidate-me")) == 0  # issued after the cut-off
+        await other.close()
+
+    run(scenario())
+
+
+def test_block_and_unblock_a_user(server: Server) -> None:
+    async def scenario() -> None:
+        token = make_token("blocked-user")
+        client = await WsClient.connected(server.port, token)
+        await asyncio.to_thread(cent(server).block_user, BlockUserRequest(user="blocked-user"))
+        assert (await client.closed(timeout=1.0))[0] == 3503
+        assert await refused_code(server, token) == 3503
+        await asyncio.to_thread(cent(server).unblock_user, UnblockUserRequest(user="blocked-user"))
+        assert await refused_code(server, token) == 0
+        # A block with an expiry ends by itself.
+        until = int(time.time()) + 2
+        await asyncio.to_thread(
+            cent(server).block_user, BlockUserRequest(user="blocked-user", expire_at=until)
+        )
+        assert await refused_code(server, token) == 3503
+        await asyncio.sleep(max(0.0, until - time.time()) + 1.1)
+        assert await refused_code(server, token) == 0
+
+    run(scenario())
+
+
+def test_refresh_with_a_revoked_token_is_refused(server: Server) -> None:
+    async def scenario() -> None:
+        client = await WsClient.connected(server.port, make_token("refresher", jti="first"))
+        await asyncio.to_thread(cent(server).revoke_token, RevokeTokenRequest(uid="revoked-before-use"))
+        await client.send_commands(
+            {"id": client.next_id(), "refresh": {"token": make_token("refresher", jti="revoked-before-use")}}
+        )
+        assert (await client.closed())[0] == 3500
+
+    run(scenario())
+
+
+def test_bad_params_are_107(server: Server) -> None:
+    for method, params in (
+        ("revoke_token", {}),
+        ("revoke_token", {"uid": "x", "expire_at": -5}),
+        ("block_user", {"user": ""}),
+        ("invalidate_user_tokens", {"user": "u", "issued_before": "yesterday"}),
+        ("invalidate_user_tokens", {"user": "u", "channel": "chat"}),
+        ("unblock_user", {"user": 7}),
+    ):
+        assert server.api(method, params)["error"]["code"] == 107, (method, params)
+
+
+def test_a_restarted_shard_keeps_refusing(server: Server) -> None:
+    user = users_on_shards("restart-blocked")[1]
+    server.api("block_user", {"user": user})
+    pids = server.shard_pids()
+    os.kill(pids[1], signal.SIGKILL)
+    eventually(
+        lambda: server.shard_pids().get(1) not in (None, pids[1]), timeout=20, what="shard 1 restarted"
+    )
+    assert run(refused_code(server, make_token(user))) == 3503
+    server.api("unblock_user", {"user": user})
+    assert run(refused_code(server, make_token(user))) == 0
