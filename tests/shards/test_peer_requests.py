@@ -93,4 +93,5 @@ def test_peers_may_ask_only_what_shards_ask_each_other():
         "position",
         "recover",
         "shard_started",
+        "access_rules",
     }
