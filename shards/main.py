@@ -33,11 +33,13 @@ import uvloop
 import zmq
 
 from broker import errors
+from broker.access.status import MemoryUserStatus, RedisUserStatus, UserStatusStore
 from broker.auth import TokenVerifier
 from broker.channels import ChannelRules
 from broker.config import Config
 from broker.eager import client_outcome, start_eagerly
 from broker.engine import engines_for
+from broker.engine.redis_keys import RedisKeys
 from broker.errors import Disconnect
 from broker.hashing import writer_for
 from broker.ids import new_id
@@ -116,6 +118,12 @@ class Shard:
             )
             self.writer.relay = self.engines.broker
             self.membership.roster = self.redis.roster
+        self.statuses: UserStatusStore = (
+            RedisUserStatus(self.engines.redis, RedisKeys(cfg.redis_prefix))
+            if self.engines.redis is not None
+            else MemoryUserStatus()
+        )
+        self.membership.on_user_gone = self._user_gone
         self.mesh = PeerMesh(index, self.size, self.handle_peer_request, self.spawn)
         self.writer_query = self.mesh.writer_query
         self.fanout = FanOut(self.hub, self.rules, self)
@@ -318,10 +326,46 @@ class Shard:
         self.timers.tick(now)
         self.writer.maintain(now)
         self.access.forget_expired(time.time())
+        if isinstance(self.statuses, MemoryUserStatus):
+            self.statuses.forget_expired(time.time())
         if self.redis is not None:
             self.redis.tick(now)
         if self.fanout.position_check_due(now):
             self.spawn(self.fanout.check_positions())
+
+    # -- user status ------------------------------------------------------------------------------
+
+    async def user_is_online(self, user: str) -> bool:
+        """Whether ``user`` holds a connection here, or (Redis engine) on any node."""
+        if self.hub.user_connections(user):
+            return True
+        if self.redis is None:
+            return False
+        try:
+            return bool(await self.redis.roster.users.nodes_of(user))
+        except Exception as exc:  # Redis unavailable: what this node knows
+            log.warning("user index unavailable for the status of %r: %r", user, exc)
+            return False
+
+    def _user_gone(self, user: str) -> None:
+        """The user's last connection here closed: that is when they were last online (from here)."""
+        if isinstance(self.statuses, MemoryUserStatus):
+            self.statuses.record([user], 1, int(time.time()))
+        else:
+            self.spawn(self._record_online(user))
+
+    async def _record_online(self, user: str) -> None:
+        try:
+            await self.statuses.set_online([user], int(time.time()))
+        except Exception as exc:
+            log.warning("could not record when %r was last online: %r", user, exc)
+
+    def update_user_status(self, user: str) -> None:
+        """A client's ``update_user_status`` RPC: its user is active now."""
+        if isinstance(self.statuses, MemoryUserStatus):
+            self.statuses.record([user], 0, int(time.time()))
+        else:
+            self.spawn(self.statuses.set_active([user], int(time.time())))
 
     # -- control plane ---------------------------------------------------------------------------
 

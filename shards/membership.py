@@ -75,6 +75,8 @@ class Membership:
         )
         self.timers = ConnectionTimers(cfg, self, now)
         self.access = AccessRules()
+        # Told when a user's last connection here closes (user status: when they were last online).
+        self.on_user_gone: Callable[[str], None] | None = None
 
     def admit(self, conn: ClientConnection, ready: Callable[[], None] | None = None) -> Disconnect | None:
         """Enter a connection that passed connect into every index; refuse it over the user's limit.
@@ -161,6 +163,9 @@ class Membership:
                     self.roster.unsubscribed(conn, channel)
             if self.roster is not None:
                 self.roster.left(conn)
+            user = conn.state.user
+            if user and self.on_user_gone is not None and not self.hub.user_connections(user):
+                self.on_user_gone(user)
 
     def subscribe(
         self, conn: ClientConnection, channel: str, source: int, ready: Callable[[], None] | None = None

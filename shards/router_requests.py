@@ -22,6 +22,7 @@ import orjson
 
 from broker import errors
 from broker.access.rules import AccessRules, BadEntry
+from broker.access.status import UserStatusStore
 from broker.config import Config
 from broker.connections_filter import Scan, ScanStopped, compile_connections_filter
 from broker.errors import Disconnect
@@ -49,6 +50,11 @@ class RouterHost(PeerHost, Protocol):
 
     @property
     def access(self) -> AccessRules: ...
+
+    @property
+    def statuses(self) -> UserStatusStore: ...
+
+    async def user_is_online(self, user: str) -> bool: ...
 
     @property
     def pid(self) -> int: ...
@@ -352,7 +358,34 @@ def access(shard: RouterHost, params: dict[str, Any]) -> dict[str, Any]:
     return {"disconnected": closed}
 
 
+async def user_status(shard: RouterHost, params: dict[str, Any]) -> dict[str, Any]:
+    """``update`` (last active now), ``delete``, or ``get`` the status of users whose shard this is."""
+    users = params.get("users")
+    op = params.get("op")
+    if not isinstance(users, list) or not all(isinstance(u, str) and u for u in users):
+        raise errors.BAD_REQUEST.with_message("users must be a list of user ids")
+    store = shard.statuses
+    now = int(time.time())
+    if op == "update":
+        await store.set_active(users, now)
+        return {}
+    if op == "delete":
+        await store.delete(users)
+        return {}
+    if op != "get":
+        raise errors.BAD_REQUEST()
+    stored = await store.get(users)
+    statuses = []
+    for user in users:
+        active, online = stored.get(user, (0, 0))
+        if await shard.user_is_online(user):
+            online = now  # connected right now: online is now, not when it was last written
+        statuses.append({"user": user, "active": active, "online": online})
+    return {"statuses": statuses}
+
+
 ROUTER_HANDLERS = {
+    "user_status": user_status,
     "access": access,
     "emulation": emulation,
     "connections": connections,

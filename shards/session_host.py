@@ -88,6 +88,9 @@ class SessionHosting(ClientConnection):
     def publish(self, publication: Publication, done: Done, skip_history: bool = False) -> None:
         self.shard.publish(publication, self._replying(done), skip_history)
 
+    def update_user_status(self, user: str) -> None:
+        self.shard.update_user_status(user)
+
     def access_refuses(
         self, user: str, token_uid: str, token_issued_at: int, now: float
     ) -> Disconnect | None:

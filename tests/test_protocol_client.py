@@ -70,6 +70,9 @@ class Host:
     def writer_query(self, channel: str, method: str, params: dict[str, Any], done: Any) -> None:
         self.queries.append((channel, method, params, done))
 
+    def update_user_status(self, user: str) -> None:
+        self.active_users = [*getattr(self, "active_users", []), user]
+
     def access_refuses(self, user: str, token_uid: str, token_issued_at: int, now: float) -> Any:
         return None
 

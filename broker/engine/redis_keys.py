@@ -96,6 +96,9 @@ class RedisKeys:
     def user_expire(self, user: str) -> str:
         return f"{self.prefix}.user.expire.{tag(user)}"
 
+    def user_status(self, user: str) -> str:
+        return f"{self.prefix}.user.status.{tag(user)}"
+
     # -- a shard's seat on a node (its lives come and go; the seat stays) -------------------------------
 
     def seat_users(self, seat: str) -> str:

@@ -104,6 +104,8 @@ Answered = Callable[[Any, float], None]
 
 log = logging.getLogger("switchboard.proxy")
 
+USER_STATUS_RPC = "update_user_status"
+
 
 class Codec(Protocol):
     name: str
@@ -143,6 +145,10 @@ class SessionHost(Protocol):
     def publish(self, publication: Publication, done: Done, skip_history: bool = False) -> None: ...
 
     def expiry_changed(self, session: ClientSession) -> None: ...
+
+    def update_user_status(self, user: str) -> None:
+        """The client's ``update_user_status`` RPC: ``user`` is active now."""
+        ...
 
     def access_refuses(
         self, user: str, token_uid: str, token_issued_at: int, now: float
@@ -612,6 +618,13 @@ class ClientSession:
         data = request.get("data", b"")
         if not isinstance(method, str) or not isinstance(data, bytes):
             raise errors.BAD_REQUEST()
+        if method == USER_STATUS_RPC:
+            # Built in, as in Centrifugo PRO: the user proves to be active (get_user_status "active").
+            if not self.state.user:
+                raise errors.PERMISSION_DENIED()
+            self.host.update_user_status(self.state.user)
+            self._reply(command_id, "rpc", {})
+            return
         spec = self.host.proxies.for_rpc(method)
         if spec is None:
             raise errors.NOT_AVAILABLE()  # no RPC handler for it (Centrifugo v6 answers 108)

@@ -80,6 +80,28 @@ class UnblockUserParams(AccessParams):
         return cls({"kind": "unblock_user", "user": string(params, "user", required=True)})
 
 
+MAX_STATUS_USERS = 1000  # users in one user status call: each is a store read (and an index read)
+
+
+@dataclass(frozen=True, slots=True)
+class UserStatusParams:
+    """``update_user_status`` / ``get_user_status`` / ``delete_user_status``: ``users``, a list of ids."""
+
+    users: list[str]
+
+    @classmethod
+    def from_json(cls, params: Params, rules: ChannelNames) -> Self:
+        users = params.get("users")
+        if not isinstance(users, list) or not users or not all(isinstance(u, str) and u for u in users):
+            raise errors.BAD_REQUEST.with_message("users must be a non-empty list of user ids")
+        if len(users) > MAX_STATUS_USERS:
+            raise errors.BAD_REQUEST.with_message(f"at most {MAX_STATUS_USERS} users in one call")
+        return cls(list(dict.fromkeys(users)))
+
+
+STATUS_OPS = {"update_user_status": "update", "get_user_status": "get", "delete_user_status": "delete"}
+
+
 ACCESS_PARAMS: dict[str, type[AccessParams]] = {
     "revoke_token": RevokeTokenParams,
     "invalidate_user_tokens": InvalidateUserTokensParams,

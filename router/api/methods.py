@@ -27,7 +27,7 @@ from broker.merge import merge_channels, merge_presence, merge_presence_stats
 from broker.publication import api_publication
 from router.api import across
 from router.api import params as p
-from router.api.access import ACCESS_PARAMS, AccessParams
+from router.api.access import ACCESS_PARAMS, STATUS_OPS, AccessParams, UserStatusParams
 from router.api.http import batch_too_large
 from router.api.merge import (
     first_client_error,
@@ -230,6 +230,26 @@ async def access_change(ctx: Context, params: AccessParams) -> Params:
     return {}
 
 
+def _status_handler(op: str) -> Handler:
+    async def handle(ctx: Context, params: UserStatusParams) -> Params:
+        """Each user's status is kept by the user's shard (memory) or read there from Redis."""
+        by_shard: dict[int, list[str]] = {}
+        for user in params.users:
+            by_shard.setdefault(shard_for_user(user, ctx.cluster.size) or 0, []).append(user)
+        answers = await asyncio.gather(
+            *(
+                ask_one(ctx, index, "user_status", {"op": op, "users": users})
+                for index, users in by_shard.items()
+            )
+        )
+        if op != "get":
+            return {}
+        found = {s["user"]: s for answer in answers for s in answer.get("statuses", [])}
+        return {"statuses": [found[user] for user in params.users if user in found]}
+
+    return handle
+
+
 METHODS: dict[str, Method] = {
     "publish": Method(p.PublishParams, Route.WRITER),
     "broadcast": Method(p.BroadcastParams, Route.OWN, broadcast),
@@ -246,6 +266,7 @@ METHODS: dict[str, Method] = {
     "info": Method(p.NoParams, Route.OWN, info),
     "batch": Method(p.BatchParams, Route.OWN, batch),
     **{name: Method(params, Route.OWN, access_change) for name, params in ACCESS_PARAMS.items()},
+    **{name: Method(UserStatusParams, Route.OWN, _status_handler(op)) for name, op in STATUS_OPS.items()},
 }
 
 

@@ -13,9 +13,12 @@ import pytest
 from cent import (
     BlockUserRequest,
     Client,
+    DeleteUserStatusRequest,
+    GetUserStatusRequest,
     InvalidateUserTokensRequest,
     RevokeTokenRequest,
     UnblockUserRequest,
+    UpdateUserStatusRequest,
 )
 
 from tests.integration.wsclient import WsClient, run, users_on_shards
@@ -143,3 +146,48 @@ def test_a_restarted_shard_keeps_refusing(server: Server) -> None:
     assert run(refused_code(server, make_token(user))) == 3503
     server.api("unblock_user", {"user": user})
     assert run(refused_code(server, make_token(user))) == 0
+
+
+def test_user_status_active_online_and_delete(server: Server) -> None:
+    """update_user_status / get_user_status / delete_user_status, and the client's RPC of the same name."""
+    first, second = users_on_shards("status")
+
+    async def scenario() -> None:
+        api = cent(server)
+        before = int(time.time())
+        client = await WsClient.connected(server.port, make_token(first))
+        reply = await client.command("rpc", {"method": "update_user_status", "data": {}})
+        assert reply == {"id": reply["id"], "rpc": {}}
+        await asyncio.to_thread(api.update_user_status, UpdateUserStatusRequest(users=[second]))
+        statuses = await asyncio.to_thread(api.get_user_status, GetUserStatusRequest(users=[first, second]))
+        by_user = {s.user: s for s in statuses.statuses}
+        assert [s.user for s in statuses.statuses] == [first, second]  # in the order asked
+        assert by_user[first].active >= before and by_user[first].online >= before  # connected: online now
+        assert by_user[second].active >= before and by_user[second].online == 0  # never connected
+        await client.close()
+        gone = time.time()
+        await asyncio.sleep(0.3)
+        after = (await asyncio.to_thread(api.get_user_status, GetUserStatusRequest(users=[first]))).statuses[
+            0
+        ]
+        assert int(gone) - 1 <= after.online <= int(gone) + 1  # when its last connection closed
+        await asyncio.to_thread(api.delete_user_status, DeleteUserStatusRequest(users=[first, second]))
+        cleared = await asyncio.to_thread(api.get_user_status, GetUserStatusRequest(users=[first, second]))
+        assert [(s.active, s.online) for s in cleared.statuses] == [(0, 0), (0, 0)]
+
+    run(scenario())
+
+
+def test_user_status_bad_params(server: Server) -> None:
+    for params in ({}, {"users": []}, {"users": [""]}, {"users": "u"}, {"users": ["u"] * 1001}):
+        assert server.api("get_user_status", params)["error"]["code"] == 107, params
+
+
+def test_anonymous_clients_cannot_update_a_status(server: Server) -> None:
+    async def scenario() -> None:
+        client = await WsClient.connected(server.port, make_token(""))
+        reply = await client.command("rpc", {"method": "update_user_status", "data": {}})
+        assert reply["error"]["code"] == 103
+        await client.close()
+
+    run(scenario())

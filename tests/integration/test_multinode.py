@@ -196,6 +196,29 @@ def test_session_management_reaches_every_node(nodes: list[Server]) -> None:
     run(scenario())
 
 
+def test_user_status_is_shared_by_every_node(nodes: list[Server]) -> None:
+    async def scenario() -> None:
+        before = int(time.time())
+        client = await WsClient.connected(nodes[1].port, make_token("mn-status"))
+        reply = await client.command("rpc", {"method": "update_user_status", "data": {}})
+        assert "error" not in reply, reply
+        await api(nodes[2], "update_user_status", {"users": ["mn-status-idle"]})
+        for node in nodes:
+            found = (await api(node, "get_user_status", {"users": ["mn-status", "mn-status-idle"]}))["result"]
+            statuses = {s["user"]: s for s in found["statuses"]}
+            assert statuses["mn-status"]["active"] >= before
+            assert statuses["mn-status"]["online"] >= before  # connected on node 1: online now, everywhere
+            assert (
+                statuses["mn-status-idle"]["active"] >= before and statuses["mn-status-idle"]["online"] == 0
+            )
+        await client.close()
+        await api(nodes[0], "delete_user_status", {"users": ["mn-status", "mn-status-idle"]})
+        found = (await api(nodes[1], "get_user_status", {"users": ["mn-status-idle"]}))["result"]
+        assert found["statuses"] == [{"user": "mn-status-idle", "active": 0, "online": 0}]
+
+    run(scenario())
+
+
 def test_a_client_recovers_on_another_node_what_it_missed(nodes: list[Server]) -> None:
     first = stream(nodes[0], "mover", ["hist:move"])
     first.connect()

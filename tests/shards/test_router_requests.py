@@ -90,6 +90,7 @@ def test_the_router_may_ask_the_api_methods_and_shares_the_writers_answers_with_
         "history",
         "history_remove",
         "access",
+        "user_status",
     }
     shared = set(ROUTER_HANDLERS) & set(peer_requests.PEER_HANDLERS)
     assert shared == {"publish", "presence", "presence_stats", "history"}
