@@ -33,6 +33,7 @@ import uvloop
 import zmq
 
 from broker import errors
+from broker.access.redis_store import RedisAccessStore
 from broker.access.status import MemoryUserStatus, RedisUserStatus, UserStatusStore
 from broker.auth import TokenVerifier
 from broker.channels import ChannelRules
@@ -197,7 +198,12 @@ class Shard:
             self.redis.start()
         ticker = self.loop.create_task(every_second(self._tick))
         self.spawn(announce_start(self.writer, self.mesh, self.boot_id, self.loop))
-        self.spawn(load_access_rules(self.access, self.mesh))
+        store = (
+            RedisAccessStore(self.engines.redis, self.cfg.redis_prefix)
+            if self.engines.redis is not None
+            else None
+        )
+        self.spawn(load_access_rules(self.access, self.mesh, store))
         await self._stopping.wait()
         ticker.cancel()
         await self._drain()

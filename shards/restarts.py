@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from broker.access.redis_store import RedisAccessStore
 from broker.access.rules import AccessRules, BadEntry
 from broker.hashing import writer_for
 from shards.connection import ClientConnection
@@ -67,9 +68,18 @@ async def announce_start(
     writer.open_writing("announcement over")
 
 
-async def load_access_rules(rules: AccessRules, mesh: PeerMesh) -> None:
+async def load_access_rules(rules: AccessRules, mesh: PeerMesh, store: RedisAccessStore | None) -> None:
     """A shard that starts takes the session management entries (blocked users, revoked tokens) from
-    the first peer that answers: they are kept by every shard, and live as long as one of them does."""
+    Redis with the Redis engine, else from the first peer that answers: with the memory engine they are
+    kept by every shard, and live as long as one of them does."""
+    if store is not None:
+        try:
+            entries = await store.load()
+        except Exception as exc:
+            log.error("access rules not loaded from Redis: %r", exc)
+        else:
+            _apply_entries(rules, entries, "Redis")
+            return
     for index in mesh.others():
         try:
             answer = await mesh.request(index, "access_rules", {}, PEER_TIMEOUT)
@@ -77,13 +87,17 @@ async def load_access_rules(rules: AccessRules, mesh: PeerMesh) -> None:
             log.debug("shard %d has no access rules for us: %r", index, exc)
             continue
         entries = answer.get("entries", []) if isinstance(answer, dict) else []
-        for entry in entries:
-            try:
-                rules.apply(entry)
-            except BadEntry as exc:
-                log.warning("access rule from shard %d skipped: %s", index, exc)
-        log.info("access rules loaded from shard %d: %d entries", index, len(entries))
+        _apply_entries(rules, entries, f"shard {index}")
         return
+
+
+def _apply_entries(rules: AccessRules, entries: list[Any], source: str) -> None:
+    for entry in entries:
+        try:
+            rules.apply(entry)
+        except BadEntry as exc:
+            log.warning("access rule from %s skipped: %s", source, exc)
+    log.info("access rules loaded from %s: %d entries", source, len(entries))
 
 
 class Subscriptions(Protocol):

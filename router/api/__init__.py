@@ -45,6 +45,7 @@ class Api:
         """With the Redis engine: listen to the other nodes and tell them about this one."""
         if self.cfg.engine != "redis":
             return
+        from broker.access.redis_store import RedisAccessStore
         from broker.engine.redis_keys import RedisKeys
         from broker.engine.redis_users import RedisUsers
 
@@ -59,7 +60,8 @@ class Api:
             float(self.cfg.node_info_interval),
         )
         await self.nodes.start(float(self.cfg.redis_connect_timeout) + float(self.cfg.redis_io_timeout))
-        self.across = Across(self.cfg, self.rules, self.nodes, users, self.engines.presence)
+        store = RedisAccessStore(self.engines.redis, self.cfg.redis_prefix)
+        self.across = Across(self.cfg, self.rules, self.nodes, users, self.engines.presence, store)
 
     async def _for_another_node(self, method: str, params: dict[str, Any]) -> Any:
         """What another node asks of this one: an API method on this node alone, or an emulation

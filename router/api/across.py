@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 
 from broker import errors
+from broker.access.redis_store import RedisAccessStore
 from broker.channels import ChannelRules
 from broker.config import Config
 from broker.connections_filter import compile_connections_filter
@@ -50,6 +51,7 @@ class Across:
     nodes: Nodes
     users: RedisUsers
     presence_engine: PresenceManager
+    access_store: RedisAccessStore | None = None  # session management entries, for nodes that start later
 
 
 async def user_command(ctx: Across, local: Local, name: str, raw: Params) -> Any:

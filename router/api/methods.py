@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -41,6 +42,9 @@ from router.cluster import Cluster
 Params = dict[str, Any]
 # What a client is told when a shard did not answer (the shard's own errors pass through as they are).
 SHARD_UNAVAILABLE = errors.INTERNAL.with_message("shard unavailable")
+
+
+log = logging.getLogger("switchboard.api")
 
 
 class Route(enum.Enum):
@@ -224,7 +228,17 @@ async def batch(ctx: Context, params: p.BatchParams) -> Params:
 
 
 async def access_change(ctx: Context, params: AccessParams) -> Params:
-    """Session management: every shard applies the change and closes the connections it now refuses."""
+    """Session management: every shard applies the change and closes the connections it now refuses.
+
+    With the Redis engine the change is also kept in Redis, where a node or shard that starts later
+    finds it (every node that applies it writes it; the write is idempotent)."""
+    store = ctx.across.access_store if ctx.across is not None else None
+    if store is not None:
+        try:
+            await store.save(params.to_shard())
+        except Exception as exc:
+            log.error("could not keep %s in Redis: %r", params.to_shard().get("kind"), exc)
+            raise errors.INTERNAL() from None
     gathered = await ctx.cluster.gather("access", params.to_shard())
     raise_first_error(gathered.errors)
     return {}

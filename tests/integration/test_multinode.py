@@ -196,6 +196,39 @@ def test_session_management_reaches_every_node(nodes: list[Server]) -> None:
     run(scenario())
 
 
+def test_a_node_started_later_refuses_what_was_blocked_and_revoked_before(
+    nodes: list[Server], redis: RedisServer, tmp_path: Path
+) -> None:
+    nodes[0].api("block_user", {"user": "mn-late-blocked"})
+    nodes[1].api("revoke_token", {"uid": "mn-late-token", "expire_at": int(time.time()) + 600})
+    nodes[2].api("block_user", {"user": "mn-late-unblocked"})
+    nodes[0].api("unblock_user", {"user": "mn-late-unblocked"})
+    late = Server(tmp_path, name="node-late", **node_config(redis, client_user_connection_limit=3)).start()
+    try:
+
+        async def code(token: str) -> int:
+            client = await WsClient.open(late.port)
+            try:
+                await client.connect(token)
+            except AssertionError:
+                return (await client.closed())[0]
+            await client.close()
+            return 0
+
+        assert run(code(make_token("mn-late-blocked"))) == 3503
+        assert run(code(make_token("mn-late-someone", jti="mn-late-token"))) == 3500
+        assert run(code(make_token("mn-late-unblocked"))) == 0
+    finally:
+        late.stop()
+        nodes[0].api("unblock_user", {"user": "mn-late-blocked"})
+        # The stopped node leaves the others' view before the next test counts nodes.
+        eventually(
+            lambda: all(len(n.api("info", {})["result"]["nodes"]) == 3 for n in nodes),
+            timeout=10,
+            what="the late node to be forgotten",
+        )
+
+
 def test_user_status_is_shared_by_every_node(nodes: list[Server]) -> None:
     async def scenario() -> None:
         before = int(time.time())
