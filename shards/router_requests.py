@@ -349,9 +349,13 @@ def access(shard: RouterHost, params: dict[str, Any]) -> dict[str, Any]:
     )
     now = time.time()
     closed = 0
+    revoked = params.get("uid") if params.get("kind") == "revoke_token" else None
     for conn in list(candidates):
         state = conn.state
         refusal = rules.refuses(state.user, state.token_uid, state.token_issued_at, now)
+        # A revoked subscription token ends its connection too, as an invalid one would.
+        if refusal is None and revoked and _holds_subscription_token(state, revoked):
+            refusal = errors.INVALID_TOKEN
         if refusal is not None:
             shard.disconnect(conn, refusal)
             closed += 1
@@ -382,6 +386,10 @@ async def user_status(shard: RouterHost, params: dict[str, Any]) -> dict[str, An
             online = now  # connected right now: online is now, not when it was last written
         statuses.append({"user": user, "active": active, "online": online})
     return {"statuses": statuses}
+
+
+def _holds_subscription_token(state: Any, uid: str) -> bool:
+    return bool(state.sub_tokens) and any(held == uid for held, _ in state.sub_tokens.values())
 
 
 ROUTER_HANDLERS = {

@@ -282,6 +282,7 @@ class ClientSession:
         if pending and _channel(request) in pending:
             raise errors.ALREADY_SUBSCRIBED()
         decision = decide_subscribe(rules, state, request, now, waiting=len(pending) if pending else 0)
+        self._refuse_revoked_subscription_token(decision.token_uid, now)
         if not decision.ask_proxy:
             self._start_subscription(command_id, plan_for(rules, state, request, decision), request, now)
             return
@@ -700,12 +701,18 @@ class ClientSession:
                 # A refresh token that does not verify ends the connection (subscribing only fails).
                 raise errors.INVALID_TOKEN() from None
             raise
+        self._refuse_revoked_subscription_token(decision.token_uid, now)
         expire_at = float(decision.expire_at)
         if state.sub_tokens is None:
             state.sub_tokens = {}
         state.sub_tokens[channel] = (decision.token_uid, decision.token_issued_at)
         self._set_sub_expiry(channel, expire_at)
         self._reply(command_id, "sub_refresh", _expiry_result(expire_at, now))
+
+    def _refuse_revoked_subscription_token(self, token_uid: str, now: float) -> None:
+        """A subscription token whose ``jti`` was revoked ends the connection (3500), as an invalid one."""
+        if token_uid and self.host.access_refuses("", token_uid, 0, now) is not None:
+            raise errors.INVALID_TOKEN()
 
     def _set_sub_expiry(self, channel: str, expire_at: float) -> None:
         state = self.state

@@ -23,7 +23,7 @@ from cent import (
 
 from tests.integration.wsclient import WsClient, run, users_on_shards
 from tests.support.server import API_KEY, Server
-from tests.support.tokens import make_token
+from tests.support.tokens import make_token, subscription_token
 from tests.support.waiting import eventually
 
 
@@ -189,5 +189,27 @@ def test_anonymous_clients_cannot_update_a_status(server: Server) -> None:
         reply = await client.command("rpc", {"method": "update_user_status", "data": {}})
         assert reply["error"]["code"] == 103
         await client.close()
+
+    run(scenario())
+
+
+def test_revoking_a_subscription_token(server: Server) -> None:
+    """A private channel's subscription token, revoked by its jti: its connection ends (3500), and the
+    token is refused at the next subscribe."""
+
+    async def scenario() -> None:
+        token = subscription_token("sub-revoked", "$private-room", jti="sub-jti")
+        client = await WsClient.connected(server.port, make_token("sub-revoked"))
+        assert "subscribe" in await client.subscribe("$private-room", token=token)
+        bystander = await WsClient.connected(server.port, make_token("sub-bystander"))
+        await asyncio.to_thread(cent(server).revoke_token, RevokeTokenRequest(uid="sub-jti"))
+        assert (await client.closed(timeout=1.0))[0] == 3500
+        assert bystander.is_open
+        again = await WsClient.connected(server.port, make_token("sub-revoked"))
+        await again.send_commands(
+            {"id": again.next_id(), "subscribe": {"channel": "$private-room", "token": token}}
+        )
+        assert (await again.closed())[0] == 3500
+        await bystander.close()
 
     run(scenario())
