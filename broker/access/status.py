@@ -83,23 +83,36 @@ class RedisUserStatus:
     async def set_online(self, users: list[str], at: int) -> None:
         await self._set(users, "o", at)
 
-    async def _set(self, users: list[str], field: str, at: int) -> None:
+    def _by_shard(self, users: list[str]) -> dict[int, list[str]]:
+        grouped: dict[int, list[str]] = {}
         for user in users:
-            client = self.shards.for_name(user)
-            pipe = client.pipeline(transaction=False)
-            key = self.keys.user_status(user)
-            pipe.hset(key, field, at)
-            pipe.pexpire(key, self.ttl_ms)
+            grouped.setdefault(self.shards.index_of(user), []).append(user)
+        return grouped
+
+    async def _set(self, users: list[str], field: str, at: int) -> None:
+        # One pipeline per Redis shard, not one round trip per user (a call may name 1000 users).
+        for index, shard_users in self._by_shard(users).items():
+            pipe = self.shards.clients[index].pipeline(transaction=False)
+            for user in shard_users:
+                key = self.keys.user_status(user)
+                pipe.hset(key, field, at)
+                pipe.pexpire(key, self.ttl_ms)
             await pipe.execute()
 
     async def get(self, users: list[str]) -> dict[str, tuple[int, int]]:
         out: dict[str, tuple[int, int]] = {}
-        for user in users:
-            active, online = await self.shards.for_name(user).hmget(self.keys.user_status(user), ["a", "o"])
-            if active is not None or online is not None:
-                out[user] = (int(active or 0), int(online or 0))
+        for index, shard_users in self._by_shard(users).items():
+            pipe = self.shards.clients[index].pipeline(transaction=False)
+            for user in shard_users:
+                pipe.hmget(self.keys.user_status(user), ["a", "o"])
+            for user, (active, online) in zip(shard_users, await pipe.execute(), strict=True):
+                if active is not None or online is not None:
+                    out[user] = (int(active or 0), int(online or 0))
         return out
 
     async def delete(self, users: list[str]) -> None:
-        for user in users:
-            await self.shards.for_name(user).delete(self.keys.user_status(user))
+        for index, shard_users in self._by_shard(users).items():
+            pipe = self.shards.clients[index].pipeline(transaction=False)
+            for user in shard_users:
+                pipe.delete(self.keys.user_status(user))
+            await pipe.execute()
