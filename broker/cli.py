@@ -66,6 +66,8 @@ _BOOL_FLAGS = (
     "client_insecure",
     "api_insecure",
     "admin",
+    "admin_insecure",
+    "prometheus",
     "health",
     "uni_http_stream",
     "uni_sse",
@@ -80,8 +82,7 @@ _GO_FALSE = {"0", "f", "F", "FALSE", "false", "False"}
 _V6_FLAG_PATHS = tuple(
     sorted(
         {f.metadata["v6"] for f in dataclasses.fields(Config) if f.metadata.get("v6")}
-        | {"admin.enabled", "prometheus.enabled", "debug.enabled", "swagger.enabled", "grpc_api.enabled"}
-        | {"uni_grpc.enabled", "admin.insecure", "log.file"}
+        | {"debug.enabled", "swagger.enabled", "grpc_api.enabled", "uni_grpc.enabled", "log.file"}
     )
 )
 _DEST_PREFIX = "v6:"

@@ -212,6 +212,15 @@ class Config:
         choices=("trace", "debug", "info", "warn", "warning", "error", "none"),
     )  # fmt: skip
     health: bool = opt(True, "health.enabled", "serve /health")
+
+    # Observability and the admin web page.
+    prometheus: bool = opt(False, "prometheus.enabled", "serve Prometheus metrics of the whole node")
+    prometheus_handler_prefix: str = opt("/metrics", "prometheus.handler_prefix", "its path")
+    admin: bool = opt(False, "admin.enabled", "serve the admin web page")
+    admin_password: str = opt("", "admin.password", "password of the admin web page")
+    admin_secret: str = opt("", "admin.secret", "key signing the admin page's session tokens")
+    admin_insecure: bool = opt(False, "admin.insecure", "admin page without login (local use only)")
+    admin_handler_prefix: str = opt("", "admin.handler_prefix", "path prefix of the admin page (empty: /)")
     shutdown_timeout: Duration = opt(Duration(30), "shutdown.timeout", "graceful stop deadline")
 
     # Switchboard's own keys (v6 paths in the section they belong to; documented as extensions).
@@ -607,6 +616,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"port must be within 1..65535, got {cfg.port}")
     _validate_engine(cfg)
     _validate_proxies(cfg)
+    _validate_web(cfg)
     names: set[str] = set()
     for ns in cfg.namespaces:
         name = ns.get("name")
@@ -625,6 +635,19 @@ def _refuse_unsupported_channel_options(values: Mapping[str, Any], where: str) -
         off = UNSUPPORTED_CHANNEL_SWITCHES.get(name)
         if off is not None:
             _refuse_if_on(key, value, off, where)
+
+
+def _validate_web(cfg: Config) -> None:
+    """The admin page and the metrics endpoint: where they are, and that the page cannot be entered
+    without a password unless that is asked for."""
+    if cfg.admin and not cfg.admin_insecure and not (cfg.admin_password and cfg.admin_secret):
+        raise ConfigError("admin.password and admin.secret must be set when admin is enabled")
+    for key in ("admin_handler_prefix", "prometheus_handler_prefix"):
+        prefix = getattr(cfg, key)
+        if prefix and (not prefix.startswith("/") or prefix.endswith("/") or "?" in prefix):
+            raise ConfigError(f"{key} must start with / and not end with /, got {prefix!r}")
+    if not cfg.prometheus_handler_prefix:
+        raise ConfigError("prometheus_handler_prefix must not be empty")
 
 
 def _validate_engine(cfg: Config) -> None:

@@ -30,8 +30,8 @@ UNSUPPORTED_SWITCHES: dict[str, tuple[Any, ...]] = {
     "redis_use_lists": OFF_FALSE,
     "redis_presence_hash_field_ttl": OFF_FALSE,
     "global_redis_presence_user_mapping": OFF_FALSE,
-    "admin": OFF_FALSE,
-    "prometheus": OFF_FALSE,
+    "admin_web_path": OFF_EMPTY,
+    "admin_web_proxy_address": OFF_EMPTY,
     "debug": OFF_FALSE,
     "swagger": OFF_FALSE,
     "opentelemetry": OFF_FALSE,
@@ -65,17 +65,7 @@ UNSUPPORTED_CHANNEL_SWITCHES: dict[str, tuple[Any, ...]] = {
 
 # Switch → the settings that only configure it.
 SETTINGS_OF: dict[str, tuple[str, ...]] = {
-    "admin": (
-        "admin_password",
-        "admin_secret",
-        "admin_insecure",
-        "admin_web_path",
-        "admin_web_proxy_address",
-        "admin_handler_prefix",
-        "admin_external",
-    ),
     "broker": ("nats_url", "nats_prefix", "nats_dial_timeout", "nats_write_timeout"),
-    "prometheus": ("prometheus_handler_prefix",),
     "graphite": ("graphite_host", "graphite_port", "graphite_prefix", "graphite_interval", "graphite_tags"),
     "sockjs": ("sockjs_url", "sockjs_heartbeat_delay", "sockjs_handler_prefix"),
     "uni_grpc": (
@@ -116,6 +106,7 @@ _GRPC_PROXY = "a gRPC proxy setting; proxy endpoints are http(s):// URLs (grpc:/
 # Keys with nothing to do here whatever their value, and why.
 INERT_KEYS: dict[str, str] = {
     "usage_stats_disable": "no usage statistics are ever sent",
+    "admin_external": "there is no internal port: the admin page is on http_server.port",
     "client_presence_update_interval": "presence is the live set of subscriptions, never refreshed",
     "websocket_read_buffer_size": "a Go buffer size",
     "websocket_write_buffer_size": "a Go buffer size",
@@ -134,8 +125,9 @@ V6_PATHS: dict[str, str] = {
     "redis_use_lists": "engine.redis.history_use_lists",
     "redis_presence_hash_field_ttl": "engine.redis.presence_hash_field_ttl",
     "global_redis_presence_user_mapping": "engine.redis.presence_user_mapping",
-    "admin": "admin.enabled",
-    "prometheus": "prometheus.enabled",
+    "admin_web_path": "admin.web_path",
+    "admin_web_proxy_address": "admin.web_proxy_address",
+    "admin_external": "admin.external",
     "debug": "debug.enabled",
     "swagger": "swagger.enabled",
     "opentelemetry": "opentelemetry.enabled",
@@ -157,9 +149,6 @@ V6_PATHS: dict[str, str] = {
     "proxy_subscribe_stream_endpoint": "channel.proxy.subscribe_stream.endpoint",
     "rpc_ping": "rpc.ping.enabled",
     "consumers": "consumers",
-    "admin_password": "admin.password",
-    "admin_secret": "admin.secret",
-    "admin_insecure": "admin.insecure",
     "usage_stats_disable": "usage_stats.disabled",
     "client_presence_update_interval": "client.presence_update_interval",
     "websocket_read_buffer_size": "websocket.read_buffer_size",
@@ -182,6 +171,7 @@ V6_ONLY_SWITCHES: dict[str, tuple[Any, ...]] = {
     "uni_websocket.join_push_messages": OFF_FALSE,
     "uni_websocket.compression": OFF_FALSE,
     "http_server.http3.enabled": OFF_FALSE,
+    "admin.oidc.enabled": OFF_FALSE,
     "http_server.internal_tls.enabled": OFF_FALSE,
     "webtransport.enabled": OFF_FALSE,
     "websocket.process_commands_off_read_loop": OFF_FALSE,
@@ -204,8 +194,7 @@ V6_INERT: dict[str, str] = {
 # v6 sections belonging to a feature that is not supported yet: every key under them is a setting of
 # that feature (accepted whatever its value) except its switch, which the tables above check.
 V6_FEATURE_SECTIONS = (
-    "admin.",
-    "prometheus.",
+    "admin.oidc.",
     "debug.",
     "swagger.",
     "opentelemetry.",

@@ -33,6 +33,7 @@ import uvloop
 
 from broker.config import Config
 from broker.lifecycle import ChildContext, standalone_context
+from broker.metrics.exposition import CONTENT_TYPE
 from broker.proxy.connect_call import ConnectProxy
 from broker.runtime_dir import lock_role
 from router.api import Api
@@ -40,6 +41,7 @@ from router.cluster import Cluster
 from router.connect import ConnectHandler
 from router.emulation import EmulationHandler
 from router.http import HttpConnection, Request, Timeouts
+from router.metrics import MetricsEndpoint
 from router.websocket import WebSocketEndpoints
 
 log = logging.getLogger("switchboard.router")
@@ -70,6 +72,11 @@ class RouterApp:
         self.websocket = WebSocketEndpoints(cfg, self.cluster, self.proxy)
         self.emulation = EmulationHandler(cfg, self.cluster)
         self.api_prefix = cfg.api_handler_prefix.rstrip("/") or "/api"
+        self.metrics = (
+            MetricsEndpoint(self.cluster, float(cfg.api_shard_timeout), self.api.timings, self.api.num_nodes)
+            if cfg.prometheus
+            else None
+        )
         self.connections: set[HttpConnection] = set()
         self.timeouts = Timeouts(
             head=cfg.http_request_head_timeout, read=cfg.http_request_read_timeout, idle=cfg.http_idle_timeout
@@ -100,6 +107,8 @@ class RouterApp:
             # A plain request to a WebSocket endpoint (no Upgrade header).
             conn.respond(HTTPStatus.BAD_REQUEST, b"Bad Request", "text/plain")
             return None
+        if self.metrics is not None and path == self.cfg.prometheus_handler_prefix:
+            return self._serve_metrics(request, conn)
         if path == "/health" and self.cfg.health:
             if request.method in ("GET", "HEAD"):
                 conn.respond(HTTPStatus.OK, b"{}")
@@ -128,6 +137,13 @@ class RouterApp:
             log.info("API %s answered %d", request.path, status)
         content_type = "application/json" if body[:1] in (b"{", b"[") else "text/plain"
         conn.respond(status, body, content_type)
+
+    async def _serve_metrics(self, request: Request, conn: HttpConnection) -> None:
+        if request.method not in ("GET", "HEAD"):
+            conn.respond(HTTPStatus.METHOD_NOT_ALLOWED, b"Method Not Allowed", "text/plain")
+            return
+        assert self.metrics is not None
+        conn.respond(HTTPStatus.OK, await self.metrics.scrape(), CONTENT_TYPE)
 
     def new_connection(self) -> asyncio.Protocol:
         if len(self.connections) >= self.cfg.http_max_pending_connections:

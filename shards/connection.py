@@ -21,6 +21,7 @@ from broker.auth import TokenVerifier
 from broker.channels import ChannelRules
 from broker.config import Config
 from broker.errors import Disconnect
+from broker.metrics.counters import ShardCounters
 from broker.protocol.state import ConnectionState
 from broker.proxy.table import ProxySpec, ProxyTable
 from broker.publication import Publication
@@ -43,6 +44,9 @@ class ConnectionHost(Protocol):
 
     @property
     def hub(self) -> Hub: ...
+
+    @property
+    def counters(self) -> ShardCounters: ...
 
     @property
     def verifier(self) -> TokenVerifier: ...
@@ -80,6 +84,8 @@ class ConnectionHost(Protocol):
     def unregister(self, conn: ClientConnection) -> None: ...
 
     def mark_dirty(self, conn: ClientConnection) -> None: ...
+
+    def backlogged(self, conn: ClientConnection) -> None: ...
 
     def admit(self, conn: ClientConnection, ready: Callable[[], None] | None = None) -> Disconnect | None: ...
 
@@ -170,8 +176,12 @@ class ClientConnection(asyncio.Protocol):
         if not pending or transport is None or transport.is_closing():
             return
         transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
-        if transport.get_write_buffer_size() > self.shard.cfg.client_queue_max_size:
+        self.shard.counters.sent_to_client(self.state.transport, len(pending), self._pending_size)
+        buffered = transport.get_write_buffer_size()
+        if buffered > self.shard.cfg.client_queue_max_size:
             self.close_with(errors.SLOW)
+        elif buffered:
+            self.shard.backlogged(self)
 
     def send_push(self, body: dict[str, Any]) -> None:
         """A push built for this connection alone (subscribe, unsubscribe, refresh …)."""
@@ -193,6 +203,7 @@ class ClientConnection(asyncio.Protocol):
         if self.closed:
             return
         self.closed = True
+        self.shard.counters.server_disconnect(disconnect.code)
         transport = self.transport
         if transport is None or transport.is_closing():
             return
@@ -218,6 +229,7 @@ class ClientConnection(asyncio.Protocol):
         pending, self._pending = self._pending, None
         if pending and self.transport is not None:
             self.transport.write(b"".join(pending))
+            self.shard.counters.sent_to_client(self.state.transport, len(pending), self._pending_size)
 
     def farewell(self, disconnect: Disconnect) -> bytes:
         """The bytes that tell the client it is disconnected and end the stream."""

@@ -71,6 +71,7 @@ class EmulationConnection(SessionHosting):
         """A frame from the client: the first one from the stream's request, later ones via /emulation."""
         if self.closed:
             return
+        self.shard.counters.received_from_client(self.state.transport, len(data))
         self.session.receive(data, time.time())
         self._write_replies()
 

@@ -26,6 +26,7 @@ from broker import errors
 from broker.channels import ChannelRules
 from broker.delta import bodies as delta_bodies
 from broker.errors import ClientError
+from broker.metrics.counters import ShardCounters
 from broker.protocol.state import SERVER_SIDE_SOURCES
 from broker.publication import Publication, publication_body
 from shards.connection import ClientConnection
@@ -74,10 +75,11 @@ class WriteCoalescer:
 class FanOut:
     """Delivery of publications and join/leave events to this shard's subscribers."""
 
-    def __init__(self, hub: Hub, rules: ChannelRules, host: FanOutHost) -> None:
+    def __init__(self, hub: Hub, rules: ChannelRules, host: FanOutHost, counters: ShardCounters) -> None:
         self.hub = hub
         self.rules = rules
         self.host = host
+        self.counters = counters
         self._next_position_check = time.time() + POSITION_CHECK_INTERVAL
         # Channels with delta subscribers here: (sequence number, data) of the last publication fanned
         # out, the base of the next one's delta.
@@ -86,6 +88,7 @@ class FanOut:
     def deliver(self, publication: Publication) -> None:
         """Fan a publication (or a join / leave) out to this shard's subscribers of its channel."""
         channel = publication.channel
+        self.counters.broker_message_received(publication.kind or "publication")
         members = self.hub.by_channel.get(channel)
         if not members:
             self._delta_last.pop(channel, None)

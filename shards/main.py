@@ -127,7 +127,9 @@ class Shard:
         self.membership.on_user_gone = self._user_gone
         self.mesh = PeerMesh(index, self.size, self.handle_peer_request, self.spawn)
         self.writer_query = self.mesh.writer_query
-        self.fanout = FanOut(self.hub, self.rules, self)
+        self.counters = self.membership.counters
+        self.writer.counters = self.counters
+        self.fanout = FanOut(self.hub, self.rules, self, self.counters)
         self.membership.fanout = self.fanout
         if self.redis is not None:
             self.redis.checking = self.fanout
@@ -144,6 +146,10 @@ class Shard:
         self._tasks: set[asyncio.Task[Any]] = set()
         # Every adopted connection whose socket is still open, registered in the hub or not.
         self._live: set[ClientConnection] = set()
+        # Connections whose socket did not take everything written (see queued_bytes), and how late the
+        # last one-second tick woke (the event loop's lag): both reported to /metrics.
+        self._backlog: set[ClientConnection] = set()
+        self.loop_lag = 0.0
         # Calls to the application backend (rpc, subscribe, publish, refresh, sub_refresh proxies).
         self.proxies = self.rules.proxies or proxy_table(cfg)
         self.proxy_calls = ProxyCalls(self.proxies, self.spawn)
@@ -196,7 +202,7 @@ class Shard:
     async def serve(self) -> None:
         if self.redis is not None:
             self.redis.start()
-        ticker = self.loop.create_task(every_second(self._tick))
+        ticker = self.loop.create_task(every_second(self._tick, self._woke_late))
         self.spawn(announce_start(self.writer, self.mesh, self.boot_id, self.loop))
         store = (
             RedisAccessStore(self.engines.redis, self.cfg.redis_prefix)
@@ -285,6 +291,7 @@ class Shard:
 
     def detach(self, conn: ClientConnection) -> None:
         self._live.discard(conn)
+        self._backlog.discard(conn)
         if self.emulations.get(conn.state.session) is conn:
             del self.emulations[conn.state.session]
         self.unregister(conn)
@@ -322,6 +329,25 @@ class Shard:
             self.mesh.cluster_query(method, params, merge, done)
 
     # -- timers ----------------------------------------------------------------------------------
+
+    def _woke_late(self, seconds: float) -> None:
+        self.loop_lag = seconds
+
+    def backlogged(self, conn: ClientConnection) -> None:
+        """``conn``'s socket did not take all its bytes: counted in the queued bytes until it drains."""
+        self._backlog.add(conn)
+
+    def queued_bytes(self) -> int:
+        """Bytes waiting to reach clients: in the transports' buffers of the sockets that fell behind."""
+        total = 0
+        for conn in list(self._backlog):
+            transport = conn.transport
+            size = transport.get_write_buffer_size() if transport is not None else 0
+            if size:
+                total += size
+            else:
+                self._backlog.discard(conn)
+        return total
 
     def _tick(self, now: float) -> None:
         self.ctx.beat()

@@ -18,6 +18,7 @@ from broker.access.rules import AccessRules
 from broker.config import Config
 from broker.errors import Disconnect
 from broker.ipc.shm_index import CountIndex
+from broker.metrics.counters import ShardCounters, client_key
 from shards.connection import ClientConnection
 from shards.hub import Hub
 from shards.timers import ConnectionTimers
@@ -75,6 +76,7 @@ class Membership:
         )
         self.timers = ConnectionTimers(cfg, self, now)
         self.access = AccessRules()
+        self.counters = ShardCounters()
         # Told when a user's last connection here closes (user status: when they were last online).
         self.on_user_gone: Callable[[str], None] | None = None
 
@@ -119,6 +121,7 @@ class Membership:
             log.error("duplicate client id %s", state.client)
             return errors.DISCONNECT_INTERNAL
         self.timers.track(conn)
+        self.counters.connected(client_key(state.transport, state.app_name, state.app_version))
         log.debug("client %s connected: user=%r transport=%s", state.client, state.user, state.transport)
         channels = list(state.channels)
         if not channels:
@@ -156,6 +159,8 @@ class Membership:
     def unregister(self, conn: ClientConnection) -> None:
         if self.hub.remove(conn):
             self.timers.untrack(conn)
+            state = conn.state
+            self.counters.left(client_key(state.transport, state.app_name, state.app_version))
             log.debug("client %s gone", conn.state.client)
             for channel in conn.state.channels:
                 self._announce(conn, channel, "leave")
@@ -189,6 +194,7 @@ class Membership:
         if channel not in conn.state.channels:
             return
         self.unsubscribe(conn, channel)
+        self.counters.server_unsubscribe(code)
         session = getattr(conn, "session", None)
         if session is not None and hasattr(session, "forget_channel"):
             session.forget_channel(channel)

@@ -29,6 +29,7 @@ from broker.errors import Disconnect
 from broker.ipc.control import Raw
 from broker.label_filter import compile_label_filter
 from broker.merge import glob_matcher
+from broker.metrics.counters import ShardCounters
 from broker.protocol.connect import ttl_seconds
 from broker.protocol.state import SOURCE_SERVER_API
 from broker.publication import payload
@@ -58,6 +59,14 @@ class RouterHost(PeerHost, Protocol):
 
     @property
     def pid(self) -> int: ...
+
+    @property
+    def counters(self) -> ShardCounters: ...
+
+    @property
+    def loop_lag(self) -> float: ...
+
+    def queued_bytes(self) -> int: ...
 
     def uptime(self) -> float: ...
 
@@ -201,6 +210,16 @@ def info(shard: RouterHost, params: dict[str, Any]) -> dict[str, Any]:
     if params.get("channel_names"):
         stats["channels"] = list(shard.hub.by_channel)
     return stats
+
+
+def metrics(shard: RouterHost, params: dict[str, Any]) -> dict[str, Any]:
+    """Everything a Prometheus scrape shows of this shard, in one answer: ``info``'s counts (with the
+    channel names, so that the router counts a channel on several shards once) and the counters."""
+    answer = info(shard, {"channel_names": True})
+    answer["counters"] = shard.counters.snapshot()
+    answer["queue_bytes"] = shard.queued_bytes()
+    answer["loop_lag"] = shard.loop_lag
+    return answer
 
 
 async def publish_many(shard: RouterHost, params: dict[str, Any]) -> dict[str, Any]:
@@ -399,6 +418,7 @@ ROUTER_HANDLERS = {
     "connections": connections,
     "disconnect": disconnect,
     "info": info,
+    "metrics": metrics,
     "publish": publish,
     "publish_many": publish_many,
     "subscribe": subscribe,

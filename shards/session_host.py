@@ -127,5 +127,11 @@ class SessionHosting(ClientConnection):
 
         self.shard.proxy(self, spec, body, answered)
 
+    def command_handled(self, method: str, seconds: float) -> None:
+        self.shard.counters.command(method, seconds)
+
+    def reply_failed(self, method: str, code: int) -> None:
+        self.shard.counters.reply_error(method, code)
+
     def sub_expiry_changed(self, session: ClientSession, channel: str) -> None:
         self.shard.sub_expiry_changed(self, channel)

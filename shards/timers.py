@@ -146,14 +146,18 @@ class ConnectionTimers:
             self.host.server_unsubscribe(conn, channel, 2501, "subscription expired")
 
 
-async def every_second(tick: Callable[[float], None]) -> None:
+async def every_second(tick: Callable[[float], None], late: Callable[[float], None] | None = None) -> None:
     """Call ``tick(now)`` at each whole second of the clock, until cancelled.
 
     It wakes at the next whole second of the clock as it is now: a tick that ran late is not followed by
-    a burst of ticks for the seconds it missed (the wheel catches them up at once).
+    a burst of ticks for the seconds it missed (the wheel catches them up at once). ``late(seconds)``
+    is told how long after its second each tick woke: the event loop's lag.
     """
     while True:
-        await asyncio.sleep(max(0.0, math.floor(time.time()) + 1 - time.time()))
+        due = math.floor(time.time()) + 1
+        await asyncio.sleep(max(0.0, due - time.time()))
+        if late is not None:
+            late(max(0.0, time.time() - due))
         try:
             tick(time.time())
         except Exception:

@@ -26,6 +26,7 @@ from broker.engine.base import HistoryResult, RecoveryResult, StreamPosition
 from broker.engine.history import HistoryEngine
 from broker.hashing import shard_for
 from broker.ipc.control import Raw
+from broker.metrics.counters import ShardCounters
 from broker.publication import Publication
 
 log = logging.getLogger("switchboard.shard")
@@ -59,6 +60,7 @@ class ChannelWriter:
         self.rules = rules
         self.index = index
         self.size = size
+        self.counters: ShardCounters | None = None  # set by the shard: messages sent, by kind
         self.default_meta_ttl = default_meta_ttl
         self.engine = engine
         self.sink: PublicationSink | None = None
@@ -134,6 +136,8 @@ class ChannelWriter:
                 await self.relay.publish(publication)
         elif not self.sink.publish(publication):
             raise errors.INTERNAL()
+        if self.counters is not None:
+            self.counters.broker_message_sent(publication.kind or "publication")
         return position_result(publication.offset, publication.epoch)
 
     async def forget_shard(self, index: int) -> int:

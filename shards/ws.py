@@ -71,6 +71,7 @@ class _WebSocketBase(ClientConnection):
         for event in events:
             if type(event) is Message:
                 if not self.closed:
+                    self.shard.counters.received_from_client(self.state.transport, len(event.payload))
                     self.on_message(event.payload, now)
             elif type(event) is Close:
                 self._peer_closed()
@@ -128,6 +129,7 @@ class _WebSocketBase(ClientConnection):
             return
         self.shard.unregister(self)
         self.closed = True
+        self.shard.counters.server_disconnect(disconnect.code)
         self.flush_before_close()
         transport.write(self.farewell(disconnect))
         # Keep reading until the peer's close frame arrives (data_received closes then), or give up.

@@ -233,8 +233,9 @@ def test_every_config_field_is_a_key_from_file_and_environment() -> None:
 NOT_SUPPORTED_YET = [
     ("redis_use_lists", True, False),
     ("broker", "nats", ""),
-    ("admin", True, False),
-    ("prometheus", True, False),
+    ("debug", True, False),
+    ("swagger", True, False),
+    ("admin_web_path", "/srv/web", ""),
     ("grpc_api", True, False),
     ("tls", True, False),
     ("websocket_compression", True, False),
@@ -277,19 +278,18 @@ def test_not_supported_yet_channel_option_is_refused_in_a_namespace(key: str) ->
 
 
 def test_not_supported_yet_switch_can_be_turned_off_by_env_and_flags() -> None:
-    assert build({"admin": True}, {"SWITCHBOARD_ADMIN": "false"}, {}).unknown_keys == []
+    assert build({"debug": True}, {"SWITCHBOARD_DEBUG": "false"}, {}).unknown_keys == []
     assert build({"redis_use_lists": True}, {"CENTRIFUGO_REDIS_USE_LISTS": "false"}, {}).unknown_keys == []
-    assert build({"prometheus": True}, {}, {"prometheus": False}).unknown_keys == []
-    with pytest.raises(ConfigError, match=r"^prometheus is not supported yet"):
-        build({}, {}, {"prometheus": True})
+    assert build({"swagger": True}, {}, {"swagger": False}).unknown_keys == []
+    with pytest.raises(ConfigError, match=r"^swagger is not supported yet"):
+        build({}, {}, {"swagger": True})
 
 
 def test_settings_of_an_unsupported_feature_are_accepted_while_it_is_off() -> None:
-    # genconfig writes admin_password / admin_secret; a Centrifugo config may name a Redis address
-    # while running the memory engine.
+    # A Centrifugo config may name a NATS or Redis address while running the memory engine.
     values = {
-        "admin_password": "p",
-        "admin_secret": "s",
+        "nats_url": "nats://127.0.0.1:4222",
+        "admin_external": True,
         "redis_address": "redis://127.0.0.1:6379",
         "proxy_connect_timeout": "1s",
         "usage_stats_disable": True,

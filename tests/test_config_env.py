@@ -110,7 +110,8 @@ def test_proxies_from_env() -> None:
         ({"CENTRIFUGO_HTTP_SERVER_PORT": "eighty"}, "http_server.port"),
         ({"CENTRIFUGO_CHANNEL_NAMESPACES": "[broken"}, "as JSON"),
         ({"CENTRIFUGO_CHANNEL_NAMESPACES": '{"name": "chat"}'}, "expected a list of objects"),
-        ({"CENTRIFUGO_ADMIN_ENABLED": "true"}, "admin is not supported yet"),
+        ({"CENTRIFUGO_DEBUG_ENABLED": "true"}, "debug is not supported yet"),
+        ({"CENTRIFUGO_ADMIN_ENABLED": "true"}, "admin.password and admin.secret must be set"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None:

@@ -40,7 +40,7 @@ def sample(f: dataclasses.Field[Any], default: Any) -> Any:
     if isinstance(default, int):
         return default + 7 if f.name != "port" else 8123
     if isinstance(default, str):
-        return "x-" + f.name
+        return "/x-" + f.name if f.name.endswith("handler_prefix") else "x-" + f.name
     if f.name == "redis_address":
         return ["127.0.0.1:6380"]
     if f.name == "namespaces":
@@ -50,7 +50,8 @@ def sample(f: dataclasses.Field[Any], default: Any) -> Any:
     raise AssertionError(f"no sample for {f.name}")
 
 
-OPTIONS = [f for f in dataclasses.fields(Config) if f.metadata.get("v6")]
+# The admin switch needs its password and secret too: read in a test of its own.
+OPTIONS = [f for f in dataclasses.fields(Config) if f.metadata.get("v6") and f.name != "admin"]
 CHANNEL_OPTIONS = [
     f
     for f in dataclasses.fields(ChannelOptions)
@@ -79,6 +80,15 @@ def test_every_option_reads_the_same_from_its_v6_path(tmp_path: Path, f: datacla
         v6 = load(write(tmp_path / f"v6{suffix}", nested(f.metadata["v6"], value)), {}, {})
         assert v6 == v5, suffix
         assert v6.unknown_keys == []
+
+
+def test_admin_reads_the_same_from_its_v6_path(tmp_path: Path) -> None:
+    v5 = load(
+        write(tmp_path / "v5.json", {"admin": True, "admin_password": "p", "admin_secret": "s"}), {}, {}
+    )
+    v6_doc = {"admin": {"enabled": True, "password": "p", "secret": "s"}}
+    v6 = load(write(tmp_path / "v6.yaml", v6_doc), {}, {})
+    assert v6 == v5 and v6.admin and (v6.admin_password, v6.admin_secret) == ("p", "s")
 
 
 def channel_sample(f: dataclasses.Field[Any]) -> Any:
@@ -285,8 +295,9 @@ def test_unknown_v6_paths_are_reported() -> None:
 @pytest.mark.parametrize(
     ("doc", "message"),
     [
-        ({"admin": {"enabled": True, "password": "p"}}, "admin is not supported yet"),
-        ({"prometheus": {"enabled": True}}, "prometheus is not supported yet"),
+        ({"admin": {"enabled": True, "web_path": "/srv/web"}}, "admin_web_path is not supported yet"),
+        ({"admin": {"oidc": {"enabled": True}}}, "admin.oidc.enabled is not supported yet"),
+        ({"debug": {"enabled": True}}, "debug is not supported yet"),
         ({"client": {"token": {"jwks_public_endpoint": URL}}}, "token_jwks_public_endpoint is not supported"),
         ({"broker": {"enabled": True, "type": "nats"}}, "broker.enabled is not supported yet"),
         ({"client": {"user_id_http_header": "X-User"}}, "client.user_id_http_header is not supported"),
@@ -303,8 +314,9 @@ def test_v6_features_not_supported_yet_are_refused(doc: dict[str, Any], message:
 
 def test_v6_settings_of_features_left_off_are_accepted() -> None:
     doc = {
-        "admin": {"enabled": False, "password": "p", "secret": "s", "web_path": ""},
-        "prometheus": {"enabled": False, "instrument_http_handlers": True},
+        "swagger": {"enabled": False},
+        "admin": {"enabled": False, "oidc": {"enabled": False, "issuer": "x"}},
+        "debug": {"enabled": False},
         "grpc_api": {"enabled": False, "port": 10000},
         "websocket": {"write_timeout": "1s", "compression": False},
         "usage_stats": {"disabled": True},

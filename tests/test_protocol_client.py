@@ -38,6 +38,8 @@ class Host:
         self.queries: list[tuple[str, str, dict[str, Any], Any]] = []
         self.skipped_history: list[bool] = []
         self.proxy_calls: list[tuple[str, dict[str, Any], Any]] = []
+        self.handled: list[str] = []
+        self.failed: list[tuple[str, int]] = []
 
     def admit(self, session: ClientSession, ready: Any) -> Disconnect | None:
         self.admitted.append(session)
@@ -81,6 +83,13 @@ class Host:
 
     def sub_expiry_changed(self, session: ClientSession, channel: str) -> None:
         pass
+
+    def command_handled(self, method: str, seconds: float) -> None:
+        assert seconds >= 0
+        self.handled.append(method)
+
+    def reply_failed(self, method: str, code: int) -> None:
+        self.failed.append((method, code))
 
 
 def token(user: str, **claims: Any) -> str:
@@ -429,3 +438,16 @@ def test_session_status_names_itself() -> None:
     assert [status.name for status in SessionStatus] == ["CONNECTING", "CONNECTED", "FAILED", "CLOSED"]
     assert repr(CLOSED) == "<SessionStatus.CLOSED: 3>"
     assert f"{CONNECTED!r}".endswith("CONNECTED: 1>")
+
+
+def test_every_command_and_every_error_reply_is_told_to_the_host_for_metrics() -> None:
+    host, session = connected()
+    replies = send(
+        session,
+        {"id": 2, "subscribe": {"channel": "news"}},
+        {"id": 3, "history": {"channel": "nowhere:x"}},
+        {"id": 4, "presence": {"channel": "$private"}},
+    )
+    assert host.handled == ["connect", "subscribe", "history", "presence"]
+    assert [reply.get("error", {}).get("code") for reply in replies] == [None, 102, 108]
+    assert host.failed == [("history", 102), ("presence", 108)]

@@ -26,6 +26,7 @@ from __future__ import annotations
 import enum
 import logging
 from collections.abc import Callable
+from time import perf_counter
 from typing import Any, Protocol
 
 from broker import errors
@@ -164,6 +165,12 @@ class SessionHost(Protocol):
 
     def sub_expiry_changed(self, session: ClientSession, channel: str) -> None: ...
 
+    def command_handled(self, method: str, seconds: float) -> None:
+        """A command was handled in ``seconds`` (waits for another shard or a backend not included)."""
+
+    def reply_failed(self, method: str, code: int) -> None:
+        """An error reply with ``code`` went out for a ``method`` command."""
+
     @property
     def proxies(self) -> ProxyTable: ...
 
@@ -215,8 +222,10 @@ class ClientSession:
             raise errors.DISCONNECT_NOT_AVAILABLE()
         if not command_id:
             raise errors.DISCONNECT_BAD_REQUEST()
+        started = perf_counter()
         if request_key == "connect":
             self._on_connect(command_id, request, now)
+            self.host.command_handled("connect", perf_counter() - started)
             return
         self._require_connected()
         handler = _HANDLERS.get(request_key)
@@ -225,7 +234,8 @@ class ClientSession:
         try:
             handler(self, command_id, request, now)
         except ClientError as err:
-            self._error(command_id, err)
+            self._error(command_id, err, request_key)
+        self.host.command_handled(request_key, perf_counter() - started)
 
     def _require_connected(self) -> None:
         if self.status is not CONNECTED:
@@ -256,7 +266,7 @@ class ClientSession:
             check_channel_limit(state, host.cfg)
         except ClientError as err:
             self.status = FAILED
-            self._error(command_id, err)
+            self._error(command_id, err, "connect")
             return
         result = connect_result(
             state, host.cfg, now, uni=False, sub_data=subscription_data(creds), data=creds.data
@@ -310,12 +320,12 @@ class ClientSession:
             try:
                 outcome = _proxy_outcome("subscribe", answer, parse_subscribe)
                 if isinstance(outcome, Refusal):
-                    self._refused(command_id, outcome)
+                    self._refused(command_id, outcome, "subscribe")
                     return
                 granted = granted_by_proxy(rules, state, channel, decision, outcome, at)
                 self._start_subscription(command_id, plan_for(rules, state, request, granted), request, at)
             except ClientError as err:
-                self._error(command_id, err)
+                self._error(command_id, err, "subscribe")
             except Disconnect as exc:
                 self.close(exc)
 
@@ -363,12 +373,12 @@ class ClientSession:
         if deltas is not None and deltas.get(channel) == delta_bodies.PENDING:
             deltas[channel] = delta_bodies.NO_BASE
 
-    def _refused(self, command_id: int, refusal: Refusal) -> None:
+    def _refused(self, command_id: int, refusal: Refusal, method: str) -> None:
         """A proxy's ``error`` (a reply to the command) or ``disconnect`` (the connection ends)."""
         if refusal.disconnect is not None:
             self.close(refusal.disconnect)
         elif refusal.error is not None:
-            self._error(command_id, refusal.error)
+            self._error(command_id, refusal.error, method)
 
     def _record_subscription(self, plan: SubscribePlan) -> None:
         """Keep what the session must know of a granted subscription: token, expiry, join/leave."""
@@ -425,7 +435,7 @@ class ClientSession:
         if self.status is not CONNECTED or channel not in state.channels:
             return
         if err is not None or found is None:
-            self._error(command_id, err or errors.INTERNAL)
+            self._error(command_id, err or errors.INTERNAL, "subscribe")
             self.host.unsubscribe(self, channel)
             self.forget_channel(channel)
             return
@@ -437,7 +447,7 @@ class ClientSession:
             recovered = bool(found.get("recovered"))
             if not recovered and _flags(request) & REJECT_UNRECOVERED:
                 # The SDK reloads its state (getState) rather than go on with a gap.
-                self._error(command_id, errors.UNRECOVERABLE_POSITION())
+                self._error(command_id, errors.UNRECOVERABLE_POSITION(), "subscribe")
                 self.host.unsubscribe(self, channel)
                 self.forget_channel(channel)
                 return
@@ -517,10 +527,10 @@ class ClientSession:
             try:
                 outcome = _proxy_outcome("publish", answer, parse_publish)
             except ClientError as err:
-                self._error(command_id, err)
+                self._error(command_id, err, "publish")
                 return
             if isinstance(outcome, Refusal):
-                self._refused(command_id, outcome)
+                self._refused(command_id, outcome, "publish")
                 return
             self._publish(command_id, channel, outcome.data or data, outcome.skip_history)
 
@@ -542,7 +552,7 @@ class ClientSession:
             if self.status is not CONNECTED:
                 return
             if err is not None:
-                self._error(command_id, err)
+                self._error(command_id, err, "publish")
             else:
                 self._reply(command_id, "publish", {})
 
@@ -554,7 +564,7 @@ class ClientSession:
 
         def done(err: ClientError | None, result: dict[str, Any] | None) -> None:
             if err is not None or result is None:
-                self._deferred_error(command_id, err)
+                self._deferred_error(command_id, err, "presence")
                 return
             presence = {
                 client: client_info_from_json(info) for client, info in result.get("presence", {}).items()
@@ -571,7 +581,7 @@ class ClientSession:
 
         def done(err: ClientError | None, result: dict[str, Any] | None) -> None:
             if err is not None or result is None:
-                self._deferred_error(command_id, err)
+                self._deferred_error(command_id, err, "presence_stats")
                 return
             self._deferred_reply(command_id, "presence_stats", result)
 
@@ -581,9 +591,9 @@ class ClientSession:
         if self.status is CONNECTED:
             self._reply(command_id, key, result)
 
-    def _deferred_error(self, command_id: int, err: ClientError | None) -> None:
+    def _deferred_error(self, command_id: int, err: ClientError | None, method: str) -> None:
         if self.status is CONNECTED:
-            self._error(command_id, err or errors.INTERNAL)
+            self._error(command_id, err or errors.INTERNAL, method)
 
     def _on_history(self, command_id: int, request: dict[str, Any], now: float) -> None:
         channel = _channel(request)
@@ -605,7 +615,7 @@ class ClientSession:
 
         def done(err: ClientError | None, found: dict[str, Any] | None) -> None:
             if err is not None or found is None:
-                self._deferred_error(command_id, err)
+                self._deferred_error(command_id, err, "history")
                 return
             publications = [reply_from_wire(p) for p in found.get("publications", [])]
             self._deferred_reply(
@@ -636,12 +646,12 @@ class ClientSession:
             try:
                 outcome = _proxy_outcome("rpc", answer, parse_rpc_answer)
             except ClientError as err:
-                self._error(command_id, err)
+                self._error(command_id, err, "rpc")
                 return
             if outcome.disconnect is not None:
                 self.close(outcome.disconnect)
             elif outcome.error is not None:
-                self._error(command_id, outcome.error)
+                self._error(command_id, outcome.error, "rpc")
             else:
                 self._reply(command_id, "rpc", {"data": outcome.data} if outcome.data is not None else {})
 
@@ -729,7 +739,8 @@ class ClientSession:
     def _reply(self, command_id: int, key: str, result: dict[str, Any]) -> None:
         self._out.append(self.codec.encode_reply({"id": command_id, key: result}))
 
-    def _error(self, command_id: int, err: ClientError) -> None:
+    def _error(self, command_id: int, err: ClientError, method: str) -> None:
+        self.host.reply_failed(method, err.code)
         self._out.append(self.codec.encode_reply({"id": command_id, "error": err.to_dict()}))
 
     def push(self, push: dict[str, Any]) -> None:

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import time
+from time import perf_counter
 from typing import Any
 
 from broker.channels import ChannelRules
@@ -24,6 +25,7 @@ from router.api.methods import METHODS, run_method
 from router.cluster import Cluster
 from router.emulation import deliver as deliver_emulation
 from router.http import Request
+from router.metrics import ApiTimings
 from router.nodes import Nodes
 
 
@@ -40,6 +42,7 @@ class Api:
         self.across: Across | None = None
         self.engines: Engines | None = None
         self.nodes: Nodes | None = None
+        self.timings = ApiTimings()
 
     async def join_nodes(self) -> None:
         """With the Redis engine: listen to the other nodes and tell them about this one."""
@@ -91,7 +94,15 @@ class Api:
         return await http.serve_legacy(self.cfg, self.call, request)
 
     async def call(self, method: str, params: Any) -> Any:
-        return await run_method(self, method, params)
+        started = perf_counter()
+        try:
+            return await run_method(self, method, params)
+        finally:
+            if method in METHODS:  # a name the client made up is not a label
+                self.timings.observe(method, perf_counter() - started)
+
+    def num_nodes(self) -> int:
+        return 1 + (len(self.nodes.live()) if self.nodes is not None else 0)
 
     def shards_with_subscribers(self, channel: str) -> list[int] | None:
         """From the shared channel counts: the shards that have subscribers (None = unknown, ask all)."""

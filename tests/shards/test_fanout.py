@@ -15,6 +15,7 @@ from broker.delta.fossil import apply
 from broker.protocol.state import ConnectionState
 from broker.publication import Publication
 from shards.connection import ClientConnection
+from broker.metrics.counters import ShardCounters
 from shards.fanout import FanOut, WriteCoalescer
 from shards.hub import Hub
 
@@ -67,10 +68,16 @@ def setup(queue_limit: int = 1_000_000) -> tuple[FanOut, Hub, Any, asyncio.Abstr
     hub = Hub()
     coalescer = WriteCoalescer(loop)
     shard = SimpleNamespace(
-        cfg=cfg, loop=loop, mark_dirty=coalescer.mark_dirty, unregister=hub.remove, published=[]
+        cfg=cfg,
+        loop=loop,
+        mark_dirty=coalescer.mark_dirty,
+        unregister=hub.remove,
+        published=[],
+        counters=ShardCounters(),
+        backlogged=lambda conn: None,
     )
     shard.publish = lambda publication, done: shard.published.append(publication)
-    fanout = FanOut(hub, ChannelRules.from_config(cfg), shard)  # type: ignore[arg-type]
+    fanout = FanOut(hub, ChannelRules.from_config(cfg), shard, shard.counters)  # type: ignore[arg-type]
     return fanout, hub, shard, loop
 
 

@@ -79,6 +79,7 @@ def test_the_router_may_ask_the_api_methods_and_shares_the_writers_answers_with_
         "connections",
         "disconnect",
         "info",
+        "metrics",
         "publish",
         "publish_many",
         "subscribe",
