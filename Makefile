@@ -54,13 +54,14 @@ docs: $(STAMP)
 	$(BIN)/python -m broker.config_docs README.md
 
 # Services the tests start themselves (never the system's): Debian's redis-server and redis-cli,
-# openssl for the certificate of the TLS test, and systemd-analyze to verify the units in deploy/systemd.
+# openssl for the certificate of the TLS test, systemd-analyze to verify the units in deploy/systemd,
+# and Chromium, driven headless by Playwright to test the admin web page.
 services:
 	@command -v redis-server >/dev/null && command -v redis-cli >/dev/null && command -v openssl >/dev/null \
-		&& command -v systemd-analyze >/dev/null || { \
-		echo "==> installing redis-server, redis-tools, openssl and systemd (for systemd-analyze)"; \
+		&& command -v systemd-analyze >/dev/null && command -v chromium >/dev/null || { \
+		echo "==> installing redis-server, redis-tools, openssl, systemd (for systemd-analyze) and chromium"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-			redis-server redis-tools openssl systemd >/dev/null; }
+			redis-server redis-tools openssl systemd chromium >/dev/null; }
 
 test: lint sdk-deps services
 	$(BIN)/pytest -q

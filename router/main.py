@@ -36,6 +36,7 @@ from broker.lifecycle import ChildContext, standalone_context
 from broker.metrics.exposition import CONTENT_TYPE
 from broker.proxy.connect_call import ConnectProxy
 from broker.runtime_dir import lock_role
+from router.admin import AdminEndpoints
 from router.api import Api
 from router.cluster import Cluster
 from router.connect import ConnectHandler
@@ -72,6 +73,7 @@ class RouterApp:
         self.websocket = WebSocketEndpoints(cfg, self.cluster, self.proxy)
         self.emulation = EmulationHandler(cfg, self.cluster)
         self.api_prefix = cfg.api_handler_prefix.rstrip("/") or "/api"
+        self.admin = AdminEndpoints(cfg, self.api.call) if cfg.admin else None
         self.metrics = (
             MetricsEndpoint(self.cluster, float(cfg.api_shard_timeout), self.api.timings, self.api.num_nodes)
             if cfg.prometheus
@@ -107,6 +109,8 @@ class RouterApp:
             # A plain request to a WebSocket endpoint (no Upgrade header).
             conn.respond(HTTPStatus.BAD_REQUEST, b"Bad Request", "text/plain")
             return None
+        if self.admin is not None and path in self.admin.paths:
+            return self.admin.handle(request, conn)
         if self.metrics is not None and path == self.cfg.prometheus_handler_prefix:
             return self._serve_metrics(request, conn)
         if path == "/health" and self.cfg.health:

@@ -23,7 +23,9 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with Server(tmp_path_factory.mktemp("metrics"), shards=2, prometheus=True, allow_subscribe_for_client=True) as srv:
+    with Server(
+        tmp_path_factory.mktemp("metrics"), shards=2, prometheus=True, allow_subscribe_for_client=True
+    ) as srv:
         yield srv
 
 

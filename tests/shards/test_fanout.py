@@ -12,10 +12,10 @@ from broker import errors
 from broker.channels import ChannelRules
 from broker.config import build
 from broker.delta.fossil import apply
+from broker.metrics.counters import ShardCounters
 from broker.protocol.state import ConnectionState
 from broker.publication import Publication
 from shards.connection import ClientConnection
-from broker.metrics.counters import ShardCounters
 from shards.fanout import FanOut, WriteCoalescer
 from shards.hub import Hub
 
