@@ -8,7 +8,11 @@ Starts a real server (supervisor, router, N shards) on a free port, then in one 
 3. **``connections`` by user** over one keep-alive HTTP connection, sequential requests for random users,
    alternating with ``GET /health`` on the same connection as the bare HTTP cost of the router;
 4. **CEL scans** over every shard: one expression matching every connection, one selective expression
-   without index hints, one matching nothing (the scan without result encoding and transfer).
+   without index hints, one matching nothing (the scan without result encoding and transfer);
+5. **``/metrics`` scrapes** alternating with ``GET /health``: latency, size, router and shard CPU per
+   scrape, with the scraped client count checked against C;
+6. **revoke → close**: WebSocket clients sharing a token ``jti`` on both shards, ``revoke_token`` called,
+   the time until the last of them is closed with 3500, with every connection above still held.
 
 Correctness is checked on the way: every client id a generator saw in its connect push must be in the
 by-user answer for its user (and nothing else), the full scan must return exactly C connections, and the
@@ -74,6 +78,8 @@ class Options:
     by_user_requests: int = 2_000
     scan_requests: int = 50
     verify_users: int = 200
+    scrapes: int = 200
+    revoke_rounds: int = 20
     settle: float = 1.0
     append_results: Path | None = None
     profile: Path | None = None
@@ -519,6 +525,69 @@ def measure_scans(
     result.check("selective and empty scans return exactly the matches", not wrong, str(wrong or "all exact"))
 
 
+def measure_metrics(
+    result: Result, client: HttpClient, clients: dict[str, str], meter: CpuMeter, opts: Options
+) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for _ in range(5):  # warm-up
+        timed(client, "GET", "/metrics")
+    health: list[float] = []
+    scrapes: list[float] = []
+    payload = b""
+    meter.start()
+    for _ in range(opts.scrapes):
+        health.append(timed(client, "GET", "/health")[0])
+        elapsed, payload = timed(client, "GET", "/metrics")
+        scrapes.append(elapsed)
+    spent = meter.stop()
+    count = max(1, opts.scrapes)
+    add_latencies(result, "GET /metrics", scrapes, None)
+    result.add("GET /metrics, response size", len(payload) / 1024, "KiB")
+    result.add("router CPU per scrape (and a /health)", spent["router"] / count * 1e3, "ms")
+    shard_cpu = sum(v for role, v in spent.items() if role.startswith("shard"))
+    result.add("shard CPU per scrape (all shards)", shard_cpu / count * 1e3, "ms")
+    scraped = {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(payload.decode())
+        for sample in family.samples
+        if not sample.labels
+    }
+    num_clients = int(scraped.get("centrifugo_node_num_clients", -1))
+    result.check(
+        "/metrics counts every connection", num_clients == len(clients), f"num_clients={num_clients}"
+    )
+
+
+async def _revoke_rounds(port: int, rounds: int, shards: int) -> tuple[list[float], list[str]]:
+    from tests.integration.wsclient import WsClient, users_on_shards
+    from tests.support.tokens import make_token
+
+    latencies: list[float] = []
+    wrong: list[str] = []
+    with HttpClient(port) as api:
+        for n in range(rounds):
+            jti = f"bench-revoke-{n}-{time.time_ns()}"
+            users = users_on_shards(f"revoke-{n}", shards)
+            tokens = [make_token(user, SECRET, jti=jti) for user in users + users[:1]]
+            sessions = [await WsClient.connected(port, token) for token in tokens]
+            began = time.perf_counter()
+            api.api("revoke_token", {"uid": jti, "expire_at": int(time.time()) + 3600})
+            codes = [(await session.closed(timeout=5))[0] for session in sessions]
+            latencies.append(time.perf_counter() - began)
+            if set(codes) != {3500}:
+                wrong.append(f"{jti}: {codes}")
+    return latencies, wrong
+
+
+def measure_revoke(result: Result, port: int, opts: Options) -> None:
+    import asyncio
+
+    latencies, wrong = asyncio.run(_revoke_rounds(port, opts.revoke_rounds, opts.shards))
+    add_latencies(result, "revoke_token → last connection closed (3 on every shard)", latencies, 1000.0)
+    result.check("every revoked connection closed with 3500", not wrong, str(wrong[:3] or "all 3500"))
+
+
 def start_proxy_backend() -> tuple[multiprocessing.process.BaseProcess, str]:
     port = free_port()
     try:
@@ -537,11 +606,12 @@ def run(opts: Options) -> Result:
     result = Result(opts)
     workdir = Path(tempfile.mkdtemp(prefix="switchboard-bench-"))
     backend = start_proxy_backend() if opts.connect_proxy else None
-    extra = (
-        {"proxy_connect_endpoint": backend[1], "proxy_connect_placement": opts.connect_proxy_placement}
-        if backend is not None
-        else None
-    )
+    extra: dict[str, Any] = {"prometheus": True}
+    if backend is not None:
+        extra |= {
+            "proxy_connect_endpoint": backend[1],
+            "proxy_connect_placement": opts.connect_proxy_placement,
+        }
     server = ServerProcess(workdir, opts.shards, extra)
     generators: list[Generator] = []
     try:
@@ -575,6 +645,9 @@ def run(opts: Options) -> Result:
                 measure_by_user(result, client, clients, meter, opts)
             with profiled(opts.profile, "scans", server_pids):
                 measure_scans(result, client, clients, meter, opts)
+            with profiled(opts.profile, "metrics", server_pids):
+                measure_metrics(result, client, clients, meter, opts)
+            measure_revoke(result, server.port, opts)
             result.add("shard RSS after the queries (all shards)", shard_rss(pids) / 2**20, "MiB")
         ended = [gen.stop() for gen in generators]
         result.check("no stream ended before the generators closed it", sum(ended) == 0, f"{ended}")

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from broker.config import build
+
 UNITS = Path(__file__).resolve().parents[1] / "deploy" / "systemd"
 INSTALLED = "/opt/switchboard/.venv/bin/switchboard"
 
@@ -75,3 +77,28 @@ def test_the_unit_starts_the_server_with_the_documented_layout() -> None:
         "RuntimeDirectory=switchboard",
     ):
         assert line in unit.splitlines(), line
+
+
+def unit_environment(unit: str) -> dict[str, str]:
+    """``Environment=`` lines of a unit, then the example environment file it reads, as systemd would."""
+    env: dict[str, str] = {}
+    lines = (UNITS / unit).read_text().splitlines()
+    assert "EnvironmentFile=-/etc/switchboard/env" in lines, unit
+    for line in lines:
+        if line.startswith("Environment="):
+            name, _, value = line.removeprefix("Environment=").partition("=")
+            env[name] = value
+    example = UNITS.parent / "switchboard.env.example"
+    for line in example.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, value = line.partition("=")
+            env[name] = value
+    return env
+
+
+@pytest.mark.parametrize("unit", sorted(path.name for path in UNITS.glob("*.service")))
+def test_every_unit_turns_metrics_on_and_reads_the_admin_settings(unit: str) -> None:
+    cfg = build({"client": {"token": {"hmac_secret_key": "k"}}}, unit_environment(unit), {})
+    assert cfg.prometheus and cfg.admin and cfg.admin_password and len(cfg.admin_secret) >= 32
+    assert cfg.runtime_dir == "/run/switchboard"
+    assert cfg.unknown_env == []
