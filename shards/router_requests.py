@@ -368,12 +368,11 @@ def access(shard: RouterHost, params: dict[str, Any]) -> dict[str, Any]:
     )
     now = time.time()
     closed = 0
-    revoked = params.get("uid") if params.get("kind") == "revoke_token" else None
     for conn in list(candidates):
         state = conn.state
         refusal = rules.refuses(state.user, state.token_uid, state.token_issued_at, now)
-        # A revoked subscription token ends its connection too, as an invalid one would.
-        if refusal is None and revoked and _holds_subscription_token(state, revoked):
+        # A refused subscription token ends its connection too, as an invalid one would.
+        if refusal is None and _holds_refused_subscription_token(rules, state, now):
             refusal = errors.INVALID_TOKEN
         if refusal is not None:
             shard.disconnect(conn, refusal)
@@ -407,8 +406,12 @@ async def user_status(shard: RouterHost, params: dict[str, Any]) -> dict[str, An
     return {"statuses": statuses}
 
 
-def _holds_subscription_token(state: Any, uid: str) -> bool:
-    return bool(state.sub_tokens) and any(held == uid for held, _ in state.sub_tokens.values())
+def _holds_refused_subscription_token(rules: AccessRules, state: Any, now: float) -> bool:
+    tokens = state.sub_tokens
+    return bool(tokens) and any(
+        rules.refuses_subscription_token(state.user, channel, uid, issued_at, now)
+        for channel, (uid, issued_at) in tokens.items()
+    )
 
 
 ROUTER_HANDLERS = {

@@ -96,6 +96,11 @@ class SessionHosting(ClientConnection):
     ) -> Disconnect | None:
         return self.shard.access.refuses(user, token_uid, token_issued_at, now)
 
+    def subscription_token_refused(
+        self, user: str, channel: str, token_uid: str, token_issued_at: int, now: float
+    ) -> bool:
+        return self.shard.access.refuses_subscription_token(user, channel, token_uid, token_issued_at, now)
+
     def expiry_changed(self, session: ClientSession) -> None:
         self.shard.expiry_changed(self)
 

@@ -78,6 +78,11 @@ class Host:
     def access_refuses(self, user: str, token_uid: str, token_issued_at: int, now: float) -> Any:
         return None
 
+    def subscription_token_refused(
+        self, user: str, channel: str, token_uid: str, token_issued_at: int, now: float
+    ) -> bool:
+        return False
+
     def expiry_changed(self, session: ClientSession) -> None:
         self.expiry_changes += 1
 

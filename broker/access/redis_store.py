@@ -21,7 +21,9 @@ def entry_id(change: dict[str, Any]) -> str:
     if kind == "revoke_token":
         return f"token:{change['uid']}"
     if kind == "invalidate_user_tokens":
-        return f"invalidated:{change['user']}"
+        channel = change.get("channel")
+        # A channel's subscription tokens are an entry of their own, beside the connection tokens'.
+        return f"invalidated:{change['user']}" + (f"\x00{channel}" if channel else "")
     return f"blocked:{change['user']}"  # block_user and unblock_user name the same entry
 
 

@@ -4,7 +4,8 @@ Three kinds of entry, each with an ``expire_at`` (Unix seconds; 0: never) after 
 
 * a revoked token: its ``jti`` (``uid``) is refused, whoever holds it;
 * invalidated user tokens: the user's tokens issued before ``issued_before`` (their ``iat``) are refused —
-  the "log out everywhere after a password change" case;
+  the "log out everywhere after a password change" case; with a ``channel``, the user's subscription
+  tokens for that channel instead;
 * a blocked user: refused whatever the token, until unblocked.
 
 Every shard holds the same :class:`AccessRules` (the API sends each change to every shard, and a shard
@@ -35,6 +36,8 @@ class AccessRules:
         default_factory=dict
     )  # user → (issued_before, expire_at)
     blocked: dict[str, float] = field(default_factory=dict)  # user → expire_at
+    # (user, channel) → (issued_before, expire_at): the user's subscription tokens for that channel.
+    invalidated_channels: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
 
     def apply(self, change: dict[str, Any]) -> None:
         """One change as the API made it: ``{"kind", ...the method's params}`` (already checked)."""
@@ -45,12 +48,14 @@ class AccessRules:
         elif kind == "invalidate_user_tokens":
             user = _text(change, "user")
             before = _seconds(change.get("issued_before", 0))
-            known = self.invalidated.get(user)
-            # Invalidations only widen: a later call with an older issued_before keeps the newer one.
-            if known is not None and known[0] > before:
-                before = known[0]
-                expire_at = max(expire_at, known[1]) if expire_at and known[1] else 0
-            self.invalidated[user] = (before, expire_at)
+            channel = change.get("channel")
+            if channel is None:
+                self.invalidated[user] = _widened(self.invalidated.get(user), before, expire_at)
+            else:
+                key = (user, _text(change, "channel"))
+                self.invalidated_channels[key] = _widened(
+                    self.invalidated_channels.get(key), before, expire_at
+                )
         elif kind == "block_user":
             self.blocked[_text(change, "user")] = expire_at
         elif kind == "unblock_user":
@@ -69,6 +74,15 @@ class AccessRules:
             return errors.INVALID_TOKEN
         return None
 
+    def refuses_subscription_token(
+        self, user: str, channel: str, token_uid: str, token_issued_at: int, now: float
+    ) -> bool:
+        """Whether a subscription token (its ``jti`` and ``iat``) for ``channel`` is refused."""
+        if token_uid and _live(self.revoked.get(token_uid), now):
+            return True
+        invalidated = self.invalidated_channels.get((user, channel)) if user else None
+        return invalidated is not None and _live(invalidated[1], now) and token_issued_at < invalidated[0]
+
     def forget_expired(self, now: float) -> int:
         """Drop entries past their ``expire_at``; how many went."""
         gone = 0
@@ -78,6 +92,10 @@ class AccessRules:
                 gone += 1
         for user in [u for u, (_, expire_at) in self.invalidated.items() if not _live(expire_at, now)]:
             del self.invalidated[user]
+            gone += 1
+        channels = self.invalidated_channels
+        for pair in [k for k, (_, expire_at) in channels.items() if not _live(expire_at, now)]:
+            del channels[pair]
             gone += 1
         return gone
 
@@ -90,11 +108,28 @@ class AccessRules:
             {"kind": "invalidate_user_tokens", "user": user, "issued_before": before, "expire_at": at}
             for user, (before, at) in self.invalidated.items()
         ]
+        out += [
+            {
+                "kind": "invalidate_user_tokens",
+                "user": user,
+                "channel": channel,
+                "issued_before": before,
+                "expire_at": at,
+            }
+            for (user, channel), (before, at) in self.invalidated_channels.items()
+        ]
         out += [{"kind": "block_user", "user": user, "expire_at": at} for user, at in self.blocked.items()]
         return out
 
     def __len__(self) -> int:
-        return len(self.revoked) + len(self.invalidated) + len(self.blocked)
+        return len(self.revoked) + len(self.invalidated) + len(self.invalidated_channels) + len(self.blocked)
+
+
+def _widened(known: tuple[float, float] | None, before: float, expire_at: float) -> tuple[float, float]:
+    """Invalidations only widen: a later call with an older ``issued_before`` keeps the newer one."""
+    if known is not None and known[0] > before:
+        return known[0], (max(expire_at, known[1]) if expire_at and known[1] else 0)
+    return before, expire_at
 
 
 def _live(expire_at: float | None, now: float) -> bool:

@@ -157,6 +157,12 @@ class SessionHost(Protocol):
         """Why the session management API refuses this user or token (blocked, revoked), or None."""
         ...
 
+    def subscription_token_refused(
+        self, user: str, channel: str, token_uid: str, token_issued_at: int, now: float
+    ) -> bool:
+        """Whether the session management API refuses this subscription token (revoked, invalidated)."""
+        ...
+
     def cluster_query(self, method: str, params: dict[str, Any], merge: Any, done: Done) -> None:
         """Ask every shard and merge the answers (presence)."""
 
@@ -292,7 +298,7 @@ class ClientSession:
         if pending and _channel(request) in pending:
             raise errors.ALREADY_SUBSCRIBED()
         decision = decide_subscribe(rules, state, request, now, waiting=len(pending) if pending else 0)
-        self._refuse_revoked_subscription_token(decision.token_uid, now)
+        self._refuse_subscription_token(_channel(request), decision, now)
         if not decision.ask_proxy:
             self._start_subscription(command_id, plan_for(rules, state, request, decision), request, now)
             return
@@ -711,7 +717,7 @@ class ClientSession:
                 # A refresh token that does not verify ends the connection (subscribing only fails).
                 raise errors.INVALID_TOKEN() from None
             raise
-        self._refuse_revoked_subscription_token(decision.token_uid, now)
+        self._refuse_subscription_token(channel, decision, now)
         expire_at = float(decision.expire_at)
         if state.sub_tokens is None:
             state.sub_tokens = {}
@@ -719,9 +725,15 @@ class ClientSession:
         self._set_sub_expiry(channel, expire_at)
         self._reply(command_id, "sub_refresh", _expiry_result(expire_at, now))
 
-    def _refuse_revoked_subscription_token(self, token_uid: str, now: float) -> None:
-        """A subscription token whose ``jti`` was revoked ends the connection (3500), as an invalid one."""
-        if token_uid and self.host.access_refuses("", token_uid, 0, now) is not None:
+    def _refuse_subscription_token(self, channel: str, decision: Any, now: float) -> None:
+        """A subscription token that was revoked (its ``jti``) or invalidated (the user's tokens for the
+        channel issued before a time) ends the connection (3500), as an invalid one would."""
+        if not decision.token_uid and not decision.token_issued_at:
+            return  # no subscription token: nothing to refuse
+        refused = self.host.subscription_token_refused(
+            self.state.user, channel, decision.token_uid, decision.token_issued_at, now
+        )
+        if refused:
             raise errors.INVALID_TOKEN()
 
     def _set_sub_expiry(self, channel: str, expire_at: float) -> None:

@@ -52,14 +52,15 @@ class InvalidateUserTokensParams(AccessParams):
     @classmethod
     def from_json(cls, params: Params, rules: ChannelNames) -> Self:
         user = string(params, "user", required=True)
-        if string(params, "channel"):
-            raise errors.BAD_REQUEST.with_message("channel (subscription tokens) is not supported yet")
+        channel = string(params, "channel")
         issued_before: Any = params.get("issued_before")
         if issued_before is None or issued_before == 0:
             issued_before = int(time.time())  # "now": every token issued so far
         if isinstance(issued_before, bool) or not isinstance(issued_before, int) or issued_before < 0:
             raise errors.BAD_REQUEST.with_message("issued_before must be Unix seconds")
         change = {"kind": "invalidate_user_tokens", "user": user, "issued_before": issued_before}
+        if channel:
+            change["channel"] = channel  # that channel's subscription tokens, not the connection tokens
         return cls({**change, "expire_at": _expire_at(params)})
 
 

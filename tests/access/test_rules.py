@@ -66,3 +66,24 @@ def test_snapshot_rebuilds_the_same_rules() -> None:
 def test_malformed_changes_are_refused(change: dict[str, object]) -> None:
     with pytest.raises(BadEntry):
         AccessRules().apply(change)
+
+
+def test_a_channels_subscription_tokens_are_invalidated_apart_from_connection_tokens() -> None:
+    rules = AccessRules()
+    change = {"kind": "invalidate_user_tokens", "user": "u", "channel": "$c", "issued_before": 100}
+    rules.apply({**change, "expire_at": 500})
+    assert rules.refuses_subscription_token("u", "$c", "", 99, now=10)
+    assert not rules.refuses_subscription_token("u", "$c", "", 100, now=10)  # issued at the cut: good
+    assert not rules.refuses_subscription_token("u", "$other", "", 1, now=10)
+    assert not rules.refuses_subscription_token("someone", "$c", "", 1, now=10)
+    assert rules.refuses("u", "", 1, now=10) is None  # connection tokens are not touched
+    # Widening only, and kept in the snapshot a starting shard loads.
+    rules.apply({**change, "issued_before": 50, "expire_at": 0})
+    assert rules.refuses_subscription_token("u", "$c", "", 99, now=10)
+    copy = AccessRules()
+    for entry in rules.snapshot():
+        copy.apply(entry)
+    assert copy.invalidated_channels == rules.invalidated_channels and len(copy) == 1
+    assert rules.forget_expired(now=600) == 0  # widened to never expire by the second call
+    rules.apply({"kind": "revoke_token", "uid": "sub-jti", "expire_at": 0})
+    assert rules.refuses_subscription_token("anyone", "$any", "sub-jti", 10**9, now=10)

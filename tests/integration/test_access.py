@@ -129,7 +129,7 @@ def test_bad_params_are_107(server: Server) -> None:
         ("revoke_token", {"uid": "x", "expire_at": -5}),
         ("block_user", {"user": ""}),
         ("invalidate_user_tokens", {"user": "u", "issued_before": "yesterday"}),
-        ("invalidate_user_tokens", {"user": "u", "channel": "chat"}),
+        ("invalidate_user_tokens", {"user": "u", "channel": 5}),
         ("unblock_user", {"user": 7}),
     ):
         assert server.api(method, params)["error"]["code"] == 107, (method, params)
@@ -189,6 +189,43 @@ def test_anonymous_clients_cannot_update_a_status(server: Server) -> None:
         reply = await client.command("rpc", {"method": "update_user_status", "data": {}})
         assert reply["error"]["code"] == 103
         await client.close()
+
+    run(scenario())
+
+
+def test_invalidating_a_users_subscription_tokens_for_one_channel(server: Server) -> None:
+    """``invalidate_user_tokens`` with ``channel``: the user's subscription tokens for that channel issued
+    before then end their connections (3500) and are refused later; the user's connection tokens, other
+    channels' tokens and other users' tokens for that channel stay good."""
+    user, other = users_on_shards("sub-invalidated")
+
+    async def scenario() -> None:
+        old = subscription_token(user, "$private-a", iat=int(time.time()) - 60)
+        holder = await WsClient.connected(server.port, make_token(user))
+        assert "subscribe" in await holder.subscribe("$private-a", token=old)
+        elsewhere = await WsClient.connected(server.port, make_token(user))
+        assert "subscribe" in await elsewhere.subscribe(
+            "$private-b", token=subscription_token(user, "$private-b")
+        )
+        stranger = await WsClient.connected(server.port, make_token(other))
+        assert "subscribe" in await stranger.subscribe(
+            "$private-a", token=subscription_token(other, "$private-a")
+        )
+        params = {"user": user, "channel": "$private-a", "issued_before": int(time.time()) - 30}
+        assert server.api("invalidate_user_tokens", params) == {"result": {}}
+        assert (await holder.closed(timeout=1.0))[0] == 3500
+        assert elsewhere.is_open and stranger.is_open
+        again = await WsClient.connected(server.port, make_token(user))  # the connection token is good
+        await again.send_commands(
+            {"id": again.next_id(), "subscribe": {"channel": "$private-a", "token": old}}
+        )
+        assert (await again.closed())[0] == 3500
+        fresh = await WsClient.connected(server.port, make_token(user))
+        assert "subscribe" in await fresh.subscribe(
+            "$private-a", token=subscription_token(user, "$private-a")
+        )
+        for client in (elsewhere, stranger, fresh):
+            await client.close()
 
     run(scenario())
 
