@@ -3,6 +3,8 @@ insecure mode, a handler prefix, and garbage."""
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Iterator
 
@@ -11,6 +13,7 @@ import pytest
 import requests
 
 from tests.support.server import API_KEY, Server
+from tests.support.waiting import eventually
 
 PASSWORD = "endpoints-password"
 SECRET = "endpoints-secret-of-at-least-32-bytes"
@@ -121,3 +124,25 @@ def test_admin_switched_off_serves_nothing(tmp_path_factory: pytest.TempPathFact
     with Server(tmp_path_factory.mktemp("admin-off"), shards=1) as srv:
         assert requests.get(f"{srv.url}/", timeout=5).status_code == 404
         assert requests.post(f"{srv.url}/admin/auth", data={"password": ""}, timeout=5).status_code == 404
+
+
+def test_a_session_token_outlives_a_router_restart_and_metrics_heal(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """kill -9 of the router: the supervisor starts another; the page's token (signed, not stored) still
+    opens the admin API, and /metrics sees every shard again."""
+    config = {"admin": True, "admin_password": PASSWORD, "admin_secret": SECRET, "prometheus": True}
+    with Server(tmp_path_factory.mktemp("admin-restart"), shards=2, **config) as srv:
+        token = login(srv).json()["token"]
+        old = srv.router_pid()
+        os.kill(old, signal.SIGKILL)
+        answer = eventually(
+            lambda: admin_api(srv, token, {"method": "info"}).json(),
+            timeout=20,
+            what="the restarted router to answer the admin API",
+            retry_on=(AssertionError, requests.RequestException, ValueError),
+        )
+        assert answer["result"]["nodes"][0]["num_clients"] == 0
+        assert srv.router_pid() != old
+        text = requests.get(f"{srv.url}/metrics", timeout=5).text
+        assert 'switchboard_shard_up{shard="0"} 1' in text and 'switchboard_shard_up{shard="1"} 1' in text
