@@ -288,6 +288,20 @@ class Config:
     shm_index_capacity: int = opt(
         65536, "node.shm_index_capacity", "channels the shared index holds", ext=True
     )
+    shm_user_index: bool = opt(
+        True,
+        "node.shm_user_index",
+        "each shard's connections by user in shared memory: by-user answers without asking a shard",
+        ext=True,
+    )
+    shm_user_index_capacity: int = opt(
+        65536, "node.shm_user_index_capacity", "users per shard the index holds (half its slots)",
+        positive=True, ext=True,
+    )  # fmt: skip
+    shm_user_index_heap: int = opt(
+        8 * 1024 * 1024, "node.shm_user_index_heap", "bytes per shard for the users' encoded connections",
+        positive=True, ext=True,
+    )  # fmt: skip
 
     # Proxies to the application backend. The flat (v4/v5) keys have no single v6 path: v6 configures
     # each proxy as an object (client.proxy.connect, channel.proxy.subscribe, rpc.proxy, proxies[]),

@@ -280,9 +280,10 @@ class Arbiter:
         # be draining (parent-death signal): give them their shutdown time before giving up.
         wait = float(self.cfg.shutdown_timeout) + 5.0
         self._lock = lock_server(self.cfg.runtime_path, wait_for_orphans=wait, cancelled=self._stop_requested)
-        from broker.ipc.channel_counts import remove_counts
+        from broker.ipc.channel_counts import remove_counts, remove_user_indexes
 
         remove_counts(self.cfg)  # left by a previous run of this directory
+        remove_user_indexes(self.cfg)
 
     def _stop_requested(self) -> bool:
         self._handle_signals()
@@ -291,9 +292,10 @@ class Arbiter:
     def _release_runtime_dir(self) -> None:
         if self._lock is None:
             return
-        from broker.ipc.channel_counts import remove_counts
+        from broker.ipc.channel_counts import remove_counts, remove_user_indexes
 
         remove_counts(self.cfg)
+        remove_user_indexes(self.cfg)
         self._lock.release()
         self._lock = None
 

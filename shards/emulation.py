@@ -72,7 +72,7 @@ class EmulationConnection(SessionHosting):
         if self.closed:
             return
         self.shard.counters.received_from_client(self.state.transport, len(data))
-        self.session.receive(data, time.time())
+        self.receive_commands(data, time.time())
         self._write_replies()
 
     def data_received(self, data: bytes) -> None:

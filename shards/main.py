@@ -68,6 +68,7 @@ from shards.rehome import Rehoming
 from shards.restarts import PeerRestarts, announce_start, load_access_rules
 from shards.router_requests import ROUTER_HANDLERS, warm_up
 from shards.timers import every_second
+from shards.user_index import UserIndexPublisher
 from shards.writer import ChannelWriter
 
 log = logging.getLogger("switchboard.shard")
@@ -93,6 +94,7 @@ class Shard:
         self.unsubscribe = self.membership.unsubscribe
         self.server_unsubscribe = self.membership.server_unsubscribe
         self.expiry_changed = self.membership.expiry_changed
+        self.info_changed = self.membership.info_changed
         self.sub_expiry_changed = self.membership.sub_expiry_changed
         self.access = self.membership.access
         self.verifier = TokenVerifier.for_connections(cfg)
@@ -125,6 +127,9 @@ class Shard:
             else MemoryUserStatus()
         )
         self.membership.on_user_gone = self._user_gone
+        # Connections by user in shared memory, for the router's by-user answers (None: it asks here).
+        self.user_index = UserIndexPublisher.open(cfg, index, self.hub, loop)
+        self.membership.user_index = self.user_index
         self.mesh = PeerMesh(index, self.size, self.handle_peer_request, self.spawn)
         self.writer_query = self.mesh.writer_query
         self.counters = self.membership.counters
@@ -237,6 +242,8 @@ class Shard:
             conn.abort()
         for closable in self._closables:
             closable.close()
+        if self.user_index is not None:
+            self.user_index.close()
         if self.redis is not None:
             self.redis.close()
         await self.engines.close()
@@ -358,6 +365,8 @@ class Shard:
         self.timers.tick(now)
         self.writer.maintain(now)
         self.access.forget_expired(time.time())
+        if self.user_index is not None:
+            self.user_index.tick()
         if isinstance(self.statuses, MemoryUserStatus):
             self.statuses.forget_expired(time.time())
         if self.redis is not None:

@@ -56,6 +56,12 @@ class Roster(Protocol):
     def unsubscribed(self, conn: ClientConnection, channel: str) -> None: ...
 
 
+class InfoChanges(Protocol):
+    """Who is told that what ``connections`` shows of a user changed (``shards.user_index``)."""
+
+    def changed(self, user: str) -> None: ...
+
+
 class Membership:
     """Owns the hub and the connections' timers; ``fanout`` and ``data_plane`` are set once built."""
 
@@ -69,6 +75,7 @@ class Membership:
         self.data_plane: DataPlane | None = None
         self.fanout: Announcing | None = None
         self.roster: Roster | None = None
+        self.user_index: InfoChanges | None = None
         self.hub = Hub(
             on_first_subscriber=self._channel_added,
             on_last_subscriber=self._channel_removed,
@@ -122,6 +129,7 @@ class Membership:
             return errors.DISCONNECT_INTERNAL
         self.timers.track(conn)
         self.counters.connected(client_key(state.transport, state.app_name, state.app_version))
+        self.info_changed(conn)
         log.debug("client %s connected: user=%r transport=%s", state.client, state.user, state.transport)
         channels = list(state.channels)
         if not channels:
@@ -161,6 +169,7 @@ class Membership:
             self.timers.untrack(conn)
             state = conn.state
             self.counters.left(client_key(state.transport, state.app_name, state.app_version))
+            self.info_changed(conn)
             log.debug("client %s gone", conn.state.client)
             for channel in conn.state.channels:
                 self._announce(conn, channel, "leave")
@@ -177,6 +186,7 @@ class Membership:
     ) -> None:
         """Subscribe a connection; ``ready`` (and the join announcement) once publications will reach it."""
         self.hub.subscribe(conn, channel, source)
+        self.info_changed(conn)
         if self.roster is not None:
             self.roster.subscribed(conn, channel)
         self._when_ready(conn, channel, ready)
@@ -184,6 +194,7 @@ class Membership:
     def unsubscribe(self, conn: ClientConnection, channel: str) -> None:
         if channel in conn.state.channels:
             self.hub.unsubscribe(conn, channel)
+            self.info_changed(conn)
             self.timers.unsubscribed(conn, channel)
             self._announce(conn, channel, "leave")
             if self.roster is not None:
@@ -207,12 +218,19 @@ class Membership:
     def expiry_changed(self, conn: ClientConnection) -> None:
         if conn.state.client in self.hub.by_client:
             self.timers.expiry_changed(conn)
+            self.info_changed(conn)  # a refresh brings a new token (its jti and iat are shown)
 
     def sub_expiry_changed(self, conn: ClientConnection, channel: str) -> None:
         if conn.state.client in self.hub.by_client:
             self.timers.sub_expiry_changed(conn, channel)
+            self.info_changed(conn)
         else:
             self.timers.unsubscribed(conn, channel)
+
+    def info_changed(self, conn: ClientConnection) -> None:
+        """What the connections API shows of ``conn`` changed (its ping latency, say)."""
+        if self.user_index is not None:
+            self.user_index.changed(conn.state.user)
 
     def _announce(self, conn: ClientConnection, channel: str, kind: str) -> None:
         if self.fanout is not None:

@@ -37,6 +37,15 @@ class SessionHosting(ClientConnection):
     def _write_replies(self) -> None:
         raise NotImplementedError
 
+    def receive_commands(self, data: bytes, now: float) -> None:
+        """The client's commands to the session; a pong that changed the ping latency is shown by the
+        connections API, so it is reported as a change."""
+        state = self.state
+        latency = state.ping_pong_latency_ms
+        self.session.receive(data, now)
+        if state.ping_pong_latency_ms != latency:
+            self.shard.info_changed(self)
+
     def ping(self, now: float) -> None:
         self.session.ping(now)
         self._write_replies()

@@ -151,7 +151,7 @@ class WsConnection(SessionHosting, _WebSocketBase):
         self._opcode = OP_BINARY if codec.binary else OP_TEXT
 
     def on_message(self, payload: bytes, now: float) -> None:
-        self.session.receive(payload, now)
+        self.receive_commands(payload, now)
 
     def after_input(self) -> None:
         self._write_replies()

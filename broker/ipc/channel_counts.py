@@ -48,3 +48,16 @@ def open_counts(cfg: Config) -> CountIndex | None:
 def remove_counts(cfg: Config) -> None:
     """Drop the segment (the supervisor does it at start and at exit)."""
     CountIndex.remove(index_name(cfg))
+
+
+def user_index_name(cfg: Config, shard: int) -> str:
+    """Shard ``shard``'s segment of connections by user (:mod:`broker.ipc.user_index`)."""
+    return f"{index_name(cfg)}-users-{shard}"
+
+
+def remove_user_indexes(cfg: Config) -> None:
+    """Drop every shard's user index (the supervisor does it at start and at exit)."""
+    from broker.ipc.user_index import remove_segment
+
+    for shard in range(cfg.num_shards):
+        remove_segment(user_index_name(cfg, shard))

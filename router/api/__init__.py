@@ -27,6 +27,7 @@ from router.emulation import deliver as deliver_emulation
 from router.http import Request
 from router.metrics import ApiTimings
 from router.nodes import Nodes
+from router.user_index import UserIndexes
 
 
 class Api:
@@ -43,6 +44,7 @@ class Api:
         self.engines: Engines | None = None
         self.nodes: Nodes | None = None
         self.timings = ApiTimings()
+        self.user_indexes = UserIndexes(cfg)
 
     async def join_nodes(self) -> None:
         """With the Redis engine: listen to the other nodes and tell them about this one."""
@@ -79,6 +81,7 @@ class Api:
         return node
 
     async def close(self) -> None:
+        self.user_indexes.close()
         if self.nodes is not None:
             await self.nodes.close()
         if self.engines is not None:

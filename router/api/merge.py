@@ -21,6 +21,20 @@ def splice_connections(parts: list[bytes]) -> bytes:
     return _CONNECTIONS_PREFIX + b",".join(chunk for chunk in inner if chunk) + b"}}"
 
 
+def user_answer(fragment: bytes, limit: int, exclude_client: str, sort: str) -> bytes:
+    """A by-user answer from the user's fragment (``"<client>":{…},…``), shaped as the shard shapes it:
+    ``exclude_client`` left out, ordered by ``sort``, at most ``limit`` with a ``total``."""
+    if not limit and not exclude_client and not sort:
+        return _CONNECTIONS_PREFIX + fragment + b"}}"
+    found = [item for item in orjson.loads(b"{" + fragment + b"}").items() if item[0] != exclude_client]
+    if sort:
+        found.sort(key=lambda item: int(item[1].get("connected_at_ms", 0)), reverse=sort.startswith("-"))
+    answer: dict[str, Any] = {"connections": dict(found[:limit] if limit else found)}
+    if limit:
+        answer["total"] = len(found)
+    return orjson.dumps(answer)
+
+
 def limit_connections(answers: list[dict[str, Any]], limit: int, sort: str = "") -> dict[str, Any]:
     """Answers made with a ``limit`` and/or a ``sort`` as one: in that order, at most ``limit``
     connections (0: all), and with a limit ``total`` over them all."""

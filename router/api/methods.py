@@ -35,9 +35,11 @@ from router.api.merge import (
     limit_connections,
     merge_info,
     splice_connections,
+    user_answer,
     with_unavailable_shards,
 )
 from router.cluster import Cluster
+from router.user_index import UserIndexes
 
 Params = dict[str, Any]
 # What a client is told when a shard did not answer (the shard's own errors pass through as they are).
@@ -62,6 +64,7 @@ class Context(Protocol):
     uid: str
     started_at: float
     across: across.Across | None  # the other nodes (Redis engine), or None alone
+    user_indexes: UserIndexes  # the shards' connections by user, in shared memory
 
     def shards_with_subscribers(self, channel: str) -> list[int] | None: ...
 
@@ -174,6 +177,11 @@ async def connections(ctx: Context, params: p.ConnectionsParams) -> orjson.Fragm
     timeout = float(ctx.cfg.api_shard_timeout)
     shard_params = params.shard_params(timeout)
     index = shard_for_user(params.user, ctx.cluster.size)
+    if index is not None and not params.expression and params.label_filter is None:
+        # Read from the shard's shared memory, without a round trip, when it can be trusted.
+        fragment = ctx.user_indexes.fragment(index, params.user)
+        if fragment is not None:
+            return orjson.Fragment(user_answer(fragment, params.limit, params.exclude_client, params.sort))
     if index is not None:
         # Every connection of a named user lives on that user's shard.
         try:
