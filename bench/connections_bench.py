@@ -77,7 +77,7 @@ class Options:
     concurrency: int = 200
     by_user_requests: int = 2_000
     scan_requests: int = 50
-    verify_users: int = 200
+    verify_users: int = 1000
     scrapes: int = 200
     revoke_rounds: int = 20
     settle: float = 1.0
@@ -136,12 +136,13 @@ def _format_row(row: tuple[str, str, str, str], widths: list[int]) -> str:
 # -- processes -------------------------------------------------------------------------------------------
 
 
-def rss_bytes(pid: int) -> int:
+def rss_bytes(pid: int, field: str = "VmRSS") -> int:
+    """A process's resident memory (``RssShmem``: the part in shared memory)."""
     with open(f"/proc/{pid}/status") as status:
         for line in status:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
-    raise BenchError(f"no VmRSS for pid {pid}")
+    raise BenchError(f"no {field} for pid {pid}")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -451,23 +452,37 @@ def measure_by_user(
         if set(found) != by_user.get(user, set()) or any(c["user"] != user for c in found.values()):
             wrong.append(user)
     spent = meter.stop()
+    unequal: list[str] = []
+    compared = 0
     for user in users:
-        if len(checked) >= opts.verify_users:
+        if compared >= opts.verify_users:
             break
-        if user in checked:
-            continue
+        compared += 1
         found = connections_of(client.request("POST", "/api/connections", orjson.dumps({"user": user}))[1])
         checked.add(user)
         if set(found) != by_user.get(user, set()):
             wrong.append(user)
+        # The router's answer (shared memory) against the shard's own (an expression is always
+        # evaluated by the shard): the same JSON.
+        body = orjson.dumps({"user": user, "expression": "true"})
+        if connections_of(client.request("POST", "/api/connections", body)[1]) != found:
+            unequal.append(user)
     add_latencies(result, "GET /health (bare HTTP)", health, None)
     add_latencies(result, "connections by user", lookups, 1.0)
     diff = percentile(sorted(lookups), 0.5) - percentile(sorted(health), 0.5)
     result.add("by user minus /health, p50", diff * 1e3, "ms")
+    for share, label in ((0.5, "p50"), (0.99, "p99")):
+        ratio = percentile(sorted(lookups), share) / percentile(sorted(health), share)
+        result.add(f"by user / /health, {label}", ratio, "x", "≤ 1.3x", ratio <= 1.3)
     pairs = max(1, opts.by_user_requests)
     result.add("router CPU per /health + by-user pair", spent["router"] / pairs * 1e6, "µs")
     shard_cpu = sum(v for role, v in spent.items() if role.startswith("shard"))
     result.add("shard CPU per by-user request", shard_cpu / pairs * 1e6, "µs")
+    result.check(
+        "by-user answers equal the shard's own answer",
+        not unequal,
+        f"{compared} users compared, {len(unequal)} differ {unequal[:5]}",
+    )
     result.check(
         "by-user answers list exactly the user's client ids",
         not wrong and len(checked) >= min(opts.verify_users, opts.users),
@@ -629,10 +644,12 @@ def run(opts: Options) -> Result:
             clients, _ = measure_connects(result, generators, server_pids, opts)
             time.sleep(opts.settle)
             after = shard_rss(pids)
+            shmem = sum(rss_bytes(pid, "RssShmem") for pid in pids)
             per_conn = (after - before) / max(1, len(clients))
             result.add("shard RSS per connection", per_conn / 1024, "KiB", "≤ 4 KiB", per_conn <= 4096)
             rss_change = f"{before / 2**20:,.1f} → {after / 2**20:,.1f} MiB"
             result.note("shard RSS before → after (all shards)", rss_change)
+            result.add("of which shared memory (RssShmem, all shards)", shmem / 2**20, "MiB")
             info = client.api("info", {})["result"]["nodes"][0]
             result.check(
                 "info counts every connection",
@@ -747,7 +764,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         concurrency=args.concurrency,
         by_user_requests=args.requests,
         scan_requests=args.scan_requests,
-        verify_users=min(200, args.users),
+        verify_users=min(1000, args.users),
         append_results=Path(args.append_results) if args.append_results else None,
         keep=args.keep,
         profile=args.profile,

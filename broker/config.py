@@ -299,7 +299,8 @@ class Config:
         positive=True, ext=True,
     )  # fmt: skip
     shm_user_index_heap: int = opt(
-        8 * 1024 * 1024, "node.shm_user_index_heap", "bytes per shard for the users' encoded connections",
+        64 * 1024 * 1024, "node.shm_user_index_heap",
+        "bytes per shard for the users' encoded connections (pages used: ~1.5x what is live)",
         positive=True, ext=True,
     )  # fmt: skip
 

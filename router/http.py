@@ -25,6 +25,8 @@ from urllib.parse import parse_qs
 
 import httptools
 
+from broker.eager import start_eagerly
+
 log = logging.getLogger("switchboard.router")
 
 MAX_HEADERS = 100
@@ -61,10 +63,19 @@ class Request:
         return values[0] if values else None
 
 
+@dataclass(frozen=True, slots=True)
+class Eager:
+    """A handler's coroutine to start at once, within the step that parsed its request: one that does
+    not suspend (a by-user ``connections`` read from shared memory) is answered without a task or a
+    loop iteration. Only for handlers that need no current task (no ``asyncio.timeout``)."""
+
+    coroutine: Coroutine[Any, Any, None]
+
+
 class Application(Protocol):
     def body_limit(self, path: str) -> int: ...
 
-    def handle(self, request: Request, conn: HttpConnection) -> Coroutine[Any, Any, None] | None: ...
+    def handle(self, request: Request, conn: HttpConnection) -> Coroutine[Any, Any, None] | Eager | None: ...
 
     def upgrade(self, request: Request, conn: HttpConnection, rest: bytes) -> None: ...
 
@@ -241,23 +252,38 @@ class HttpConnection(asyncio.Protocol):
         while self._queue and not self._detached and not self._closing and self.transport is not None:
             request = self._queue.pop(0)
             outcome = self.app.handle(request, self)
-            if outcome is not None:
+            if outcome is None:
+                continue
+            loop = asyncio.get_running_loop()
+            if isinstance(outcome, Eager):
+                carried = start_eagerly(outcome.coroutine, self._settled, loop)
+                if carried is None:
+                    continue  # answered already
                 self._busy = True
                 self.transport.pause_reading()
-                task = asyncio.get_running_loop().create_task(outcome)
-                task.add_done_callback(self._served)
                 return
+            self._busy = True
+            self.transport.pause_reading()
+            task = loop.create_task(outcome)
+            task.add_done_callback(self._served)
+            return
         self._busy = False
         if not self._began and not self._detached and self._reader is None:
             self.deadline = time.monotonic() + self.timeouts.idle
 
     def _served(self, task: asyncio.Task[None]) -> None:
-        self._busy = False
-        if not task.cancelled() and task.exception() is not None:
-            log.error("request handler failed", exc_info=task.exception())
+        self._settled(None, None if task.cancelled() else task.exception())
+
+    def _settled(self, result: Any, error: BaseException | None) -> None:
+        """A handler ended (``error``: it raised). Carries on with the requests queued meanwhile."""
+        was_busy, self._busy = self._busy, False
+        if error is not None:
+            log.error("request handler failed", exc_info=error)
             self.respond(
                 HTTPStatus.INTERNAL_SERVER_ERROR, b"Internal Server Error", "text/plain", keep_alive=False
             )
+        if not was_busy:
+            return  # ended within _next's own step: _next goes on by itself
         if self.transport is not None and not self._detached and not self._closing:
             self.transport.resume_reading()
             self._next()

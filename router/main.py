@@ -41,7 +41,7 @@ from router.api import Api
 from router.cluster import Cluster
 from router.connect import ConnectHandler
 from router.emulation import EmulationHandler
-from router.http import HttpConnection, Request, Timeouts
+from router.http import Eager, HttpConnection, Request, Timeouts
 from router.metrics import MetricsEndpoint
 from router.websocket import WebSocketEndpoints
 
@@ -85,6 +85,9 @@ class RouterApp:
         )
         self._refused = 0
         self._refusal_logged = 0.0
+        # API requests start at once, in the step that parsed them (see router.http.Eager): alone, no
+        # API method needs a current task; with the Redis engine, asking other nodes does.
+        self.eager_api = cfg.engine != "redis"
 
     def body_limit(self, path: str) -> int:
         endpoint = self.connect.endpoints.get(path)
@@ -96,12 +99,14 @@ class RouterApp:
             return self.cfg.emulation_max_request_body_size
         return DEFAULT_BODY_LIMIT
 
-    def handle(self, request: Request, conn: HttpConnection) -> Coroutine[Any, Any, None] | None:
+    def handle(self, request: Request, conn: HttpConnection) -> Coroutine[Any, Any, None] | Eager | None:
         path = request.path
         endpoint = self.connect.endpoints.get(path)
         if endpoint is not None:
             return self.connect.handle(endpoint, request, conn)
         if path == self.api_prefix or path.startswith(self.api_prefix + "/"):
+            if self.eager_api:
+                return Eager(self._serve_api(request, conn))
             return self._serve_api(request, conn)
         if self.emulation.enabled and path == self.emulation.path:
             return self.emulation.handle(request, conn)

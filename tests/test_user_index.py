@@ -172,3 +172,17 @@ def test_a_new_incarnation_retires_the_old_segment_for_readers_still_attached(na
         segment.close()
     first.close()
     second.remove_segment()
+
+
+def test_the_pages_written_stay_near_one_and_a_half_times_what_is_live(name: str) -> None:
+    writer = UserIndexWriter.create(name, capacity=64, heap_bytes=16 * 1024 * 1024)
+    reader = UserIndexReader.attach(name)
+    assert reader is not None
+    payload = b'"c":"' + b"x" * 1000 + b'"'
+    for version in range(5000):  # 5 MB written over three ~1 KB users
+        user = f"u{version % 3}"
+        writer.put(user, payload[:-1] + str(version).encode() + b'"')
+    assert writer.touched <= 1.5 * 3 * 1100 + 64 * 1024, writer.touched
+    assert reader.get("u1") == payload[:-1] + b'4999"'  # 4999 % 3 == 1: u1 was written last
+    reader.close()
+    writer.remove_segment()

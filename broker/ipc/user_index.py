@@ -56,6 +56,11 @@ _TOMBSTONE = 1
 _MAX_LOAD = 0.5  # live users per slot
 _MAX_FILL = 0.75  # live users and tombstones per slot, before the table is rebuilt
 _RETRIES = 4
+# The heap is rewritten when what was written since the last rewrite would take it past this many
+# times the live bytes (plus :data:`_SLACK`): shared-memory pages, once touched, stay resident, so the
+# pages in use stay near 1.5 times the live fragments however large the segment is.
+_GROWTH = 1.5
+_SLACK = 64 * 1024
 
 
 def user_hash(key: bytes) -> int:
@@ -165,8 +170,10 @@ class UserIndexWriter(_Segment):
         # (``complete`` is 0) until a rebuild fits everyone again.
         self._homeless: dict[str, bytes] = {}
         self._used = 0  # heap bump pointer
+        self._live = 0  # bytes of the blobs in the table
         self._tombstones = 0
         self.compactions = 0
+        self.touched = 0  # the furthest the heap was ever written: its resident pages
 
     # -- writing ---------------------------------------------------------------------------------
 
@@ -181,9 +188,11 @@ class UserIndexWriter(_Segment):
         if self._homeless or (slot is None and len(self._slots) + 1 > _MAX_LOAD * self.capacity):
             self._leave_out(user, blob)
             return
-        if self._used + len(blob) > self.heap_bytes:
+        live = self._live + len(blob) - (self._refs[slot] & 0xFFFF_FFFF if slot is not None else 0)
+        if self._used + len(blob) > min(self.heap_bytes, _GROWTH * live + _SLACK):
             self._rebuild({user: blob})
             return
+        self._live = live
         ref = self._append(blob)
         if slot is not None:
             self._refs[slot] = ref  # one aligned store: readers see the old blob or the new one
@@ -197,6 +206,7 @@ class UserIndexWriter(_Segment):
         slot = self._slots.pop(user, None)
         if slot is None:
             return
+        self._live -= self._refs[slot] & 0xFFFF_FFFF
         self._hashes[slot] = _TOMBSTONE
         self._tombstones += 1
         self._header[_H_LIVE] = len(self._slots)
@@ -205,6 +215,7 @@ class UserIndexWriter(_Segment):
         """Not in the table (it is full): kept aside, and the segment marked incomplete."""
         slot = self._slots.pop(user, None)
         if slot is not None:
+            self._live -= self._refs[slot] & 0xFFFF_FFFF
             self._hashes[slot] = _TOMBSTONE
             self._tombstones += 1
         self._homeless[user] = blob
@@ -214,6 +225,7 @@ class UserIndexWriter(_Segment):
         offset = self._used
         self._heap[offset : offset + len(blob)] = blob
         self._used = offset + len(blob)
+        self.touched = max(self.touched, self._used)
         return offset << 32 | len(blob)
 
     def _insert(self, user: str, key: bytes, ref: int) -> None:
@@ -258,6 +270,7 @@ class UserIndexWriter(_Segment):
                 self._insert(user, _encode(user), self._append(blob))
             else:
                 self._homeless[user] = blob
+        self._live = self._used
         header[_H_COMPLETE] = 0 if self._homeless else 1
         header[_H_LIVE] = len(self._slots)
         header[_H_EPOCH] += 1
