@@ -41,6 +41,8 @@ class Hub:
         self.by_client: dict[str, Connection] = {}
         self.by_user: dict[str, set[Connection]] = {}
         self.by_channel: dict[str, set[Connection]] = {}
+        # By the app name the client sent (immutable after connect): CEL ``app_name == "x"`` hints.
+        self.by_app_name: dict[str, set[Connection]] = {}
         self._on_first = on_first_subscriber
         self._on_last = on_last_subscriber
         self._on_count = on_count
@@ -58,6 +60,11 @@ class Hub:
             self.by_user[state.user] = {conn}
         else:
             users.add(conn)
+        apps = self.by_app_name.get(state.app_name)
+        if apps is None:
+            self.by_app_name[state.app_name] = {conn}
+        else:
+            apps.add(conn)
         for channel in state.channels:
             self._index_channel(conn, channel)
 
@@ -72,6 +79,11 @@ class Hub:
             users.discard(conn)
             if not users:
                 del self.by_user[state.user]
+        apps = self.by_app_name.get(state.app_name)
+        if apps is not None:
+            apps.discard(conn)
+            if not apps:
+                del self.by_app_name[state.app_name]
         for channel in state.channels:
             self._unindex_channel(conn, channel)
         return True
@@ -113,9 +125,32 @@ class Hub:
         users: Iterable[str] | None = None,
         clients: Iterable[str] | None = None,
         channels: Iterable[str] | None = None,
+        app_names: Iterable[str] | None = None,
+        transports: frozenset[str] | None = None,
     ) -> Iterator[Connection]:
-        """Connections that may match, narrowed by whichever indexes apply (None = no constraint)."""
+        """Connections that may match, narrowed by whichever indexes apply (None = no constraint).
+
+        ``transports`` has no index of its own (a handful of values, each shared by many connections):
+        it narrows what the indexes give, or the whole hub, by one attribute comparison per connection.
+        """
+        found = self._indexed(users, clients, channels, app_names)
+        if transports is None:
+            return iter(found)
+        return iter([conn for conn in found if conn.state.transport in transports])
+
+    def _indexed(
+        self,
+        users: Iterable[str] | None,
+        clients: Iterable[str] | None,
+        channels: Iterable[str] | None,
+        app_names: Iterable[str] | None,
+    ) -> list[Connection]:
         pools: list[set[Connection]] = []
+        if app_names is not None:
+            apps: set[Connection] = set()
+            for name in app_names:
+                apps |= self.by_app_name.get(name, set())
+            pools.append(apps)
         if users is not None:
             pool: set[Connection] = set()
             for user in users:
@@ -128,10 +163,10 @@ class Hub:
             for channel in channels:
                 pools.append(self.by_channel.get(channel, set()))
         if not pools:
-            return iter(list(self.by_client.values()))
+            return list(self.by_client.values())
         pools.sort(key=len)
         smallest, rest = pools[0], pools[1:]
-        return iter([conn for conn in smallest if all(conn in other for other in rest)])
+        return [conn for conn in smallest if all(conn in other for other in rest)]
 
     def stats(self) -> dict[str, int]:
         num_users = len(self.by_user) - (1 if "" in self.by_user else 0)

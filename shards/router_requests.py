@@ -117,7 +117,15 @@ def connections(shard: RouterHost, params: dict[str, Any]) -> Raw | Awaitable[Ra
         timeout = shard.cfg.api_shard_timeout
     scan = Scan(
         flt,
-        list(hub.candidates(users=users, clients=hints.clients, channels=hints.channels)),
+        list(
+            hub.candidates(
+                users=users,
+                clients=hints.clients,
+                channels=hints.channels,
+                app_names=hints.app_names,
+                transports=hints.transports,
+            )
+        ),
         state=_state,
         is_open=_is_open if labelled is None else lambda conn: not conn.closed and labelled(conn),
         max_cost=shard.cfg.connections_expression_max_cost,

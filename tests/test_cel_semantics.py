@@ -468,6 +468,12 @@ def test_macro_variable_must_be_an_identifier() -> None:
         ('user in ["1", "2"] && size(channels) > 0', IndexHints(users=frozenset({"1", "2"}))),
         ('user in ["1", "2"] && user == "2"', IndexHints(users=frozenset({"2"}))),
         ('user == "1" && user == "2"', IndexHints(users=frozenset())),  # nothing can match
+        ('app_name == "web" && meta.x == 1', IndexHints(app_names=frozenset({"web"}))),
+        (
+            'transport in ["sse", "http_stream"] && "web" == app_name',
+            IndexHints(app_names=frozenset({"web"}), transports=frozenset({"sse", "http_stream"})),
+        ),
+        ('app_name == "a" || transport == "sse"', NO_HINTS),
         # not top-level conjuncts: no hints
         ('user == "42" || client == "c-1"', NO_HINTS),
         ('user == "42" || true', NO_HINTS),

@@ -8,6 +8,7 @@ Recognised conjuncts (identifiers are the connection variables of the same name)
 
 * ``user == "x"`` or ``"x" == user``, and ``user in ["x", "y"]``  -> ``users``
 * the same forms for ``client``                                    -> ``clients``
+* the same forms for ``app_name`` and ``transport``                -> ``app_names``, ``transports``
 * ``"ch" in channels``                                             -> ``channels``
 
 Several conjuncts on the same variable combine: user/client sets intersect (``user == "a" && user ==
@@ -34,6 +35,8 @@ class IndexHints:
     users: frozenset[str] | None = None
     clients: frozenset[str] | None = None
     channels: frozenset[str] | None = None
+    app_names: frozenset[str] | None = None
+    transports: frozenset[str] | None = None
 
 
 NO_HINTS = IndexHints()
@@ -41,8 +44,7 @@ NO_HINTS = IndexHints()
 
 def extract_hints(root: Node) -> IndexHints:
     conjuncts = root.items if isinstance(root, And) else (root,)
-    users: frozenset[str] | None = None
-    clients: frozenset[str] | None = None
+    sets: dict[str, frozenset[str]] = {}
     channels: frozenset[str] | None = None
     for node in conjuncts:
         if not isinstance(node, Binary):
@@ -50,17 +52,21 @@ def extract_hints(root: Node) -> IndexHints:
         found = _candidates(node)
         if found is not None:
             name, values = found
-            if name == "user":
-                users = values if users is None else users & values
-            else:
-                clients = values if clients is None else clients & values
+            known = sets.get(name)
+            sets[name] = values if known is None else known & values
             continue
         channel = _required_channel(node)
         if channel is not None:
             channels = frozenset({channel}) if channels is None else channels | {channel}
-    if users is None and clients is None and channels is None:
+    if not sets and channels is None:
         return NO_HINTS
-    return IndexHints(users=users, clients=clients, channels=channels)
+    return IndexHints(
+        users=sets.get("user"),
+        clients=sets.get("client"),
+        channels=channels,
+        app_names=sets.get("app_name"),
+        transports=sets.get("transport"),
+    )
 
 
 def _variable(node: Node, names: tuple[str, ...]) -> str | None:
@@ -70,8 +76,8 @@ def _variable(node: Node, names: tuple[str, ...]) -> str | None:
 
 
 def _candidates(node: Binary) -> tuple[str, frozenset[str]] | None:
-    """``user == "x"``, ``"x" == user``, ``user in ["x", ...]`` (same for client)."""
-    names = ("user", "client")
+    """``user == "x"``, ``"x" == user``, ``user in ["x", ...]`` (same for the other names)."""
+    names = ("user", "client", "app_name", "transport")
     if node.op == "==":
         for var_side, lit_side in ((node.left, node.right), (node.right, node.left)):
             name = _variable(var_side, names)

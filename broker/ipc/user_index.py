@@ -171,7 +171,9 @@ class UserIndexWriter(_Segment):
         self._homeless: dict[str, bytes] = {}
         self._used = 0  # heap bump pointer
         self._live = 0  # bytes of the blobs in the table
-        self._tombstones = 0
+        # Slots holding a tombstone: a rebuild clears them and the live ones only, so that the table's
+        # pages a small shard never used are never touched (resident) either.
+        self._tombstones: set[int] = set()
         self.compactions = 0
         self.touched = 0  # the furthest the heap was ever written: its resident pages
 
@@ -196,7 +198,7 @@ class UserIndexWriter(_Segment):
         ref = self._append(blob)
         if slot is not None:
             self._refs[slot] = ref  # one aligned store: readers see the old blob or the new one
-        elif len(self._slots) + self._tombstones + 1 > _MAX_FILL * self.capacity:
+        elif len(self._slots) + len(self._tombstones) + 1 > _MAX_FILL * self.capacity:
             self._rebuild({user: blob})
         else:
             self._insert(user, key, ref)
@@ -208,7 +210,7 @@ class UserIndexWriter(_Segment):
             return
         self._live -= self._refs[slot] & 0xFFFF_FFFF
         self._hashes[slot] = _TOMBSTONE
-        self._tombstones += 1
+        self._tombstones.add(slot)
         self._header[_H_LIVE] = len(self._slots)
 
     def _leave_out(self, user: str, blob: bytes) -> None:
@@ -217,7 +219,7 @@ class UserIndexWriter(_Segment):
         if slot is not None:
             self._live -= self._refs[slot] & 0xFFFF_FFFF
             self._hashes[slot] = _TOMBSTONE
-            self._tombstones += 1
+            self._tombstones.add(slot)
         self._homeless[user] = blob
         self._header[_H_COMPLETE] = 0
 
@@ -235,7 +237,7 @@ class UserIndexWriter(_Segment):
         while hashes[slot] > _TOMBSTONE:
             slot = (slot + 1) & self._mask
         if hashes[slot] == _TOMBSTONE:
-            self._tombstones -= 1
+            self._tombstones.discard(slot)
         self._refs[slot] = ref
         hashes[slot] = hashed  # last: a reader that sees the hash sees the ref
         self._slots[user] = slot
@@ -259,10 +261,12 @@ class UserIndexWriter(_Segment):
         header = self._header
         header[_H_EPOCH] += 1
         self.compactions += 1
-        self._hashes[:] = memoryview(bytes(8 * self.capacity)).cast("Q")
+        hashes = self._hashes
+        for slot in (*self._slots.values(), *self._tombstones):
+            hashes[slot] = _EMPTY
         self._slots.clear()
         self._homeless = {}
-        self._tombstones = 0
+        self._tombstones = set()
         self._used = 0
         for user, blob in live.items():
             fits = self._used + len(blob) <= self.heap_bytes

@@ -67,3 +67,20 @@ def test_anonymous_counted_apart():
     hub.add(Conn("b", ""))
     assert hub.stats()["num_users"] == 0
     assert hub.stats()["num_anonymous"] == 2
+
+
+def test_candidates_by_app_name_and_transport():
+    hub = Hub()
+    web, ios, sse = Conn("a", "u1"), Conn("b", "u1"), Conn("c", "u2")
+    web.state.app_name, ios.state.app_name, sse.state.app_name = "web", "ios", "web"
+    sse.state.transport = "sse"
+    for conn in (web, ios, sse):
+        hub.add(conn)
+    assert set(hub.candidates(app_names={"web"})) == {web, sse}
+    assert set(hub.candidates(app_names={"web"}, transports=frozenset({"sse"}))) == {sse}
+    assert set(hub.candidates(transports=frozenset({"uni_http_stream"}))) == {web, ios}
+    assert set(hub.candidates(app_names={"nothing"})) == set()
+    assert set(hub.candidates(users={"u1"}, app_names={"ios", "web"})) == {web, ios}
+    hub.remove(sse)
+    hub.remove(web)
+    assert hub.by_app_name == {"ios": {ios}}  # nothing left behind by the ones that left
