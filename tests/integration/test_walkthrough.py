@@ -14,6 +14,7 @@ import requests
 from cent import Client, ConnectionsRequest, DisconnectRequest, InfoRequest
 
 from tests.support.server import Process, Server, free_port, wait_healthy
+from tests.support.waiting import eventually
 
 SWITCHBOARD = [sys.executable, "-m", "broker"]
 
@@ -47,6 +48,13 @@ def shell(line: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProc
 # How the walkthrough's server is started: the README's line (v6 names), the same with the v5 alias
 # the README mentions, and a server configured by v6 environment variables alone (no file).
 FORMS = ["v6", "v5-alias", "env-only"]
+
+
+def shards_up(url: str, api_key: str) -> bool:
+    answer = requests.post(f"{url}/api/info", json={}, headers={"X-API-Key": api_key}, timeout=5).json()
+    shards = answer["result"]["nodes"][0]["shards"]
+    assert len(shards) == 2 and not any(shard.get("unavailable") for shard in shards), shards
+    return True
 
 
 @pytest.fixture(params=FORMS)
@@ -98,6 +106,13 @@ def walkthrough_server(tmp_path: Path, request: pytest.FixtureRequest):
     url = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(url)
+        # /health answers once the router listens; the walkthrough's clients need the shards too.
+        eventually(
+            lambda: shards_up(url, config["api_key"]),
+            timeout=20,
+            what="both shards to be up",
+            retry_on=(AssertionError, requests.RequestException, KeyError),
+        )
     except AssertionError as failure:
         server.kill()
         raise AssertionError(f"{failure}\n{server.log_tail()}") from None
