@@ -27,13 +27,12 @@ import signal
 import socket
 import time
 from collections.abc import Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvloop
 import zmq
 
 from broker import errors
-from broker.access.redis_store import RedisAccessStore
 from broker.access.status import MemoryUserStatus, RedisUserStatus, UserStatusStore
 from broker.auth import TokenVerifier
 from broker.channels import ChannelRules
@@ -63,13 +62,15 @@ from shards.peer_mesh import PeerMesh
 from shards.peer_requests import PEER_HANDLERS
 from shards.proxies import ProxyCalls
 from shards.proxy_refresh import ProxyRefresher
-from shards.redis_node import RedisNode
 from shards.rehome import Rehoming
 from shards.restarts import PeerRestarts, announce_start, load_access_rules
 from shards.router_requests import ROUTER_HANDLERS, warm_up
 from shards.timers import every_second
 from shards.user_index import UserIndexPublisher
 from shards.writer import ChannelWriter
+
+if TYPE_CHECKING:
+    from shards.redis_node import RedisNode
 
 log = logging.getLogger("switchboard.shard")
 
@@ -109,6 +110,10 @@ class Shard:
         # With the Redis engine: this shard's part in the node (see shards.redis_node).
         self.redis: RedisNode | None = None
         if self.engines.redis is not None:
+            # Imported only with the Redis engine: a shard on the memory engine never loads the Redis
+            # client (~10 MiB of its fixed memory).
+            from shards.redis_node import RedisNode
+
             self.redis = RedisNode(
                 cfg,
                 self.engines,
@@ -209,11 +214,11 @@ class Shard:
             self.redis.start()
         ticker = self.loop.create_task(every_second(self._tick, self._woke_late))
         self.spawn(announce_start(self.writer, self.mesh, self.boot_id, self.loop))
-        store = (
-            RedisAccessStore(self.engines.redis, self.cfg.redis_prefix)
-            if self.engines.redis is not None
-            else None
-        )
+        store = None
+        if self.engines.redis is not None:
+            from broker.access.redis_store import RedisAccessStore
+
+            store = RedisAccessStore(self.engines.redis, self.cfg.redis_prefix)
         self.spawn(load_access_rules(self.access, self.mesh, store))
         await self._stopping.wait()
         ticker.cancel()

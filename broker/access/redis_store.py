@@ -9,11 +9,12 @@ applies it (the write is idempotent); ``unblock_user`` removes the block. Loadin
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from broker.engine.redis_clients import RedisShards
+if TYPE_CHECKING:
+    from broker.engine.redis_clients import RedisShards
 
 
 def entry_id(change: dict[str, Any]) -> str:

@@ -9,10 +9,12 @@ Times are Unix seconds.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from broker.engine.redis_clients import RedisShards
 from broker.engine.redis_keys import RedisKeys
+
+if TYPE_CHECKING:
+    from broker.engine.redis_clients import RedisShards
 
 STATUS_TTL = 30 * 24 * 3600  # as Centrifugo PRO's user_status.expire_interval default
 

@@ -18,10 +18,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import orjson
+
+if TYPE_CHECKING:
+    import aiohttp
 
 log = logging.getLogger("switchboard.proxy")
 
@@ -84,6 +86,9 @@ class ProxyClient:
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:
+        # Imported on the first call: a process without proxies never loads aiohttp (~9 MiB).
+        import aiohttp
+
         if self._session is None:
             connector = aiohttp.TCPConnector(limit=POOL_SIZE, keepalive_timeout=30)
             self._session = aiohttp.ClientSession(connector=connector, json_serialize=lambda v: v)
@@ -110,7 +115,7 @@ class ProxyClient:
                         raise ProxyFailed(f"{self.endpoint} answered HTTP {response.status}")
         except TimeoutError:
             raise ProxyFailed(f"{self.endpoint} did not answer within {self.timeout:g}s") from None
-        except aiohttp.ClientError as exc:
+        except _client_error() as exc:
             raise ProxyFailed(f"{self.endpoint} unreachable: {exc!r}") from None
         try:
             return orjson.loads(raw)
@@ -120,3 +125,9 @@ class ProxyClient:
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
+
+
+def _client_error() -> type[Exception]:
+    import aiohttp
+
+    return aiohttp.ClientError
