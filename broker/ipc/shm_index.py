@@ -80,6 +80,8 @@ import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from broker.ipc.segments import checked_header
+
 __all__ = ["MAX_KEY_BYTES", "MAX_VALUE", "CountIndex", "key_hash"]
 
 MAGIC = 0x5342_4958_4349_0001  # "SBIXCI" and the layout version
@@ -144,12 +146,7 @@ class CountIndex:
         self.name = name
         self._fd = fd
         self._mm = mm
-        buf = memoryview(mm)
-        header = buf[: _HEADER_WORDS * 8].cast("Q")
-        if header[_H_MAGIC] != MAGIC:
-            header.release()
-            buf.release()
-            raise ValueError(f"shared-memory segment {name!r} is not a CountIndex (or has another layout)")
+        buf, header = checked_header(mm, _HEADER_WORDS, MAGIC, name, "a CountIndex")
         self.capacity = capacity = header[_H_CAPACITY]
         self.columns = columns = header[_H_COLUMNS]
         self.heap_bytes = header[_H_HEAP_BYTES]

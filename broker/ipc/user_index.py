@@ -39,11 +39,12 @@ the old one sees it stale at once and attaches to the new one.
 
 from __future__ import annotations
 
-import _posixshmem
 import mmap
 import os
 import time
 import zlib
+
+from broker.ipc.segments import checked_header, open_segment, remove_segment
 
 __all__ = ["STALE_AFTER", "UserIndexReader", "UserIndexWriter", "remove_segment", "user_hash"]
 
@@ -73,19 +74,12 @@ def _encode(user: str) -> bytes:
     return user.encode("utf-8", "surrogatepass")  # any str a client can send is a valid user id
 
 
-def remove_segment(name: str) -> None:
-    try:
-        _posixshmem.shm_unlink("/" + name)
-    except FileNotFoundError:
-        pass
-
-
 def _retire(name: str) -> None:
     """Mark the segment a previous incarnation left as not to be read: a reader still attached to it
     (the router) then attaches to the new one at once instead of reading stale users until the old
     heartbeat ages out."""
     try:
-        fd, mm = _open(name, os.O_RDWR)
+        fd, mm = open_segment(name, os.O_RDWR)
     except (FileNotFoundError, ValueError):
         return
     try:
@@ -100,31 +94,12 @@ def _retire(name: str) -> None:
         os.close(fd)
 
 
-def _open(name: str, flags: int, size: int = 0) -> tuple[int, mmap.mmap]:
-    if not name or "/" in name:
-        raise ValueError(f"invalid shared-memory name {name!r}")
-    fd = _posixshmem.shm_open("/" + name, flags, mode=0o600)
-    try:
-        if size:
-            os.ftruncate(fd, size)
-        mm = mmap.mmap(fd, size or os.fstat(fd).st_size)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd, mm
-
-
 class _Segment:
     def __init__(self, name: str, fd: int, mm: mmap.mmap) -> None:
         self.name = name
         self._fd = fd
         self._mm = mm
-        buf = memoryview(mm)
-        header = buf[: _HEADER_WORDS * 8].cast("Q")
-        if header[_H_MAGIC] != MAGIC:
-            header.release()
-            buf.release()
-            raise ValueError(f"shared-memory segment {name!r} is not a user index")
+        buf, header = checked_header(mm, _HEADER_WORDS, MAGIC, name, "a user index")
         self.capacity = capacity = header[_H_CAPACITY]
         self.heap_bytes = header[_H_HEAP]
         self._mask = capacity - 1
@@ -152,7 +127,7 @@ class UserIndexWriter(_Segment):
         size = _HEADER_WORDS * 8 + 16 * capacity + heap_bytes
         _retire(name)
         remove_segment(name)
-        fd, mm = _open(name, os.O_CREAT | os.O_EXCL | os.O_RDWR, size)
+        fd, mm = open_segment(name, os.O_CREAT | os.O_EXCL | os.O_RDWR, size)
         header = memoryview(mm)[: _HEADER_WORDS * 8].cast("Q")
         header[_H_CAPACITY] = capacity
         header[_H_HEAP] = heap_bytes
@@ -302,7 +277,7 @@ class UserIndexReader(_Segment):
     @classmethod
     def attach(cls, name: str) -> UserIndexReader | None:
         try:
-            fd, mm = _open(name, os.O_RDWR)
+            fd, mm = open_segment(name, os.O_RDWR)
         except (FileNotFoundError, ValueError):
             return None
         try:
