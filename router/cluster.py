@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,6 +62,22 @@ class Cluster:
             params,
             timeout if timeout is not None else self.cfg.api_shard_timeout,
         )
+
+    async def until_every_shard_answers(self, timeout: float) -> list[int]:
+        """Wait (at most ``timeout`` seconds) until every shard answers; the ones that still do not."""
+        deadline = time.monotonic() + timeout
+        silent = list(range(self.size))
+        while True:
+            outcomes = await asyncio.gather(
+                *(self.ask(i, "info", {}, min(0.5, timeout)) for i in silent), return_exceptions=True
+            )
+            # Not logged: at boot the shards are expected to come up a moment after the router.
+            silent = [
+                i for i, outcome in zip(silent, outcomes, strict=True) if isinstance(outcome, Exception)
+            ]
+            if not silent or time.monotonic() >= deadline:
+                return silent
+            await asyncio.sleep(0.05)
 
     async def gather(
         self,

@@ -2,8 +2,9 @@
 
 Theory of operation
 -------------------
-The router listens on ``address:port``. Each accepted socket speaks HTTP/1.1 (:mod:`router.http`) and
-its requests are routed by path:
+The router listens on ``address:port`` once every shard answers its control socket (or after
+``SHARDS_BOOT_WAIT``, logged), so that ``/health`` answering means a client is served. Each accepted
+socket speaks HTTP/1.1 (:mod:`router.http`) and its requests are routed by path:
 
 * ``/connection/<transport>`` → :mod:`router.connect`: the socket is handed to the shard that owns the
   user, with the connect request, and the router forgets it;
@@ -52,6 +53,8 @@ DEFAULT_BODY_LIMIT = 64 * 1024
 _OVERLOADED = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 # A refusal is logged at most this often, with the count since the last line (no flood under attack).
 _REFUSAL_LOG_INTERVAL = 5.0
+# How long the router waits for every shard to answer before it listens anyway (logged).
+SHARDS_BOOT_WAIT = 10.0
 
 
 class _Refused(asyncio.Protocol):
@@ -188,6 +191,11 @@ async def _serve(cfg: Config, ctx: ChildContext) -> None:
     app = RouterApp(cfg, loop)
     await app.api.join_nodes()
     app.emulation.nodes = app.api.nodes
+    # Listen once the shards answer: a client accepted now is handed to a shard that takes it, and
+    # /health answering means the node serves (the supervisor starts every process at once).
+    silent = await app.cluster.until_every_shard_answers(SHARDS_BOOT_WAIT)
+    if silent:
+        log.warning("listening although shards %s do not answer yet", silent)
     server = await loop.create_server(
         app.new_connection, host=cfg.address or None, port=cfg.port, reuse_address=True, backlog=4096
     )

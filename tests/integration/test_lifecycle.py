@@ -5,14 +5,16 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sys
 import time
 from pathlib import Path
 
+import orjson
 import requests
 
 from broker.hashing import shard_for_user
 from tests.integration.streamclient import StreamClient
-from tests.support.server import Server
+from tests.support.server import BASE_CONFIG, Process, Server, free_port, healthy
 from tests.support.tokens import make_token
 from tests.support.waiting import eventually
 
@@ -164,3 +166,42 @@ def test_server_with_a_feature_not_supported_yet_refuses_to_start(tmp_path: Path
         result.stderr
     ), result.stderr
     assert not server.run_dir.exists()  # stopped before anything was started
+
+
+def answers(url: str) -> bool:
+    try:
+        return healthy(url)
+    except requests.RequestException:
+        return False  # not listening yet
+
+
+def test_a_router_listens_only_once_its_shards_answer(tmp_path: Path) -> None:
+    """The router waits for every shard before it listens (up to 10 s), so that /health answering
+    means a client is served: run as separate processes (the systemd router + shard units), the shards
+    start well after the router here."""
+    port = free_port()
+    config = tmp_path / "config.json"
+    config.write_bytes(orjson.dumps(BASE_CONFIG))
+    common = ["-c", str(config), "--port", str(port), "--shards", "2", "--runtime_dir", str(tmp_path / "run")]
+    router = Process([sys.executable, "-m", "broker", "router", *common], tmp_path / "router.log")
+    shards = [
+        Process(
+            [sys.executable, "-m", "broker", "shard", "--index", str(i), *common], tmp_path / f"shard-{i}.log"
+        )
+        for i in range(2)
+    ]
+    url = f"http://127.0.0.1:{port}"
+    router.spawn()
+    try:
+        time.sleep(2.0)  # the router is up by now, waiting for shards that were never started
+        assert not answers(url), router.log_tail()
+        for shard in shards:
+            shard.spawn()
+        eventually(lambda: answers(url), timeout=20, what="/health once both shards answer")
+        client = StreamClient(port, {"token": make_token("after-boot")})
+        assert client.connect()["client"]
+        client.close()
+    finally:
+        for process in (router, *shards):
+            if process.running:
+                process.stop()
