@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 CONFIG ?= config.json
 NODE_DIR := tests/sdk/node
 
-.PHONY: run test lint fmt docs bench test-scale install clean sdk-deps services
+.PHONY: run test lint fmt docs bench bench-scale bench-deps test-scale install clean sdk-deps services
 
 $(BIN)/python:
 	@echo "==> creating $(VENV)"
@@ -79,8 +79,23 @@ test-scale: $(STAMP)
 	$(BIN)/python -m bench.writer_restart_bench --kill writer
 	$(BIN)/python -m bench.writer_restart_bench --kill router
 
-bench: $(STAMP)
+# The benchmarks' own tools: matplotlib for the ladder's plots, Node's ws to measure beside Switchboard.
+BENCH_STAMP := $(VENV)/.installed-bench
+BENCH_NODE := bench/node_ws
+$(BENCH_STAMP): pyproject.toml $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench-deps: $(BENCH_STAMP)
+	@test $(BENCH_NODE)/node_modules/.installed -nt $(BENCH_NODE)/package-lock.json || (cd $(BENCH_NODE) && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed)
+
+bench: bench-deps
 	$(BIN)/pytest -q bench -m 'slow or not slow'
+
+# The whole-system ladder, 1k -> 10k -> 100k -> 500k connections, Switchboard beside Node's ws and the
+# bare uvloop ceiling (about half an hour); tables to bench/RESULTS.md, plots to bench/plots/.
+bench-scale: bench-deps
+	$(BIN)/python -m bench.scale_ladder --append-results
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -152,7 +152,8 @@ class Outcome:
 class Child(Generator):
     """A child process speaking JSON lines on stdout (and commands on stdin), with an event queue."""
 
-    def __init__(self, name: str, args: list[str], workdir: Path) -> None:
+    def __init__(self, name: str, args: list[str], workdir: Path, program: list[str] | None = None) -> None:
+        """Runs ``python -m *args``, or ``*program, *args`` when a program is given."""
         import queue
         import threading
 
@@ -160,7 +161,7 @@ class Child(Generator):
         self.stderr_path = workdir / f"{name}.log"
         with open(self.stderr_path, "wb") as stderr:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", *args],
+                [*(program or [sys.executable, "-m"]), *args],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=stderr,
@@ -228,8 +229,16 @@ class Child(Generator):
 
 
 class Ceiling:
-    def __init__(self, workdir: Path) -> None:
-        self.child = Child("ceiling", ["bench.ceiling_server"], workdir)
+    """A server speaking the ceiling's control protocol: :mod:`bench.ceiling_server` by default."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        name: str = "ceiling",
+        args: list[str] | None = None,
+        program: list[str] | None = None,
+    ) -> None:
+        self.child = Child(name, args or ["bench.ceiling_server"], workdir, program)
         ready = self.child.next("ready", 20)
         self.pid = int(ready["pid"])
         self.port = int(ready["port"])

@@ -1,6 +1,6 @@
 """A trio load generator for WebSocket fan-out: many subscribers, counting deliveries and their latency.
 
-One process opens connections ``start .. start+count-1`` (at most 10,000) to one server, either
+One process opens connections ``start .. start+count-1`` (at most 18,000) to one server, either
 Switchboard (``--target switchboard``: upgrade at ``/connection/websocket``, ``connect`` command with its
 own HS256 token, later ``subscribe`` commands) or the bare ceiling server (``--target ceiling``, see
 :mod:`bench.ceiling_server`: the upgrade request names the connection's channels in its query string).
@@ -55,6 +55,8 @@ from bench.loadgen import emit, longest_gap, open_socket, per_interval, percenti
 from broker.auth import encode_token
 
 READ_SIZE = 262144
+# Below the open-file limit of 20,000 with room for the process's own descriptors.
+MAX_SOCKETS = 18_000
 PONG_PAYLOAD = b"{}"
 
 
@@ -74,6 +76,7 @@ class Plan:
     concurrency: int
     connect_timeout: float
     hold_timeout: float
+    setup_timeout: float
     rungs: list[tuple[str, int, int]]
 
 
@@ -410,7 +413,7 @@ async def subscribe_all(plan: Plan, state: State) -> None:
         return
     for conn, frame in frames:
         await send_all(conn.sock, frame)
-    with trio.move_on_after(plan.connect_timeout + len(frames) / 200):
+    with trio.move_on_after(plan.setup_timeout or plan.connect_timeout + len(frames) / 200):
         await state.subscribed.wait()
 
 
@@ -461,7 +464,7 @@ async def run(plan: Plan) -> None:
         async with trio.open_nursery() as setup:
             for _ in range(min(plan.concurrency, plan.count)):
                 setup.start_soon(worker, plan, state, queue, connects, poller)
-            with trio.move_on_after(plan.connect_timeout * 2 + plan.count / 100):
+            with trio.move_on_after(plan.setup_timeout or plan.connect_timeout * 2 + plan.count / 100):
                 await state.all_done.wait()
             setup.cancel_scope.cancel()
         latencies = sorted(state.latencies)
@@ -521,12 +524,18 @@ def parse_args(argv: list[str] | None = None) -> Plan:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--secret", default="")
     parser.add_argument("--start", type=int, default=0, help="index of the first connection")
-    parser.add_argument("--count", type=int, required=True, help="connections to open (≤ 10,000)")
+    parser.add_argument("--count", type=int, required=True, help="connections to open (≤ 18,000)")
     parser.add_argument("--net", type=int, default=1, help="source addresses are 127.<net>.x.y")
     parser.add_argument("--per-address", type=int, default=100, help="sockets per source address")
     parser.add_argument("--concurrency", type=int, default=200, help="connections being set up at once")
     parser.add_argument("--connect-timeout", type=float, default=30.0)
     parser.add_argument("--hold-timeout", type=float, default=900.0, help="hold sockets at most this long")
+    parser.add_argument(
+        "--setup-timeout",
+        type=float,
+        default=0.0,
+        help="all connects (or subscribes) within this; 0: from --count",
+    )
     parser.add_argument("--rungs", required=True, help='JSON: [["name", subscribers, channels], ...]')
     args = parser.parse_args(argv)
     if not 1 <= args.net <= 254:
@@ -542,6 +551,7 @@ def parse_args(argv: list[str] | None = None) -> Plan:
         concurrency=args.concurrency,
         connect_timeout=args.connect_timeout,
         hold_timeout=args.hold_timeout,
+        setup_timeout=args.setup_timeout,
         rungs=[(str(n), int(s), int(c)) for n, s, c in orjson.loads(args.rungs)],
     )
 
@@ -551,8 +561,10 @@ def main(argv: list[str] | None = None) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    if plan.count + 64 > hard or plan.count > 10_000:
-        raise SystemExit(f"{plan.count} sockets: at most 10,000 per generator (open-file limit {hard})")
+    if plan.count + 64 > hard or plan.count > MAX_SOCKETS:
+        raise SystemExit(
+            f"{plan.count} sockets: at most {MAX_SOCKETS:,} per generator (open-file limit {hard})"
+        )
     if not math.isfinite(plan.hold_timeout):
         raise SystemExit("--hold-timeout must be finite")
     trio.run(run, plan)
