@@ -485,7 +485,7 @@ def run(opts: Options) -> Outcome:
             print(f"{time.strftime('%H:%M:%S')} {kind} at {connections:,} connections", file=sys.stderr)
             try:
                 measure(kind, connections, opts, outcome, workdir)
-            except BenchError as exc:  # the other rungs and servers still run; the check fails
+            except (BenchError, OSError) as exc:  # the other rungs and servers still run; the check fails
                 outcome.check(f"{kind} at {connections:,}: the rung completed", False, str(exc)[:300])
             finally:
                 if opts.keep:
