@@ -2,8 +2,13 @@
 
 One ``HttpConnection`` per accepted socket. It collects a request (method, path, query, headers, body
 within the route's size limit) and passes it to the application, which either answers it (keep-alive
-continues with the next request) or takes the socket over (``detach``) to hand it to a shard. Reading is
-paused while a request is being served, so pipelined requests are answered in order.
+continues with the next request) or takes the socket over (``detach``) to hand it to a shard.
+
+Pipelined requests are answered in order. Those the application marks as pipelined (``pipelined``: the
+server API) run side by side, at most ``MAX_PIPELINED`` at once: each answers through a ``Slot`` of its
+own, and slots are written out from the oldest as they fill, so ten publishes sent in one write reach the
+shards together instead of one round trip after another. Any other request waits until every slot before
+it is written, and reading is paused while it is served.
 
 Every socket has at most one deadline (``Timeouts``), checked by the owner's sweep (``expire``): a complete
 head within ``head`` of accept or of a request's first byte, a complete body within ``read`` of that first
@@ -15,6 +20,7 @@ route's limit is answered 413 before any of it is read.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -34,6 +40,8 @@ MAX_HEADER_BYTES = 64 * 1024
 # After an early answer (413, 408) input is read and dropped this long before closing, so that the kernel
 # does not reset the connection while the client still sends, which could destroy the answer unread.
 LINGER = 1.0
+# Pipelined API requests in flight on one connection; past it, reading pauses until the oldest answers.
+MAX_PIPELINED = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,8 +80,28 @@ class Eager:
     coroutine: Coroutine[Any, Any, None]
 
 
+class Responder(Protocol):
+    def respond(
+        self,
+        status: int,
+        body: bytes = b"",
+        content_type: str = "application/json",
+        headers: dict[str, str] | None = None,
+        keep_alive: bool = True,
+    ) -> None: ...
+
+
+Started = Coroutine[Any, Any, None] | Eager
+# Starts a pipelined request's handler with the slot it answers through.
+Starter = Callable[[Responder], Started]
+
+
 class Application(Protocol):
     def body_limit(self, path: str) -> int: ...
+
+    def pipelined(self, request: Request) -> Starter | None:
+        """A starter for a request that may run beside the connection's other ones; None otherwise."""
+        ...
 
     def handle(self, request: Request, conn: HttpConnection) -> Coroutine[Any, Any, None] | Eager | None: ...
 
@@ -108,6 +136,43 @@ def render_response(
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
+class Slot:
+    """One pipelined request's answer, written once every answer before it is."""
+
+    __slots__ = ("close", "conn", "data", "keep_alive")
+
+    def __init__(self, conn: HttpConnection, keep_alive: bool) -> None:
+        self.conn = conn
+        self.keep_alive = keep_alive
+        self.data: bytes | None = None
+        self.close = False
+
+    def respond(
+        self,
+        status: int,
+        body: bytes = b"",
+        content_type: str = "application/json",
+        headers: dict[str, str] | None = None,
+        keep_alive: bool = True,
+    ) -> None:
+        if self.data is not None:
+            return
+        self.close = not (keep_alive and self.keep_alive)
+        self.data = render_response(status, body, content_type, headers, not self.close)
+        if not self.conn._dispatching:  # else written with the others filled in the same step
+            self.conn._write_slots()
+
+    def settled(self, result: Any, error: BaseException | None) -> None:
+        if error is not None:
+            log.error("request handler failed", exc_info=error)
+            self.respond(
+                HTTPStatus.INTERNAL_SERVER_ERROR, b"Internal Server Error", "text/plain", keep_alive=False
+            )
+        elif self.data is None:
+            log.error("a pipelined request's handler ended without an answer")
+            self.respond(HTTPStatus.INTERNAL_SERVER_ERROR, b"Internal Server Error", "text/plain")
+
+
 class HttpConnection(asyncio.Protocol):
     def __init__(
         self,
@@ -129,7 +194,11 @@ class HttpConnection(asyncio.Protocol):
         self._body_size = 0
         self._limit = 0
         self._queue: list[Request] = []
+        self._slots: collections.deque[Slot] = collections.deque()
+        self._tasks: set[asyncio.Task[None]] = set()  # pipelined handlers still running
         self._busy = False
+        self._dispatching = False
+        self._failed = False
         self._detached = False
         self._closing = False
         self._upgrade: Request | None = None
@@ -138,7 +207,7 @@ class HttpConnection(asyncio.Protocol):
     @property
     def busy(self) -> bool:
         """A request is being served (an API call waiting for shards)."""
-        return self._busy
+        return self._busy or bool(self._slots)
 
     # -- asyncio.Protocol ------------------------------------------------------------------------
 
@@ -160,13 +229,20 @@ class HttpConnection(asyncio.Protocol):
         if self._reader is not None:
             self._reader.feed(data)
             return
-        if self._detached or self._closing:
+        if self._detached or self._closing or self._failed:
             return
         try:
-            self._parser.feed_data(data)
+            # Answers to the pipelined requests of this read are written together, after it.
+            self._dispatching = True
+            try:
+                self._parser.feed_data(data)
+            finally:
+                self._dispatching = False
+            if self._slots and self._slots[0].data is not None:
+                self._write_slots()
         except httptools.HttpParserUpgrade as exc:
             request, self._upgrade = self._upgrade, None
-            if request is None or self._busy or self._queue:
+            if request is None or self._busy or self._queue or self._slots:
                 self._fail(HTTPStatus.BAD_REQUEST, b"Bad Request")
                 return
             offset = int(exc.args[0]) if exc.args else len(data)
@@ -214,7 +290,7 @@ class HttpConnection(asyncio.Protocol):
             self._answer_early(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, b"Request Entity Too Large")
 
     def on_body(self, body: bytes) -> None:
-        if self._closing:
+        if self._closing or self._failed:
             return
         self._body_size += len(body)
         if self._body_size > self._limit:
@@ -228,7 +304,7 @@ class HttpConnection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         self._began = 0.0
         self.deadline = 0.0
-        if self._closing:
+        if self._closing or self._failed:
             return
         parsed = httptools.parse_url(self._url)
         request = Request(
@@ -249,8 +325,29 @@ class HttpConnection(asyncio.Protocol):
     # -- serving ---------------------------------------------------------------------------------
 
     def _next(self) -> None:
+        outer, self._dispatching = self._dispatching, True
+        try:
+            self._dispatch()
+        finally:
+            self._dispatching = outer
+        if not outer and self._slots and self._slots[0].data is not None:
+            self._write_slots()  # answered while dispatching: together, in one write
+
+    def _dispatch(self) -> None:
         while self._queue and not self._detached and not self._closing and self.transport is not None:
-            request = self._queue.pop(0)
+            request = self._queue[0]
+            starter = self.app.pipelined(request)
+            if starter is not None:
+                if len(self._slots) >= MAX_PIPELINED:
+                    self.transport.pause_reading()  # resumed as the oldest slot is written
+                    return
+                self._queue.pop(0)
+                self._start_pipelined(starter, request)
+                continue
+            if self._slots:
+                self.transport.pause_reading()  # resumed once every slot before it is written
+                return
+            self._queue.pop(0)
             outcome = self.app.handle(request, self)
             if outcome is None:
                 continue
@@ -268,8 +365,49 @@ class HttpConnection(asyncio.Protocol):
             task.add_done_callback(self._served)
             return
         self._busy = False
-        if not self._began and not self._detached and self._reader is None:
+        if self._slots:
+            self.deadline = 0.0  # the handlers bound their own waits
+        elif not self._began and not self._detached and self._reader is None:
             self.deadline = time.monotonic() + self.timeouts.idle
+
+    def _start_pipelined(self, starter: Starter, request: Request) -> None:
+        slot = Slot(self, request.keep_alive)
+        self._slots.append(slot)
+        outcome = starter(slot)
+        if isinstance(outcome, Eager):
+            carried = start_eagerly(outcome.coroutine, slot.settled, asyncio.get_running_loop())
+            if carried is not None:
+                self._tasks.add(carried)
+                carried.add_done_callback(self._tasks.discard)
+            return
+        task = asyncio.get_running_loop().create_task(outcome)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda t: slot.settled(None, None if t.cancelled() else t.exception()))
+
+    def _write_slots(self) -> None:
+        """Write the filled slots from the oldest; go on with requests that waited for them."""
+        slots = self._slots
+        transport = self.transport
+        written: list[bytes] = []
+        while slots and slots[0].data is not None:
+            slot = slots.popleft()
+            if transport is None or self._closing or self._detached or transport.is_closing():
+                continue
+            written.append(cast(bytes, slot.data))
+            if slot.close:
+                self._closing = True
+                slots.clear()
+        if not written or transport is None:
+            return
+        transport.write(written[0] if len(written) == 1 else b"".join(written))
+        if self._closing:
+            transport.close()
+            return
+        if self._busy or self._closing or self._detached or transport is None:
+            return  # the handler being served carries on when it ends
+        transport.resume_reading()
+        self._next()
 
     def _served(self, task: asyncio.Task[None]) -> None:
         self._settled(None, None if task.cancelled() else task.exception())
@@ -298,6 +436,11 @@ class HttpConnection(asyncio.Protocol):
     ) -> None:
         transport = self.transport
         if transport is None or self._detached or self._closing or transport.is_closing():
+            return
+        if self._slots:  # after the answers still being worked on
+            slot = Slot(self, self._parser.should_keep_alive())
+            self._slots.append(slot)
+            slot.respond(status, body, content_type, headers, keep_alive)
             return
         keep_alive = keep_alive and self._parser.should_keep_alive()
         transport.write(render_response(status, body, content_type, headers, keep_alive))
@@ -341,14 +484,22 @@ class HttpConnection(asyncio.Protocol):
     def _answer_early(self, status: int, body: bytes) -> None:
         """Answer before the request is complete and stop serving; drop input for a while, then close."""
         transport = self.transport
-        self._closing = True
         self._queue.clear()
+        if self._slots:  # after the answers still being worked on, then closed
+            self._failed = True
+            self.respond(status, body, "text/plain", keep_alive=False)
+            return
+        self._closing = True
         if transport is None or transport.is_closing():
             return
         transport.write(render_response(status, body, "text/plain", keep_alive=False))
         asyncio.get_running_loop().call_later(LINGER, transport.close)
 
     def _fail(self, status: int, body: bytes) -> None:
+        self._failed = True  # no more input is parsed
+        if self._slots:
+            self.respond(status, body, "text/plain", keep_alive=False)  # closes after the earlier answers
+            return
         self.respond(status, body, "text/plain", keep_alive=False)
         if self.transport is not None:
             self.transport.close()

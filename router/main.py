@@ -42,7 +42,7 @@ from router.api import Api
 from router.cluster import Cluster
 from router.connect import ConnectHandler
 from router.emulation import EmulationHandler
-from router.http import Eager, HttpConnection, Request, Timeouts
+from router.http import Eager, HttpConnection, Request, Responder, Starter, Timeouts
 from router.metrics import MetricsEndpoint
 from router.websocket import WebSocketEndpoints
 
@@ -102,15 +102,20 @@ class RouterApp:
             return self.cfg.emulation_max_request_body_size
         return DEFAULT_BODY_LIMIT
 
+    def pipelined(self, request: Request) -> Starter | None:
+        """API requests run beside the others pipelined on their connection (answered in order)."""
+        path = request.path
+        if path != self.api_prefix and not path.startswith(self.api_prefix + "/"):
+            return None
+        if self.eager_api:
+            return lambda responder: Eager(self._serve_api(request, responder))
+        return lambda responder: self._serve_api(request, responder)
+
     def handle(self, request: Request, conn: HttpConnection) -> Coroutine[Any, Any, None] | Eager | None:
         path = request.path
         endpoint = self.connect.endpoints.get(path)
         if endpoint is not None:
             return self.connect.handle(endpoint, request, conn)
-        if path == self.api_prefix or path.startswith(self.api_prefix + "/"):
-            if self.eager_api:
-                return Eager(self._serve_api(request, conn))
-            return self._serve_api(request, conn)
         if self.emulation.enabled and path == self.emulation.path:
             return self.emulation.handle(request, conn)
         if path in self.websocket.paths:
@@ -133,7 +138,7 @@ class RouterApp:
     def upgrade(self, request: Request, conn: HttpConnection, rest: bytes) -> None:
         self.websocket.upgrade(request, conn, rest)
 
-    async def _serve_api(self, request: Request, conn: HttpConnection) -> None:
+    async def _serve_api(self, request: Request, conn: Responder) -> None:
         if request.method != "POST":
             conn.respond(HTTPStatus.METHOD_NOT_ALLOWED, b"Method Not Allowed", "text/plain")
             return
