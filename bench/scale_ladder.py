@@ -72,6 +72,7 @@ from bench.connections_bench import (
 )
 from bench.fanout_bench import Ceiling, Child, Publisher, ceiling_fire, run_phase, switchboard_fire
 from bench.loadgen import percentile
+from bench.profiling import profiled
 
 FULL_RUNGS = [1_000, 10_000, 100_000, 500_000]
 QUICK_RUNGS = [1_000, 3_000]
@@ -99,6 +100,7 @@ class Options:
     scans: int = 10
     settle: float = 2.0
     plots: Path | None = ROOT / "bench" / "plots"
+    profile: Path | None = None
     append_results: Path | None = None
     keep: bool = False
 
@@ -269,6 +271,7 @@ def measure(kind: str, connections: int, opts: Options, outcome: Outcome, workdi
     try:
         time.sleep(opts.settle)
         before = tree_pss(fleet.pids)
+        roles_before = {role: pss_bytes(pid) for role, pid in fleet.pids.items()}
         put("fixed memory per process (MiB)", before / len(fleet.pids) / 2**20)
         if kind == "switchboard":
             shard_pss = [pss_bytes(pid) for role, pid in fleet.pids.items() if role.startswith("shard")]
@@ -280,6 +283,15 @@ def measure(kind: str, connections: int, opts: Options, outcome: Outcome, workdi
         time.sleep(opts.settle)
         after = tree_pss(fleet.pids)
         put("memory per connection (KiB)", (after - before) / max(1, connected) / 1024)
+        if kind == "switchboard":
+            grown = {role: pss_bytes(pid) - roles_before[role] for role, pid in fleet.pids.items()}
+            shards = sum(v for role, v in grown.items() if role.startswith("shard"))
+            put("router memory per connection (KiB)", grown["router"] / max(1, connected) / 1024)
+            put("shards' memory per connection (KiB)", shards / max(1, connected) / 1024)
+            shm = sum(
+                rss_bytes(pid, "RssShmem") for role, pid in fleet.pids.items() if role.startswith("shard")
+            )
+            put("shards' shared memory per connection (KiB)", shm / max(1, connected) / 1024)
         put("memory of the whole server (MiB)", after / 2**20)
         hold(kind, label, connections, fleet, generators, opts, outcome)
         fan_out(kind, connections, fleet, generators, opts, outcome, workdir)
@@ -320,6 +332,13 @@ def set_up(
     generators: list[Child],
     opts: Options,
     outcome: Outcome,
+) -> int:
+    with profiled(opts.profile, f"setup-{kind}-{connections}", fleet.pids):
+        return _set_up(kind, label, connections, fleet, generators, outcome)
+
+
+def _set_up(
+    kind: str, label: str, connections: int, fleet: Fleet, generators: list[Child], outcome: Outcome
 ) -> int:
     meter = CpuMeter(fleet.pids)
     meter.start()
@@ -516,6 +535,9 @@ SHARED_METRICS = [
 SWITCHBOARD_METRICS = [
     "router CPU per connect + subscribe (µs)",
     "shards' CPU per connect + subscribe (µs)",
+    "router memory per connection (KiB)",
+    "shards' memory per connection (KiB)",
+    "shards' shared memory per connection (KiB)",
     "fixed memory per shard (MiB)",
     "fixed RSS per shard (MiB)",
     "memory of the whole server (MiB)",
@@ -641,6 +663,9 @@ def parse_args(argv: list[str] | None = None) -> Options:
     parser.add_argument("--no-plots", action="store_true")
     parser.add_argument("--append-results", nargs="?", const=ROOT / "bench" / "RESULTS.md", type=Path)
     parser.add_argument("--keep", action="store_true", help="keep the working directories (logs)")
+    parser.add_argument(
+        "--profile", type=Path, help="py-spy profiles of the set-up phase into this directory"
+    )
     args = parser.parse_args(argv)
     opts = Options(ping_interval=args.ping_interval, intervals=args.intervals)
     opts.rungs = [int(c) for c in args.rungs.split(",") if c]
@@ -656,6 +681,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         parser.error("every rung must be 1 .. 1,000,000 connections")
     opts.append_results = args.append_results
     opts.keep = args.keep
+    opts.profile = args.profile
     return opts
 
 

@@ -14,7 +14,7 @@ never writes to a socket itself.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import Protocol
 
 from broker.protocol.state import ConnectionState
@@ -39,7 +39,9 @@ class Hub:
         on_count: Callable[[str, int], None] | None = None,
     ) -> None:
         self.by_client: dict[str, Connection] = {}
-        self.by_user: dict[str, set[Connection]] = {}
+        # A user's one connection itself, a set only from the second on: most users have one, and a
+        # one-element set costs 216 bytes per connection.
+        self.by_user: dict[str, Connection | set[Connection]] = {}
         self.by_channel: dict[str, set[Connection]] = {}
         # By the app name the client sent (immutable after connect): CEL ``app_name == "x"`` hints.
         self.by_app_name: dict[str, set[Connection]] = {}
@@ -55,11 +57,13 @@ class Hub:
         if state.client in self.by_client:
             raise ValueError(f"client {state.client} is already registered")
         self.by_client[state.client] = conn
-        users = self.by_user.get(state.user)
-        if users is None:
-            self.by_user[state.user] = {conn}
+        held = self.by_user.get(state.user)
+        if held is None:
+            self.by_user[state.user] = conn
+        elif isinstance(held, set):
+            held.add(conn)
         else:
-            users.add(conn)
+            self.by_user[state.user] = {held, conn}
         apps = self.by_app_name.get(state.app_name)
         if apps is None:
             self.by_app_name[state.app_name] = {conn}
@@ -74,10 +78,12 @@ class Hub:
         if self.by_client.get(state.client) is not conn:
             return False
         del self.by_client[state.client]
-        users = self.by_user.get(state.user)
-        if users is not None:
-            users.discard(conn)
-            if not users:
+        held = self.by_user.get(state.user)
+        if held is conn:
+            del self.by_user[state.user]
+        elif isinstance(held, set):
+            held.discard(conn)
+            if not held:
                 del self.by_user[state.user]
         apps = self.by_app_name.get(state.app_name)
         if apps is not None:
@@ -117,8 +123,11 @@ class Hub:
                 del self.by_channel[channel]
                 self._on_last(channel)
 
-    def user_connections(self, user: str) -> set[Connection]:
-        return self.by_user.get(user, set())
+    def user_connections(self, user: str) -> Collection[Connection]:
+        held = self.by_user.get(user)
+        if held is None:
+            return ()
+        return held if isinstance(held, set) else (held,)
 
     def candidates(
         self,
@@ -154,7 +163,7 @@ class Hub:
         if users is not None:
             pool: set[Connection] = set()
             for user in users:
-                pool |= self.by_user.get(user, set())
+                pool.update(self.user_connections(user))
             pools.append(pool)
         if clients is not None:
             found = (self.by_client.get(c) for c in clients)
@@ -173,7 +182,7 @@ class Hub:
         return {
             "num_clients": len(self.by_client),
             "num_users": num_users,
-            "num_anonymous": len(self.by_user.get("", ())),
+            "num_anonymous": len(self.user_connections("")),
             "num_channels": len(self.by_channel),
             "num_subs": sum(len(members) for members in self.by_channel.values()),
         }

@@ -100,6 +100,11 @@ class CompiledFilter:
         self.cost = cost
         self.meter = meter or Meter()
 
+    @property
+    def function(self) -> Callable[[Any], Any]:
+        """The compiled expression itself: it may raise; only a result that ``is True`` matches."""
+        return self._fn
+
     def matches(self, ctx: object) -> bool:
         """True only if the expression evaluates to exactly ``true`` for ``ctx``; never raises."""
         try:

@@ -84,3 +84,29 @@ def test_candidates_by_app_name_and_transport():
     hub.remove(sse)
     hub.remove(web)
     assert hub.by_app_name == {"ios": {ios}}  # nothing left behind by the ones that left
+
+
+def test_a_user_with_one_connection_holds_no_set_and_every_lookup_agrees():
+    hub = Hub()
+    a, b, c = Conn("a", "u1"), Conn("b", "u1"), Conn("c", "u1")
+    anon = [Conn(f"n{k}", "") for k in range(3)]
+    for conn in (a, *anon):
+        hub.add(conn)
+    assert hub.by_user["u1"] is a  # the connection itself, not a one-element set
+    assert list(hub.user_connections("u1")) == [a]
+    assert hub.user_connections("nobody") == ()
+    assert hub.stats()["num_anonymous"] == 3 and hub.stats()["num_users"] == 1
+    hub.add(b)
+    hub.add(c)
+    assert set(hub.user_connections("u1")) == {a, b, c}
+    assert set(hub.candidates(users=["u1", "nobody"])) == {a, b, c}
+    hub.remove(b)
+    hub.remove(a)
+    assert list(hub.user_connections("u1")) == [c]
+    assert set(hub.candidates(users=["u1"])) == {c}
+    hub.remove(c)
+    assert "u1" not in hub.by_user and hub.user_connections("u1") == ()
+    assert not hub.remove(c)
+    for conn in anon:
+        hub.remove(conn)
+    assert hub.by_user == {} and len(hub) == 0
