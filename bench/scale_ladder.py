@@ -386,6 +386,19 @@ def hold(
     outcome: Outcome,
 ) -> None:
     seconds = opts.intervals * opts.ping_interval + 2 if kind == "switchboard" else opts.idle_hold
+    with profiled(opts.profile, f"hold-{kind}-{connections}", fleet.pids):
+        _hold(kind, label, connections, fleet, generators, outcome, seconds)
+
+
+def _hold(
+    kind: str,
+    label: str,
+    connections: int,
+    fleet: Fleet,
+    generators: list[Child],
+    outcome: Outcome,
+    seconds: float,
+) -> None:
     meter = CpuMeter(fleet.pids)
     meter.start()
     began = time.monotonic()

@@ -174,8 +174,10 @@ class UserIndexWriter(_Segment):
             return
         live = self._live + len(blob) - (self._refs[slot] & 0xFFFF_FFFF if slot is not None else 0)
         if self._used + len(blob) > min(self.heap_bytes, _GROWTH * live + _SLACK):
-            self._rebuild({user: blob})
-            return
+            self._compact()
+            if self._used + len(blob) > self.heap_bytes:
+                self._rebuild({user: blob})  # live blobs fill the heap: some are left out
+                return
         self._live = live
         ref = self._append(blob)
         if slot is not None:
@@ -225,6 +227,26 @@ class UserIndexWriter(_Segment):
         hashes[slot] = hashed  # last: a reader that sees the hash sees the ref
         self._slots[user] = slot
         self._header[_H_LIVE] = len(self._slots)
+
+    def _compact(self) -> None:
+        """Slide the live blobs to the start of the heap, in heap order, and point their slots at the
+        new places; readers are kept out by an odd epoch. The table is left as it is: no user is
+        hashed or inserted again, so this costs a copy per live blob (a rewrite of ping latencies
+        brings one about every ``1 / (_GROWTH - 1)`` rewrites of every user)."""
+        refs, heap, header = self._refs, self._heap, self._header
+        order = sorted(self._slots.values(), key=lambda slot: refs[slot])  # by offset: the high half
+        header[_H_EPOCH] += 1
+        self.compactions += 1
+        used = 0
+        for slot in order:
+            ref = refs[slot]
+            offset, length = ref >> 32, ref & 0xFFFF_FFFF
+            if offset != used:  # moving towards the start: never over a blob not yet moved
+                heap[used : used + length] = bytes(heap[offset : offset + length])
+                refs[slot] = used << 32 | length
+            used += length
+        self._used = self._live = used
+        header[_H_EPOCH] += 1
 
     def _live_blobs(self) -> dict[str, bytes]:
         heap, refs = self._heap, self._refs
