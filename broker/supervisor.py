@@ -41,8 +41,10 @@ the self-pipe, every status pipe and every sentinel, with a one-second timeout, 
      is a crash loop and halts the server;
 
 4. checks liveness: a ready child whose heartbeat is older than ``cfg.heartbeat_timeout`` (a blocked event
-   loop) gets SIGKILL; it is then reaped and respawned like any child that died after ready. A child still
-   booting after ``boot_timeout`` seconds halts the server.
+   loop) gets SIGKILL; it is then reaped and respawned like any child that died after ready. A child that
+   kept using CPU within that time is working through one long step (a storm of commands on a machine
+   with more shards than cores), not stuck: it gets ``BUSY_GRACE`` timeouts, with one warning, before the
+   kill. A child still booting after ``boot_timeout`` seconds halts the server.
 
 Stop (a signal, or a halt): SIGTERM to every live child (each stops accepting, disconnects its clients
 with 3001 "shutdown" and exits), then wait until all have exited or ``cfg.shutdown_timeout`` has passed,
@@ -83,6 +85,20 @@ SHARD_TARGET = "shards.main:run"
 
 EXIT_OK = 0
 EXIT_HALTED = 1
+# A child without a heartbeat that keeps using CPU is given this many heartbeat timeouts before the kill.
+BUSY_GRACE = 10
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process so far (None once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -129,6 +145,9 @@ class _Child:
     boot_error: str | None = None
     kill_reason: str | None = None
     restarts: collections.deque[float] = field(default_factory=collections.deque)
+    cpu: float = -1.0  # its CPU time at the last liveness check
+    cpu_grew_at: float = 0.0  # when a check last saw its CPU time grow
+    busy_logged: bool = False
 
     @property
     def role(self) -> str:
@@ -449,10 +468,30 @@ class Arbiter:
             if timeout <= 0:
                 continue
             age = now - child.heartbeat.value
-            if age > timeout:
-                child.kill_reason = f"no heartbeat for {age:.1f}s"
-                log.error("%s (pid %s): no heartbeat for %.1fs; killing it", child.role, process.pid, age)
-                self._send(child, signal.SIGKILL)
+            cpu = cpu_seconds(process.pid) if process.pid is not None else None
+            if cpu is not None and cpu > child.cpu:
+                child.cpu, child.cpu_grew_at = cpu, now
+            if age <= timeout:
+                child.busy_logged = False
+                continue
+            if now - child.cpu_grew_at < timeout and age <= timeout * BUSY_GRACE:
+                # One long step on a machine with more processes than cores (a storm of commands
+                # on every shard at once): it works, it is not stuck. Stopped, blocked or idle
+                # processes use no CPU and are killed at the timeout; a livelocked one later.
+                if not child.busy_logged:
+                    child.busy_logged = True
+                    log.warning(
+                        "%s (pid %s): no heartbeat for %.1fs, but it is using CPU: a long step on a busy "
+                        "machine; killed only if it lasts %gs",
+                        child.role,
+                        process.pid,
+                        age,
+                        timeout * BUSY_GRACE,
+                    )
+                continue
+            child.kill_reason = f"no heartbeat for {age:.1f}s"
+            log.error("%s (pid %s): no heartbeat for %.1fs; killing it", child.role, process.pid, age)
+            self._send(child, signal.SIGKILL)
 
     # ------------------------------------------------------------------------------------------ stop
 

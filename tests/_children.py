@@ -110,6 +110,34 @@ def stuck_first(cfg: Config, *rest: Any) -> None:
         time.sleep(0.05)  # blocked: no heartbeat, only a look at the parent now and then
 
 
+def busy_for_a_while(cfg: Config, *rest: Any) -> None:
+    """Ready, then one long step: 5 s of CPU without a heartbeat (a storm on a loaded machine), then
+    beats again."""
+    ctx = _ctx(rest)
+    _started(cfg, ctx)
+    busy_until = time.monotonic() + 5.0
+    while time.monotonic() < busy_until:
+        sum(range(10_000))
+    _record(cfg, ctx, "events", f"busy-done {os.getpid()}")
+    deadline = time.monotonic() + MAX_LIFETIME
+    while ctx.parent_alive() and time.monotonic() < deadline:
+        ctx.beat()
+        time.sleep(0.05)
+
+
+def spins_first(cfg: Config, *rest: Any) -> None:
+    """First start: ready, then spins without a heartbeat for ever (a livelock). Later starts:
+    :func:`well_behaved`."""
+    ctx = _ctx(rest)
+    if (Path(cfg.runtime_dir) / f"{ctx.role}.pids").exists():
+        well_behaved(cfg, *rest)
+        return
+    _started(cfg, ctx)
+    deadline = time.monotonic() + MAX_LIFETIME
+    while ctx.parent_alive() and time.monotonic() < deadline:
+        sum(range(10_000))
+
+
 def exits_after_ready(cfg: Config, *rest: Any) -> None:
     """Ready, then returns soon after: dies after ready every time."""
     ctx = _ctx(rest)

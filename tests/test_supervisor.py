@@ -212,6 +212,32 @@ def test_second_signal_forces_exit(sup: Supervised) -> None:
         assert not alive(pid)
 
 
+def test_a_child_busy_with_one_long_step_is_not_killed(sup: Supervised) -> None:
+    sup.start([("shard-0", "busy_for_a_while", 0)], heartbeat_timeout=1.0)
+    sup.wait_ready("shard-0")
+    first = sup.pids("shard-0")[0]
+    eventually(lambda: f"busy-done {first}" in sup.events("shard-0"), timeout=20, what="the long step's end")
+    time.sleep(1.5)  # beating again: left alone
+    assert alive(first) and sup.pids("shard-0") == [first]
+    log = sup.log()
+    assert "but it is using CPU" in log and "killing it" not in log
+    sup.signal(signal.SIGTERM)
+    assert sup.wait_exit(30) == 0
+
+
+def test_a_child_spinning_without_heartbeat_is_killed_after_the_grace(sup: Supervised) -> None:
+    sup.start([("shard-0", "spins_first", 0)], heartbeat_timeout=1.0)
+    sup.wait_ready("shard-0")
+    first = sup.pids("shard-0")[0]
+    began = time.monotonic()
+    sup.wait_ready("shard-0", count=2, timeout=40)
+    assert not alive(first)
+    assert time.monotonic() - began >= 8.0  # BUSY_GRACE (10) heartbeat timeouts, less the boot
+    assert "but it is using CPU" in sup.log() and "killing it" in sup.log()
+    sup.signal(signal.SIGTERM)
+    assert sup.wait_exit(30) == 0
+
+
 def test_missing_heartbeat_kills_and_respawns(sup: Supervised) -> None:
     sup.start([("shard-0", "stuck_first", 0)], heartbeat_timeout=2.0)
     sup.wait_ready("shard-0")
