@@ -511,6 +511,19 @@ def run(opts: Options) -> Outcome:
     if "node" in opts.targets and not (NODE_DIR / "node_modules" / "ws").is_dir():
         raise BenchError(f"Node's ws is not installed: run `npm ci` in {NODE_DIR} (make bench-scale does)")
     outcome = Outcome(opts, began=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"))
+    try:
+        _climb(opts, outcome)
+    except KeyboardInterrupt:  # what was measured so far is still reported
+        outcome.check("the ladder ran to the end", False, "interrupted")
+    if opts.plots is not None:
+        from bench.scale_plots import plot_all
+
+        written = plot_all(outcome, opts.plots)
+        outcome.notes.append(f"plots: {', '.join(str(p.relative_to(ROOT)) for p in written)}")
+    return outcome
+
+
+def _climb(opts: Options, outcome: Outcome) -> None:
     for connections in opts.rungs:
         for kind in opts.targets:
             workdir = Path(tempfile.mkdtemp(prefix=f"switchboard-ladder-{kind}-"))
@@ -524,12 +537,6 @@ def run(opts: Options) -> Outcome:
                     print(f"kept {workdir}", file=sys.stderr)
                 else:
                     shutil.rmtree(workdir, ignore_errors=True)
-    if opts.plots is not None:
-        from bench.scale_plots import plot_all
-
-        written = plot_all(outcome, opts.plots)
-        outcome.notes.append(f"plots: {', '.join(str(p.relative_to(ROOT)) for p in written)}")
-    return outcome
 
 
 # -- the report ------------------------------------------------------------------------------------------
