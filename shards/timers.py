@@ -24,6 +24,8 @@ from shards.hub import Hub
 from shards.ticker import PingWheel
 
 log = logging.getLogger("switchboard.shard")
+# Seconds between two ticks (one a second) past which the loop counts as having stalled.
+STALLED = 2.5
 
 
 class TimersHost(Protocol):
@@ -58,6 +60,8 @@ class ConnectionTimers:
         self.refresh_due: Deadlines[str] = Deadlines()
         self.sub_refresh_due: Deadlines[tuple[str, str]] = Deadlines()
         self.refresher: Refresher | None = None
+        self._last_tick = 0.0
+        self._pong_checks_from = 0.0
 
     def track(self, conn: ClientConnection) -> None:
         """A connection entered the hub: ping it, and expire it if its credentials do."""
@@ -98,11 +102,18 @@ class ConnectionTimers:
         self.sub_refresh_due.discard(key)
 
     def tick(self, now: float) -> None:
+        if self._last_tick and now - self._last_tick > STALLED:
+            # The loop was stalled (one long step: a storm on a busy machine). Pongs that arrived
+            # meanwhile are still unread in the sockets: no client is blamed until the loop has kept
+            # time for a whole pong timeout. Connections still silent then are checked next round.
+            self._pong_checks_from = now + self.cfg.pong_timeout + 1
+        self._last_tick = now
         to_ping, to_check = self.pings.advance(now)
         for conn in to_ping:
             conn.ping(now)
-        for conn in to_check:
-            conn.check_pong(now)
+        if now >= self._pong_checks_from:
+            for conn in to_check:
+                conn.check_pong(now)
         self._expire_connections(now)
         self._expire_subscriptions(now)
         if self.refresher is not None:

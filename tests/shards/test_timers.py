@@ -97,3 +97,33 @@ def test_forgotten_connections_leave_no_timer_behind():
     timers.sub_expiry_changed(conn, "x")
     timers.untrack(conn)
     assert (len(timers.expiry), len(timers.sub_expiry), len(timers.pings)) == (0, 0, 0)
+
+
+class Silent(Conn):
+    """A connection whose pongs are checked: ``checked`` records when."""
+
+    def __init__(self, client: str, now: float) -> None:
+        super().__init__(client, now)
+        self.checked: list[float] = []
+
+    def check_pong(self, now: float) -> None:
+        self.checked.append(now)
+
+
+def test_no_pong_is_checked_until_the_loop_kept_time_after_a_stall():
+    timers, _ = setup()
+    conns = [Silent(f"c{i}", 1000.0 + i % 5) for i in range(10)]
+    for conn in conns:
+        timers.track(conn)
+    for second in range(1001, 1011):
+        timers.tick(float(second))
+    checked = sum(len(conn.checked) for conn in conns)
+    assert checked > 0  # on time: every pinged bucket is checked pong_timeout + 1 s later
+    timers.tick(1040.0)  # 30 s in one step: pongs may be unread in the sockets
+    for second in range(1041, 1043):
+        timers.tick(float(second))
+    assert sum(len(conn.checked) for conn in conns) == checked  # nobody blamed yet
+    for second in range(1043, 1050):
+        timers.tick(float(second))
+    assert sum(len(conn.checked) for conn in conns) > checked  # kept time for a pong timeout: checked again
+    assert all(len(conn.pinged) >= 2 for conn in conns)  # pings went on all along
