@@ -76,8 +76,8 @@ class Plan:
     concurrency: int
     connect_timeout: float
     hold_timeout: float
-    setup_timeout: float
     rungs: list[tuple[str, int, int]]
+    setup_timeout: float = 0.0  # 0: from the count
 
 
 @dataclass
