@@ -279,7 +279,8 @@ def measure(kind: str, connections: int, opts: Options, outcome: Outcome, workdi
             shard_rss = [rss_bytes(pid) for role, pid in fleet.pids.items() if role.startswith("shard")]
             put("fixed RSS per shard (MiB)", sum(shard_rss) / len(shard_rss) / 2**20)
         generators = start_generators(kind, fleet, connections, opts, workdir)
-        connected = set_up(kind, label, connections, fleet, generators, opts, outcome)
+        with profiled(opts.profile, f"setup-{kind}-{connections}", fleet.pids):
+            connected = set_up(kind, label, connections, fleet, generators, outcome)
         time.sleep(opts.settle)
         after = tree_pss(fleet.pids)
         put("memory per connection (KiB)", (after - before) / max(1, connected) / 1024)
@@ -293,7 +294,9 @@ def measure(kind: str, connections: int, opts: Options, outcome: Outcome, workdi
             )
             put("shards' shared memory per connection (KiB)", shm / max(1, connected) / 1024)
         put("memory of the whole server (MiB)", after / 2**20)
-        hold(kind, label, connections, fleet, generators, opts, outcome)
+        seconds = opts.intervals * opts.ping_interval + 2 if kind == "switchboard" else opts.idle_hold
+        with profiled(opts.profile, f"hold-{kind}-{connections}", fleet.pids):
+            hold(kind, label, connections, fleet, generators, outcome, seconds)
         fan_out(kind, connections, fleet, generators, opts, outcome, workdir)
         if server is not None:
             with HttpClient(server.port, timeout=120) as client:
@@ -325,19 +328,6 @@ def measure(kind: str, connections: int, opts: Options, outcome: Outcome, workdi
 
 
 def set_up(
-    kind: str,
-    label: str,
-    connections: int,
-    fleet: Fleet,
-    generators: list[Child],
-    opts: Options,
-    outcome: Outcome,
-) -> int:
-    with profiled(opts.profile, f"setup-{kind}-{connections}", fleet.pids):
-        return _set_up(kind, label, connections, fleet, generators, outcome)
-
-
-def _set_up(
     kind: str, label: str, connections: int, fleet: Fleet, generators: list[Child], outcome: Outcome
 ) -> int:
     meter = CpuMeter(fleet.pids)
@@ -377,20 +367,6 @@ def _set_up(
 
 
 def hold(
-    kind: str,
-    label: str,
-    connections: int,
-    fleet: Fleet,
-    generators: list[Child],
-    opts: Options,
-    outcome: Outcome,
-) -> None:
-    seconds = opts.intervals * opts.ping_interval + 2 if kind == "switchboard" else opts.idle_hold
-    with profiled(opts.profile, f"hold-{kind}-{connections}", fleet.pids):
-        _hold(kind, label, connections, fleet, generators, outcome, seconds)
-
-
-def _hold(
     kind: str,
     label: str,
     connections: int,
